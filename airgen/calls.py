@@ -1,0 +1,42 @@
+"""The data that crosses between the flow, the scheduler and the engines."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["guidance", "student"]
+ROLES: tuple[Role, ...] = ("guidance", "student")
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """Decoding settings of one call; `regex`/`choice` constrain the output where the engine can."""
+
+    max_tokens: int
+    temperature: float = 0.2
+    top_p: float = 0.9
+    regex: str | None = None
+    choice: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One model call. `key` (doc_id/stage/round) is stable across runs: the journal is indexed by it."""
+
+    key: str
+    role: Role
+    stage: str
+    messages: tuple[dict, ...]
+    sampling: Sampling
+    # Larger = closer to done; the scheduler serves high-progress requests first.
+    progress: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    finish_reason: str  # "stop" | "length" | ...
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    model: str = field(default="", compare=False)

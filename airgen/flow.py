@@ -1,0 +1,438 @@
+"""The AIR method as a pure state machine: no engine, no file, no clock.
+
+One `Sample` per document. `Flow.start(sample)` gives its first `Request`; each `Flow.advance(sample, completion)`
+consumes the completion of the pending request and gives the next `Request`, or ends the sample with `Done`
+(records) or `Dropped` (stage and reason). All rules live here, in the paper's order (section 3, Algorithm 2):
+
+  1. initial instruction  back_translate -> refine -> score (keep >= threshold) [-> reference, judge="model"]
+  2. rounds 1..R          answer -> propose -> dedup (round >= 2) -> answer_with -> check
+  3. levels 1..K          merge -> respond: one record per level
+
+Randomness (type order, few-shot picks, merge order) comes from a generator seeded by (seed, doc id, call key), so
+replaying a journal through the flow makes the same requests; resume relies on that.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from airgen import prompts as P
+from airgen.calls import Completion, Request, Sampling
+from airgen.config import FlowConfig
+
+BACK_TRANSLATE = "back_translate"
+REFINE = "refine"
+SCORE = "score"
+REFERENCE = "reference"
+ANSWER = "answer"
+PROPOSE = "propose"
+DEDUP = "dedup"
+ANSWER_WITH = "answer_with"
+CHECK = "check"
+MERGE = "merge"
+RESPOND = "respond"
+STAGES = (BACK_TRANSLATE, REFINE, SCORE, REFERENCE, ANSWER, PROPOSE, DEDUP, ANSWER_WITH, CHECK, MERGE, RESPOND)
+
+
+class FlowError(RuntimeError):
+    """An event the state machine cannot accept (a bug in the caller, never bad model output)."""
+
+
+@dataclass(slots=True)
+class Constraint:
+    round: int
+    type: str
+    text: str
+    # None until checked (or when the check step is off or its answer could not be read).
+    failed: bool | None = None
+    score: int | None = None
+
+
+@dataclass(slots=True)
+class Sample:
+    """Everything the flow knows about one document. Only the flow mutates it."""
+
+    doc_id: str
+    document: str
+    source: str = ""  # where the document was read, for rejection lines
+    stage: str = ""
+    pending: Request | None = None
+    calls: int = 0
+    instruction: str = ""
+    refined: str = ""
+    score: int = 0
+    reference: str = ""
+    round: int = 0
+    # The student's latest answer to the instruction with every accepted constraint (I_{round}), if known.
+    answer: str | None = None
+    proposed: Constraint | None = None
+    constraints: list[Constraint] = field(default_factory=list)
+    checked: int = 0  # constraints[:checked] have been through a check step
+    rounds_end: str = ""
+    levels: list[list[Constraint]] = field(default_factory=list)
+    level: int = 0
+    merged: str = ""
+    records: list[dict[str, Any]] = field(default_factory=list)
+    level_drops: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    records: list[dict[str, Any]]
+    # Levels that produced no record, each {"level", "stage", "reason"}; the sample itself succeeded.
+    level_drops: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    stage: str
+    reason: str
+    level_drops: list[dict[str, Any]] = field(default_factory=list)
+
+
+Step = Request | Done | Dropped
+
+
+class _Reject(Exception):
+    """A completion the method does not accept; the caller decides whether it ends the sample or the round."""
+
+
+class Flow:
+    def __init__(self, config: FlowConfig, prompts: P.PromptSet, seed: int = 0):
+        self.config = config
+        self.prompts = prompts
+        self.seed = seed
+        self._types = {t.name: t for t in prompts.types}
+        self._handlers = {
+            BACK_TRANSLATE: self._on_back_translate,
+            REFINE: self._on_refine,
+            SCORE: self._on_score,
+            REFERENCE: self._on_reference,
+            ANSWER: self._on_answer,
+            PROPOSE: self._on_propose,
+            DEDUP: self._on_dedup,
+            ANSWER_WITH: self._on_answer_with,
+            CHECK: self._on_check,
+            MERGE: self._on_merge,
+            RESPOND: self._on_respond,
+        }
+
+    # -- public API -------------------------------------------------------------------------------------------
+
+    def start(self, sample: Sample) -> Request:
+        if sample.stage:
+            raise FlowError(f"{sample.doc_id}: already started (stage {sample.stage})")
+        return self._request(
+            sample, BACK_TRANSLATE, 0, "guidance", self.prompts.messages("back_translate", document=sample.document)
+        )
+
+    def advance(self, sample: Sample, completion: Completion) -> Step:
+        request = sample.pending
+        if request is None:
+            raise FlowError(f"{sample.doc_id}: no pending request (stage {sample.stage or 'not started'})")
+        sample.pending = None
+        sample.calls += 1
+        cut = ""
+        if completion.finish_reason == "length":
+            cut = f"output cut at max_tokens={request.sampling.max_tokens}"
+        return self._handlers[sample.stage](sample, completion.text, cut)
+
+    # -- 1. initial instruction -----------------------------------------------------------------------------------
+
+    def _on_back_translate(self, s: Sample, text: str, cut: str) -> Step:
+        try:
+            s.instruction = self._words(P.parse_instruction(self._text(text, cut)), self.config.instruction_words,
+                                        "instruction")
+        except (P.ParseError, _Reject) as e:
+            return Dropped(BACK_TRANSLATE, str(e))
+        return self._request(s, REFINE, 0, "guidance",
+                             self.prompts.messages("refine_document", instruction=s.instruction, document=s.document))
+
+    def _on_refine(self, s: Sample, text: str, cut: str) -> Step:
+        try:
+            s.refined = P.parse_refined(self._text(text, cut))
+            self._words(s.refined, (self.config.min_refined_words, None), "refined document")
+        except (P.ParseError, _Reject) as e:
+            return Dropped(REFINE, str(e))
+        return self._request(s, SCORE, 0, "guidance", self.prompts.messages("score_instruction",
+                                                                          instruction=s.instruction),
+                             regex=P.SCORE_REGEX)
+
+    def _on_score(self, s: Sample, text: str, cut: str) -> Step:
+        try:
+            s.score = P.parse_score(self._text(text, cut))
+        except (P.ParseError, _Reject) as e:
+            return Dropped(SCORE, str(e))
+        if s.score < self.config.score_threshold:
+            return Dropped(SCORE, f"score {s.score}/5 below threshold {self.config.score_threshold}")
+        if self.config.judge == "model":
+            return self._request(s, REFERENCE, 0, "guidance", self.prompts.chat(s.instruction))
+        return self._next_round(s)
+
+    def _on_reference(self, s: Sample, text: str, cut: str) -> Step:
+        try:
+            s.reference = self._words(self._text(text, cut), (self.config.min_answer_words, None), "reference answer")
+        except _Reject as e:
+            return Dropped(REFERENCE, str(e))
+        return self._next_round(s)
+
+    # -- 2. iterative refinement ----------------------------------------------------------------------------------
+
+    def _next_round(self, s: Sample) -> Step:
+        s.round += 1
+        limit = 1 if self.config.one_shot else self.config.rounds
+        if s.round > limit:
+            s.rounds_end = f"completed {limit} rounds"
+            return self._levels(s)
+        if self.config.judge != "none" and s.answer is None:
+            return self._request(s, ANSWER, s.round, "student", self.prompts.chat(self._current_instruction(s)))
+        return self._propose(s)
+
+    def _on_answer(self, s: Sample, text: str, cut: str) -> Step:
+        try:
+            s.answer = self._student_text(text, cut)
+        except _Reject as e:
+            return self._end_rounds(s, ANSWER, str(e))
+        return self._propose(s)
+
+    def _propose(self, s: Sample) -> Request:
+        used = {c.type for c in s.constraints}
+        types = [t for t in self.prompts.types if t.name not in used]
+        self._rng(s, f"{PROPOSE}/{s.round}").shuffle(types)
+        names = [t.name for t in types]
+        listing = P.format_types(types)
+        if self.config.one_shot:
+            count = min(self.config.rounds, len(types))
+            return self._request(s, PROPOSE, s.round, "guidance", self.prompts.messages(
+                "propose_constraints_oneshot", instruction=s.instruction, reference=self._reference(s),
+                answer=s.answer or "", types=listing, count=str(count)), regex=P.propose_many_regex(names, count))
+        if self.config.judge == "none":
+            messages = self.prompts.messages("propose_constraint_blind", instruction=s.instruction, types=listing)
+        else:
+            # The judge always sees the INITIAL instruction (authors' code); the answer varies per round.
+            messages = self.prompts.messages("propose_constraint", instruction=s.instruction,
+                                             reference=self._reference(s), answer=s.answer or "", types=listing)
+        return self._request(s, PROPOSE, s.round, "guidance", messages, regex=P.propose_regex(names))
+
+    def _on_propose(self, s: Sample, text: str, cut: str) -> Step:
+        allowed = [t.name for t in self.prompts.types if t.name not in {c.type for c in s.constraints}]
+        try:
+            if self.config.one_shot:
+                pairs = P.parse_constraints(self._text(text, cut), allowed, min(self.config.rounds, len(allowed)))
+                kept = [(kind, c) for kind, c in pairs if self._fits(c, self.config.constraint_words)]
+                # Constraint i of one call plays the part of round i, so levels work as in the iterative method.
+                found = [Constraint(i, kind, c) for i, (kind, c) in enumerate(kept, 1)]
+                if not found:
+                    raise _Reject(f"no proposed constraint has {self._span(self.config.constraint_words)} words")
+                s.constraints.extend(found)
+                s.round = len(found)
+                return self._after_accept(s)
+            kind, constraint = P.parse_constraint(self._text(text, cut), allowed)
+            s.proposed = Constraint(s.round, kind, self._constraint_words(constraint))
+        except (P.ParseError, _Reject) as e:
+            return self._end_rounds(s, PROPOSE, str(e))
+        if s.constraints:
+            return self._request(s, DEDUP, s.round, "guidance", self.prompts.messages(
+                "dedup_constraint", constraint=s.proposed.text,
+                existing=P.format_numbered([c.text for c in s.constraints])), choice=P.DUPLICATE_CHOICES)
+        return self._accept(s)
+
+    def _on_dedup(self, s: Sample, text: str, cut: str) -> Step:
+        try:
+            if P.parse_duplicate(self._text(text, cut)):
+                raise _Reject(f"duplicate of an earlier constraint: {s.proposed.text!r}")
+        except (P.ParseError, _Reject) as e:
+            return self._end_rounds(s, DEDUP, str(e))
+        return self._accept(s)
+
+    def _accept(self, s: Sample) -> Step:
+        s.constraints.append(s.proposed)
+        s.proposed = None
+        return self._after_accept(s)
+
+    def _after_accept(self, s: Sample) -> Step:
+        if self.config.constraint_set == "all":
+            # Without the check step the next round asks the student afresh for I_r.
+            s.answer = None
+            return self._next_round(s)
+        return self._request(s, ANSWER_WITH, s.round, "student", self.prompts.chat(self._current_instruction(s)))
+
+    def _on_answer_with(self, s: Sample, text: str, cut: str) -> Step:
+        try:
+            answer = self._student_text(text, cut)
+        except _Reject as e:
+            return self._end_rounds(s, ANSWER_WITH, str(e))
+        s.answer = answer if self.config.reuse_answer else None
+        return self._request(s, CHECK, s.round, "guidance", self.prompts.messages(
+            "check_constraints", instruction=self._current_instruction(s), answer=answer,
+            constraints="\n".join(c.text for c in s.constraints)), regex=P.check_regex(len(s.constraints)))
+
+    def _on_check(self, s: Sample, text: str, cut: str) -> Step:
+        # The check decides membership of C' only for the constraints new this round (Algorithm 2, line 7).
+        new, s.checked = range(s.checked, len(s.constraints)), len(s.constraints)
+        try:
+            scores = P.parse_check(self._text(text, cut), len(s.constraints))
+        except (P.ParseError, _Reject) as e:
+            # Authors' rule: an unreadable check drops this round's check, not the sample; unchecked constraints
+            # stay in C but never enter C'.
+            s.level_drops.append({"level": s.round, "stage": CHECK, "reason": f"check unreadable: {e}"})
+            return self._next_round(s)
+        for i in new:
+            c = s.constraints[i]
+            c.score = scores[i]
+            c.failed = c.score < self.config.pass_score
+        return self._next_round(s)
+
+    def _end_rounds(self, s: Sample, stage: str, reason: str) -> Step:
+        s.rounds_end = f"round {s.round} {stage}: {reason}"
+        if not s.constraints:
+            return Dropped(stage, f"round {s.round}: {reason}")
+        return self._levels(s)
+
+    # -- 3. final records, one per level ----------------------------------------------------------------------------
+
+    def _levels(self, s: Sample) -> Step:
+        last: list[str] | None = None
+        for k in range(1, max(c.round for c in s.constraints) + 1):
+            chosen = [c for c in s.constraints if c.round <= k and (self.config.constraint_set == "all" or c.failed)]
+            texts = [c.text for c in chosen]
+            if not chosen:
+                s.level_drops.append({"level": k, "stage": CHECK, "reason": "the student met every constraint"})
+            elif texts == last:
+                s.level_drops.append({"level": k, "stage": CHECK, "reason": "no new failed constraint at this level"})
+            else:
+                s.levels.append(chosen)
+                last = texts
+        if not s.levels:
+            return self._finish(s, CHECK)
+        return self._merge(s)
+
+    def _merge(self, s: Sample) -> Request:
+        chosen = s.levels[s.level]
+        k = chosen[-1].round
+        rng = self._rng(s, f"{MERGE}/{k}")
+        examples = rng.sample(self.prompts.merge_examples, min(self.config.few_shot, len(self.prompts.merge_examples)))
+        order = [c.text for c in chosen]
+        rng.shuffle(order)
+        return self._request(s, MERGE, k, "guidance", self.prompts.messages(
+            "merge_constraints", instruction=s.instruction, constraints=P.format_numbered(order),
+            examples=P.format_examples(examples)), max_tokens=self.config.merge_max_tokens)
+
+    def _on_merge(self, s: Sample, text: str, cut: str) -> Step:
+        try:
+            s.merged = self._words(P.parse_merged(self._text(text, cut)), self.config.merged_words,
+                                   "merged instruction")
+        except (P.ParseError, _Reject) as e:
+            return self._level_failed(s, MERGE, str(e))
+        return self._request(s, RESPOND, s.levels[s.level][-1].round, "guidance", self.prompts.chat(s.merged))
+
+    def _on_respond(self, s: Sample, text: str, cut: str) -> Step:
+        try:
+            response = self._words(self._text(text, cut), (self.config.min_answer_words, None), "response")
+        except _Reject as e:
+            return self._level_failed(s, RESPOND, str(e))
+        s.records.append(self._record(s, s.levels[s.level], response))
+        return self._next_level(s)
+
+    def _level_failed(self, s: Sample, stage: str, reason: str) -> Step:
+        s.level_drops.append({"level": s.levels[s.level][-1].round, "stage": stage, "reason": reason})
+        return self._next_level(s)
+
+    def _next_level(self, s: Sample) -> Step:
+        s.level += 1
+        if s.level < len(s.levels):
+            return self._merge(s)
+        return self._finish(s, s.stage)
+
+    def _finish(self, s: Sample, stage: str) -> Done | Dropped:
+        if s.records:
+            return Done(s.records, s.level_drops)
+        last = s.level_drops[-1]
+        return Dropped(last["stage"], f"no level produced a record; level {last['level']}: {last['reason']}",
+                       s.level_drops)
+
+    def _record(self, s: Sample, chosen: list[Constraint], response: str) -> dict[str, Any]:
+        level = chosen[-1].round
+        return {
+            "instruction": s.merged,
+            "input": "",
+            "output": response,
+            "messages": [{"role": "user", "content": s.merged}, {"role": "assistant", "content": response}],
+            "meta": {
+                "doc_id": s.doc_id,
+                "level": level,
+                "constraint_set": self.config.constraint_set,
+                "constraints": [
+                    {"round": c.round, "type": c.type, "text": c.text, "failed": c.failed, "score": c.score}
+                    for c in s.constraints if c.round <= level
+                ],
+                "merged_constraints": [c.text for c in chosen],
+                "initial_instruction": s.instruction,
+                "instruction_score": s.score,
+                "rounds_end": s.rounds_end,
+            },
+        }
+
+    # -- helpers -------------------------------------------------------------------------------------------------------
+
+    def _request(self, s: Sample, stage: str, n: int, role: str, messages: tuple[dict, ...], *,
+                 regex: str | None = None, choice: tuple[str, ...] | None = None,
+                 max_tokens: int | None = None) -> Request:
+        structured = self.config.structured
+        request = Request(
+            key=f"{s.doc_id}/{stage}/{n}",
+            role=role,  # type: ignore[arg-type]
+            stage=stage,
+            messages=messages,
+            sampling=Sampling(
+                max_tokens=max_tokens or self.config.max_tokens,
+                temperature=self.config.temperature,
+                top_p=self.config.top_p,
+                regex=regex if structured else None,
+                choice=choice if structured else None,
+            ),
+            progress=s.calls,
+        )
+        s.stage = stage
+        s.pending = request
+        return request
+
+    def _rng(self, s: Sample, key: str) -> random.Random:
+        digest = hashlib.blake2b(f"{self.seed}/{s.doc_id}/{key}".encode(), digest_size=8).digest()
+        return random.Random(int.from_bytes(digest, "big"))
+
+    def _current_instruction(self, s: Sample) -> str:
+        return P.with_constraints(s.instruction, [c.text for c in s.constraints])
+
+    def _reference(self, s: Sample) -> str:
+        return s.reference if self.config.judge == "model" else s.refined
+
+    def _student_text(self, text: str, cut: str) -> str:
+        return self._text(text, "" if self.config.keep_cut_answers else cut)
+
+    @staticmethod
+    def _text(text: str, cut: str) -> str:
+        if cut:
+            raise _Reject(cut)
+        if not text.strip():
+            raise _Reject("empty output")
+        return text.strip()
+
+    def _constraint_words(self, text: str) -> str:
+        return self._words(text, self.config.constraint_words, "constraint")
+
+    @staticmethod
+    def _fits(text: str, span: tuple[int, int]) -> bool:
+        return span[0] <= P.word_count(text) <= span[1]
+
+    @staticmethod
+    def _span(span: tuple[int, int | None]) -> str:
+        return f"{span[0]}..{span[1]}" if span[1] is not None else f">= {span[0]}"
+
+    def _words(self, text: str, span: tuple[int, int | None], what: str) -> str:
+        n = P.word_count(text)
+        if n < span[0] or (span[1] is not None and n > span[1]):
+            raise _Reject(f"{what} has {n} words, outside {self._span(span)}")
+        return text

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+
+from airgen.calls import Completion, Request
+from airgen.config import FlowConfig
+from airgen.engines.scripted import MethodScript
+from airgen.flow import Done, Dropped, Flow, Sample
+from airgen.prompts import PromptSet
+
+
+@pytest.fixture(scope="session")
+def prompts() -> PromptSet:
+    return PromptSet.load()
+
+
+def completion(text: str, finish: str = "stop") -> Completion:
+    return Completion(text, finish, 10, len(text.split()), 0, "scripted")
+
+
+def drive(flow: Flow, sample: Sample, respond: Callable[[Request], str | Completion]):
+    """Run one sample through the flow with scripted answers; returns (final step, requests made)."""
+    requests = [flow.start(sample)]
+    while True:
+        out = respond(requests[-1])
+        step = flow.advance(sample, out if isinstance(out, Completion) else completion(out))
+        if isinstance(step, (Done, Dropped)):
+            return step, requests
+        requests.append(step)
+
+
+def script(prompts: PromptSet, overrides: dict[str, object] | None = None, **knobs):
+    """MethodScript with per-stage overrides: {stage or 'stage/n': text | Completion | callable(request)}."""
+    base = MethodScript(prompts, **knobs)
+    overrides = overrides or {}
+
+    def respond(request: Request):
+        stage, n = request.key.split("/")[-2:]
+        for key in (f"{stage}/{n}", stage):
+            if key in overrides:
+                out = overrides[key]
+                return out(request) if callable(out) else out
+        return base(request)
+
+    return respond
+
+
+def make_flow(prompts: PromptSet, seed: int = 0, **settings) -> Flow:
+    return Flow(FlowConfig(**settings), prompts, seed)
