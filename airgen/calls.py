@@ -17,6 +17,8 @@ class Sampling:
     top_p: float = 0.9
     regex: str | None = None
     choice: tuple[str, ...] | None = None
+    # Benchmarks replay recorded output lengths: generate exactly max_tokens, ignoring end-of-sequence.
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,88 @@
+"""A scripted engine: answers each request from a function, after an optional delay. For unit tests and for
+measuring the scheduler's own cost; it never stands in for a model in a real run."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from typing import Callable
+
+from airgen import prompts as P
+from airgen.calls import Completion, Request
+
+Responder = Callable[[Request], "str | Completion"]
+
+
+class ScriptedEngine:
+    def __init__(self, respond: Responder, *, name: str = "scripted",
+                 latency: Callable[[Request], float] | None = None):
+        self.name = name
+        self._respond = respond
+        self._latency = latency
+        self.calls: list[Request] = []
+        self.outstanding = 0
+        self.peak_outstanding = 0
+
+    async def generate(self, request: Request) -> Completion:
+        self.calls.append(request)
+        self.outstanding += 1
+        self.peak_outstanding = max(self.peak_outstanding, self.outstanding)
+        try:
+            if self._latency is not None:
+                await asyncio.sleep(self._latency(request))
+            out = self._respond(request)
+        finally:
+            self.outstanding -= 1
+        if isinstance(out, Completion):
+            return out
+        prompt = sum(len(m["content"].split()) for m in request.messages)
+        return Completion(out, "stop", prompt, len(out.split()), 0, self.name)
+
+    async def close(self) -> None:
+        return None
+
+
+class MethodScript:
+    """Well-formed answers for every stage of the method, varied by call key, with knobs for the failure paths.
+
+    `score`: the instruction score given; `fail`: share of constraints the student fails in the check step;
+    `duplicate`: share of dedup verdicts that say "duplicate".
+    """
+
+    def __init__(self, prompts: P.PromptSet, *, score: int = 5, fail: float = 0.7, duplicate: float = 0.0):
+        self.prompts = prompts
+        self.score = score
+        self.fail = fail
+        self.duplicate = duplicate
+
+    def __call__(self, request: Request) -> str:
+        rng = random.Random(hashlib.blake2b(request.key.encode(), digest_size=8).digest())
+        user = request.messages[-1]["content"]
+        topic = request.key.split("/")[0]
+        match request.stage:
+            case "back_translate":
+                return f"Write a short practical guide about topic {topic} for a general reader."
+            case "refine":
+                return f"Here is a clear guide about topic {topic}. It explains the main points step by step."
+            case "score":
+                return f"The instruction is a clear general task.\nScore: {self.score}/5"
+            case "propose":
+                types = [t for t in self.prompts.types if P.format_types([t]) in user]
+                if not types:
+                    return "**Analysis**: nothing to add.\n**Selected Type**: None\n**Constraint**: None"
+                kind = types[0].name
+                return (f"**Analysis**: the answer lacks {kind.lower()} features.\n**Selected Type**: {kind}\n"
+                        f"**Constraint**: The answer must follow the {kind.lower()} rule number {rng.randint(1, 999)}"
+                        " throughout.")
+            case "dedup":
+                return "Answer: Yes" if rng.random() < self.duplicate else "Answer: No"
+            case "check":
+                # The check regex encodes how many lines are wanted.
+                count = next((n for n in range(1, 13) if request.sampling.regex == P.check_regex(n)), None)
+                if count is None:
+                    raise ValueError("MethodScript answers the check step only with structured outputs on")
+                return "\n\n".join(f"criterion {i}\t{0 if rng.random() < self.fail else 3}" for i in range(count))
+            case "merge":
+                return f"Write a practical guide about topic {topic} that meets every listed rule."
+            case _:  # student answers, reference answers, final responses
+                return f"This is a complete answer about topic {topic} with several useful details."

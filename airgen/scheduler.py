@@ -1,0 +1,183 @@
+"""Drives thousands of samples through the flow at once, on one event loop.
+
+- No stage barriers: a sample's next request is queued the moment its last call returns.
+- Each engine has a window of outstanding requests (continuous batching stays fed, memory stays bounded); requests
+  beyond it wait in a priority queue where the sample closest to done goes first, which keeps in-flight state small
+  and puts one document's calls close together in time (prefix-cache hits).
+- Documents are admitted from a stream while fewer than `max_in_flight` samples are active.
+- Every completion is journaled before the flow sees it; a finished sample's lines are written before its done
+  marker. Resume replays journaled completions through the same flow, so nothing finished is asked again.
+"""
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+from airgen.calls import Completion, Request, Role
+from airgen.corpus import Document, Rejection
+from airgen.engines import Engine, RequestRejected
+from airgen.flow import Done, Dropped, Flow, Sample, Step
+from airgen.journal import Journal, Replay
+from airgen.metrics import Metrics
+from airgen.sink import Sink
+
+
+class EngineFailed(RuntimeError):
+    """An engine failed (not one request): the run stops; rerunning resumes from the journal."""
+
+
+@dataclass
+class Lane:
+    """One engine's queue and window (roles served by the same engine share one lane)."""
+
+    engine: Engine
+    window: int
+    outstanding: int = 0
+    queue: list = field(default_factory=list)
+
+
+class Scheduler:
+    def __init__(self, flow: Flow, engines: dict[Role, Engine], windows: dict[Role, int], journal: Journal,
+                 sink: Sink, metrics: Metrics, replay: Replay, max_in_flight: int):
+        self.flow = flow
+        self.journal = journal
+        self.sink = sink
+        self.metrics = metrics
+        self.replay = replay
+        self.max_in_flight = max_in_flight
+        lanes: dict[int, Lane] = {}
+        self._lanes: dict[str, Lane] = {}
+        for role, engine in engines.items():
+            lane = lanes.setdefault(id(engine), Lane(engine, 0))
+            lane.window = max(lane.window, windows[role])
+            self._lanes[role] = lane
+        self._seq = itertools.count()
+        self._tasks: set[asyncio.Task] = set()
+        self._seen: dict[str, str] = {}  # doc id -> source of its first occurrence
+        self._active = 0
+        self._units: Iterator[Document | Rejection] = iter(())
+        self._exhausted = False
+        self._finished = asyncio.Event()
+        self._error: BaseException | None = None
+        self.interrupted = False
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    async def run(self, units: Iterable[Document | Rejection]) -> None:
+        self._units = iter(units)
+        self._admit()
+        try:
+            await self._finished.wait()
+        finally:
+            await self._cancel_all()
+        if self._error is not None:
+            raise EngineFailed(str(self._error)) from self._error
+
+    def stop(self) -> None:
+        """Ctrl-C: stop at once; calls in flight are cancelled (and asked again on resume), nothing else is lost."""
+        self.interrupted = True
+        self._finished.set()
+
+    # -- admission ----------------------------------------------------------------------------------------------
+
+    def _admit(self) -> None:
+        while not self._exhausted and self._active < self.max_in_flight and not self._finished.is_set():
+            unit = next(self._units, None)
+            if unit is None:
+                self._exhausted = True
+            elif isinstance(unit, Rejection):
+                self._reject_input(unit.id, unit.source, unit.rule, unit.value)
+            elif unit.id in self._seen:
+                self._reject_input(unit.id, unit.source, "duplicate_id", f"first seen at {self._seen[unit.id]}")
+            else:
+                self._seen[unit.id] = unit.source
+                self._start(unit)
+        if self._exhausted and self._active == 0:
+            self._finished.set()
+
+    def _reject_input(self, doc_id: str | None, source: str, rule: str, value: object) -> None:
+        unit = f"@{source}"
+        if unit in self.replay.finished:
+            self.metrics.resumed += 1
+            return
+        self.sink.rejected(unit, doc_id, source, "read", rule, value=str(value))
+        self.journal.done(unit)
+        self.metrics.finished("rejected", "read")
+
+    def _start(self, doc: Document) -> None:
+        if doc.id in self.replay.finished:
+            self.metrics.resumed += 1
+            return
+        sample = Sample(doc.id, doc.text, doc.source)
+        self._active += 1
+        step: Step = self.flow.start(sample)
+        # Replay: the journal answers every call it already holds, through the same pure flow.
+        while isinstance(step, Request) and (done := self.replay.completions.pop(step.key, None)) is not None:
+            self.metrics.replayed_calls += 1
+            step = self.flow.advance(sample, done)
+        self._handle(sample, step)
+
+    # -- calls ----------------------------------------------------------------------------------------------------
+
+    def _handle(self, sample: Sample, step: Step) -> None:
+        if isinstance(step, Request):
+            lane = self._lanes[step.role]
+            heapq.heappush(lane.queue, (-step.progress, next(self._seq), sample, step))
+            self._pump(lane)
+            return
+        if isinstance(step, Done):
+            self.sink.records(step.records)
+            self.sink.dropped_levels(sample.doc_id, step.level_drops)
+            self.metrics.finished("records", levels=[r["meta"]["level"] for r in step.records])
+        else:
+            self.sink.rejected(sample.doc_id, sample.doc_id, sample.source, step.stage, step.reason)
+            self.sink.dropped_levels(sample.doc_id, step.level_drops)
+            self.metrics.finished("rejected", step.stage)
+        self.journal.done(sample.doc_id)
+        self._active -= 1
+
+    def _pump(self, lane: Lane) -> None:
+        while lane.outstanding < lane.window and lane.queue:
+            _, _, sample, request = heapq.heappop(lane.queue)
+            lane.outstanding += 1
+            self.metrics.call_started(request)
+            task = asyncio.ensure_future(self._call(lane, sample, request))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _call(self, lane: Lane, sample: Sample, request: Request) -> None:
+        completion: Completion | None = None
+        try:
+            completion = await lane.engine.generate(request)
+        except RequestRejected as e:
+            step: Step = Dropped(request.stage, f"engine refused the request: {e}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any other failure is the engine's: stop the run, resume later
+            if self._error is None:
+                self._error = e
+            self._finished.set()
+            return
+        else:
+            self.journal.call(sample.doc_id, request.key, completion)
+            step = self.flow.advance(sample, completion)
+        finally:
+            lane.outstanding -= 1
+            self.metrics.call_finished(request, completion)
+        if self._finished.is_set():
+            return
+        self._handle(sample, step)
+        self._pump(lane)
+        self._admit()
+
+    async def _cancel_all(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

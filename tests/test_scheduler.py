@@ -1,0 +1,153 @@
+"""The scheduler over scripted engines: thousands of samples, no barriers, caps respected, clean stop and resume."""
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from pathlib import Path
+
+import orjson
+
+from airgen import journal, sink
+from airgen.config import FlowConfig
+from airgen.corpus import Document, Rejection
+from airgen.engines.scripted import MethodScript, ScriptedEngine
+from airgen.flow import Flow
+from airgen.metrics import Metrics
+from airgen.scheduler import Scheduler
+
+
+def docs(n: int, start: int = 0):
+    for i in range(start, start + n):
+        yield Document(f"doc{i:05d}", f"document number {i} " * 20, f"mem:{i}")
+
+
+def build(out: Path, prompts, engines, *, max_in_flight=4096, windows=None, rounds=2, **script_knobs):
+    replay = journal.load(out / "journal.jsonl")
+    the_journal = journal.Journal(out / "journal.jsonl")
+    the_sink = sink.Sink(out, replay.finished, {"models": {}})
+    scheduler = Scheduler(Flow(FlowConfig(rounds=rounds), prompts), engines,
+                          windows or {"guidance": 64, "student": 64}, the_journal, the_sink, Metrics(), replay,
+                          max_in_flight)
+    return scheduler, the_journal, the_sink
+
+
+def read(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
+
+
+def shared_engine(prompts, latency=None, **knobs):
+    engine = ScriptedEngine(MethodScript(prompts, fail=1.0, **knobs), latency=latency)
+    return engine, {"guidance": engine, "student": engine}
+
+
+async def test_thousands_of_samples_caps_respected(prompts, tmp_path):
+    rng = random.Random(0)
+    engine, engines = shared_engine(prompts, latency=lambda r: rng.random() * 0.002)
+    scheduler, j, s = build(tmp_path, prompts, engines, max_in_flight=300, windows={"guidance": 50, "student": 50})
+    peak = 0
+    respond = engine._respond
+
+    def watch(request):
+        nonlocal peak
+        peak = max(peak, scheduler.active)
+        return respond(request)
+
+    engine._respond = watch
+    await scheduler.run(docs(2000))
+    j.close()
+    s.close()
+    records = read(tmp_path / "records.jsonl")
+    assert len(records) == 2000 * 2
+    assert Counter(r["meta"]["doc_id"] for r in records) == {f"doc{i:05d}": 2 for i in range(2000)}
+    assert peak <= 300 and engine.peak_outstanding <= 50
+    assert engine.peak_outstanding == 50  # the window was kept full
+
+
+async def test_two_engines_have_their_own_windows(prompts, tmp_path):
+    guidance = ScriptedEngine(MethodScript(prompts, fail=1.0), latency=lambda r: 0.001)
+    student = ScriptedEngine(MethodScript(prompts, fail=1.0), latency=lambda r: 0.001)
+    scheduler, j, s = build(tmp_path, prompts, {"guidance": guidance, "student": student},
+                            windows={"guidance": 20, "student": 5})
+    await scheduler.run(docs(200))
+    j.close()
+    s.close()
+    assert {r.role for r in guidance.calls} == {"guidance"} and {r.role for r in student.calls} == {"student"}
+    assert guidance.peak_outstanding == 20 and student.peak_outstanding == 5
+    assert len(read(tmp_path / "records.jsonl")) == 400
+
+
+async def test_no_stage_barrier(prompts, tmp_path):
+    # doc00000's calls are slow; every other document must finish long before it does.
+    engine, engines = shared_engine(prompts, latency=lambda r: 0.05 if r.key.startswith("doc00000") else 0.0005)
+    scheduler, j, s = build(tmp_path, prompts, engines)
+    await scheduler.run(docs(300))
+    j.close()
+    s.close()
+    finished = [e["done"] for e in read(tmp_path / "journal.jsonl") if "done" in e]
+    assert finished[-1] == "doc00000" and len(finished) == 300
+
+
+async def test_bad_input_and_duplicate_ids_are_recorded(prompts, tmp_path):
+    engine, engines = shared_engine(prompts)
+
+    def units():
+        yield from docs(3)
+        yield Rejection(None, "in.jsonl:4", "bad_json", "Expecting value")
+        yield Document("doc00001", "the same id again " * 10, "in.jsonl:5")
+
+    scheduler, j, s = build(tmp_path, prompts, engines)
+    await scheduler.run(units())
+    j.close()
+    s.close()
+    rejected = read(tmp_path / "rejected.jsonl")
+    assert [(r["source"], r["reason"]) for r in rejected] == [
+        ("in.jsonl:4", "bad_json"), ("in.jsonl:5", "duplicate_id")]
+    assert len({r["meta"]["doc_id"] for r in read(tmp_path / "records.jsonl")}) == 3
+
+
+async def test_stop_leaves_consistent_journal_and_resume_finishes(prompts, tmp_path):
+    engine, engines = shared_engine(prompts, latency=lambda r: random.random() * 0.003)
+    scheduler, j, s = build(tmp_path, prompts, engines, max_in_flight=100)
+    task = asyncio.ensure_future(scheduler.run(docs(500)))
+    await asyncio.sleep(0.3)
+    scheduler.stop()
+    await task
+    j.close()
+    s.close()
+    assert scheduler.interrupted
+    first = read(tmp_path / "records.jsonl")
+    done = {e["done"] for e in read(tmp_path / "journal.jsonl") if "done" in e}
+    assert 0 < len(done) < 500
+    assert {r["meta"]["doc_id"] for r in first} == done
+    calls_before = len(engine.calls)
+
+    engine2, engines2 = shared_engine(prompts)
+    scheduler, j, s = build(tmp_path, prompts, engines2)
+    await scheduler.run(docs(500))
+    j.close()
+    s.close()
+    records = read(tmp_path / "records.jsonl")
+    assert Counter(r["meta"]["doc_id"] for r in records) == {f"doc{i:05d}": 2 for i in range(500)}
+    call_keys = [e["k"] for e in read(tmp_path / "journal.jsonl") if "k" in e]
+    assert len(call_keys) == len(set(call_keys)), "a finished call was asked again"
+    assert scheduler.metrics.replayed_calls > 0 and calls_before > 0
+
+
+async def test_engine_failure_stops_the_run(prompts, tmp_path):
+    def respond(request):
+        if request.key == "doc00002/refine/0":
+            raise ConnectionError("server went away")
+        return MethodScript(prompts, fail=1.0)(request)
+
+    engine = ScriptedEngine(respond)
+    scheduler, j, s = build(tmp_path, prompts, {"guidance": engine, "student": engine})
+    try:
+        await scheduler.run(docs(5))
+    except Exception as e:  # noqa: BLE001
+        assert "server went away" in str(e)
+    else:
+        raise AssertionError("the run should stop")
+    finally:
+        j.close()
+        s.close()
