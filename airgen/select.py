@@ -1,0 +1,342 @@
+"""`airgen select`: filter documents, embed them, keep the N most diverse (the paper's section 3.1, Algorithm 1).
+
+Writes into --out:
+  manifest.jsonl  the picks in pick order: rank, id, row, source, cosine distance to the set when picked
+  selected.jsonl  the picked documents, {"id", "text"}, in pick order: the input of `airgen run`
+  rejected.jsonl  every document not kept: id, source, rule, measured value
+  summary.json    counts per stage and rule, the settings, the time taken
+  embeddings.*    the embedding cache (a rerun over the same documents and model does not embed again)
+
+Memory stays flat in the corpus size apart from the embeddings: documents that pass the filters are spooled to a
+file in --out and read back by offset, never held in memory.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import IO, Callable, Iterator
+
+import numpy as np
+
+from airgen.corpus import FilterConfig, Rejection, bundled_corpus, filter_documents, read_documents
+from airgen.embed import DEFAULT_BATCH_SIZE, EMBED_DTYPES, embed_documents
+from airgen_kernels import DEVICES, METHODS, Selection, farthest_point_sampling
+
+MANIFEST = "manifest.jsonl"
+SELECTED = "selected.jsonl"
+REJECTED = "rejected.jsonl"
+SUMMARY = "summary.json"
+_SPOOL = ".candidates.jsonl"
+_CHUNK_ROWS = 65536
+_DEFAULTS = FilterConfig()
+
+
+class SelectError(ValueError):
+    """A request `airgen select` cannot carry out; the message says why."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "inputs", nargs="*", type=Path, metavar="INPUT",
+        help="JSONL or Parquet files (a `text` or `document` field, optional `id`), .txt/.cor files (one document "
+        "per line) or folders of .txt files (one document per file); none: the bundled news corpus",
+    )
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the outputs")
+    parser.add_argument("--n", type=_positive_int, required=True, help="number of documents to select")
+    parser.add_argument(
+        "--embeddings", type=Path, metavar="E.npy",
+        help="sample from these precomputed embeddings (rows = documents) instead of reading INPUTs; ids come "
+        "from E.ids.jsonl beside it (one JSON string a line, as airgen writes them), else row numbers",
+    )
+    parser.add_argument(
+        "--method", choices=METHODS, default="maxmin",
+        help="maxmin: farthest from the whole selected set (default); last: farthest from the previous pick "
+        "only, the paper's Algorithm 1 as written",
+    )
+    parser.add_argument("--start", type=int, metavar="INDEX", help="first pick, as a row among the kept documents")
+    parser.add_argument("--seed", type=int, default=0, help="draws the first pick when --start is not given")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="for embedding and sampling")
+    parser.add_argument("--model", type=Path, metavar="PATH", help="a sentence-transformers folder "
+                        "(default: the bundled all-MiniLM-L6-v2)")
+    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+                        help="documents per embedding batch (default: %(default)s)")
+    parser.add_argument("--embed-dtype", choices=EMBED_DTYPES, default="auto",
+                        help="compute dtype of the embedding model (auto: float16 on GPU, float32 on CPU)")
+    rules = parser.add_argument_group("document filters")
+    rules.add_argument("--min-words", type=int, default=_DEFAULTS.min_words, help="(default: %(default)s)")
+    rules.add_argument("--max-words", type=int, default=_DEFAULTS.max_words, help="(default: %(default)s)")
+    rules.add_argument("--max-symbol-ratio", type=float, default=_DEFAULTS.max_symbol_ratio,
+                       help="largest share of non-word, non-space characters (default: %(default)s)")
+    rules.add_argument("--max-duplicate-line-share", type=float, default=_DEFAULTS.max_duplicate_line_share,
+                       help="largest share of lines that repeat an earlier line (default: %(default)s)")
+    rules.add_argument("--max-char-run", type=int, default=_DEFAULTS.max_char_run,
+                       help="longest allowed run of one repeated non-space character (default: %(default)s)")
+    rules.add_argument("--no-symbol-filter", action="store_true")
+    rules.add_argument("--no-redundancy-filter", action="store_true")
+    rules.add_argument("--no-dedup", action="store_true", help="keep exact duplicate documents")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        summary = _run(args)
+    except (ValueError, OSError) as e:  # bad input, settings or paths: all carry a message for the user
+        print(f"airgen select: error: {e}", file=sys.stderr)
+        return 2
+    print(_describe(summary))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> dict:
+    started = time.perf_counter()
+    if args.embeddings is not None and args.inputs:
+        raise SelectError("give INPUT files or --embeddings, not both")
+    config = FilterConfig(
+        min_words=args.min_words,
+        max_words=args.max_words,
+        max_symbol_ratio=args.max_symbol_ratio,
+        max_duplicate_line_share=args.max_duplicate_line_share,
+        max_char_run=args.max_char_run,
+        symbol_filter=not args.no_symbol_filter,
+        redundancy_filter=not args.no_redundancy_filter,
+        dedup=not args.no_dedup,
+    )
+    out: Path = args.out
+    if args.embeddings is not None:
+        summary = _select_from_embeddings(args, out)
+    else:
+        summary = _select_documents(args, config, out)
+    summary["seconds"]["total"] = round(time.perf_counter() - started, 3)
+    with _atomic(out / SUMMARY) as f:
+        f.write(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _select_documents(args: argparse.Namespace, config: FilterConfig, out: Path) -> dict:
+    inputs = args.inputs or [bundled_corpus()]
+    items = read_documents(inputs)  # checks every path before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    spool_path = out / _SPOOL
+    try:
+        clock = time.perf_counter()
+        ids, offsets, rejected = _filter_to_spool(items, config, out / REJECTED, spool_path)
+        seconds["read_filter"] = round(time.perf_counter() - clock, 3)
+        kept = len(ids)
+        read = kept + sum(rejected.values())
+        if kept == 0:
+            raise SelectError(f"none of the {read} documents read passed the filters (see {out / REJECTED})")
+        if args.n > kept:
+            raise SelectError(f"--n {args.n} is more than the {kept} documents that passed the filters ({read} read)")
+        _check_start(args.start, kept)
+
+        clock = time.perf_counter()
+        embeddings = embed_documents(
+            lambda: _spooled_texts(spool_path),
+            ids,
+            out,
+            model_path=args.model,
+            device=args.device,
+            dtype=args.embed_dtype,
+            batch_size=args.batch_size,
+        )
+        seconds["embed"] = round(time.perf_counter() - clock, 3)
+
+        clock = time.perf_counter()
+        selection = farthest_point_sampling(
+            embeddings.matrix, args.n, start=args.start, seed=args.seed, method=args.method, device=args.device
+        )
+        seconds["sample"] = round(time.perf_counter() - clock, 3)
+        with spool_path.open("rb") as spool:
+            _write_manifest(out, selection, ids, lambda row: _spooled(spool, offsets[row])["source"])
+            with _atomic(out / SELECTED) as f:
+                for row in selection.indices:
+                    record = _spooled(spool, offsets[row])
+                    f.write(_line({"id": record["id"], "text": record["text"]}))
+    finally:
+        spool_path.unlink(missing_ok=True)
+    return {
+        "out": str(out),
+        "read": read,
+        "kept": kept,
+        "rejected": dict(sorted(rejected.items())),
+        "embedded": 0 if embeddings.cached else kept,
+        "embeddings_cached": embeddings.cached,
+        "model": str(embeddings.model),
+        "embed_device": embeddings.device,
+        "embed_dtype": embeddings.dtype,
+        **_selection_summary(args, selection),
+        "seconds": seconds,
+    }
+
+
+def _select_from_embeddings(args: argparse.Namespace, out: Path) -> dict:
+    path: Path = args.embeddings
+    clock = time.perf_counter()
+    try:
+        raw = np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        raise SelectError(f"embeddings file {path} does not exist") from None
+    except ValueError as e:
+        raise SelectError(f"{path} is not a readable .npy matrix: {e}") from None
+    if raw.ndim != 2 or raw.shape[0] == 0 or not np.issubdtype(raw.dtype, np.floating):
+        raise SelectError(f"{path}: expected a non-empty 2-D float matrix (rows = documents), got {raw.shape} {raw.dtype}")
+    ids = _embedding_ids(path, raw.shape[0])
+    if args.n > raw.shape[0]:
+        raise SelectError(f"--n {args.n} is more than the {raw.shape[0]} rows of {path}")
+    _check_start(args.start, raw.shape[0])
+    unit = _unit_rows(raw, path)
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = round(time.perf_counter() - clock, 3)
+    clock = time.perf_counter()
+    selection = farthest_point_sampling(unit, args.n, start=args.start, seed=args.seed, method=args.method,
+                                        device=args.device)
+    sampled = round(time.perf_counter() - clock, 3)
+    _write_manifest(out, selection, ids, lambda row: f"{path}:{row}")
+    # Documents come from elsewhere here: drop an earlier run's lists so the folder never mixes two runs.
+    for stale in (SELECTED, REJECTED):
+        (out / stale).unlink(missing_ok=True)
+    return {"rows": raw.shape[0], "embeddings": str(path), **_selection_summary(args, selection),
+            "seconds": {"load": loaded, "sample": sampled}}
+
+
+def _filter_to_spool(
+    items: Iterator, config: FilterConfig, rejected_path: Path, spool_path: Path
+) -> tuple[list[str], np.ndarray, Counter]:
+    """Writes rejections to rejected.jsonl and kept documents to the spool; returns the kept ids, their byte
+    offsets in the spool, and the rejection count per rule."""
+    ids: list[str] = []
+    offsets: list[int] = []
+    rejected: Counter = Counter()
+    with _atomic(rejected_path) as rejects, spool_path.open("wb") as spool:
+        for item in filter_documents(items, config):
+            if isinstance(item, Rejection):
+                rejected[item.rule] += 1
+                rejects.write(_line({"id": item.id, "source": item.source, "rule": item.rule, "value": item.value}))
+                continue
+            offsets.append(spool.tell())
+            spool.write(_line({"id": item.id, "text": item.text, "source": item.source}).encode("utf-8"))
+            ids.append(item.id)
+    return ids, np.array(offsets, dtype=np.int64), rejected
+
+
+def _spooled_texts(spool_path: Path) -> Iterator[tuple[str, str]]:
+    with spool_path.open("rb") as spool:
+        for line in spool:
+            record = json.loads(line)
+            yield record["id"], record["text"]
+
+
+def _spooled(spool: IO[bytes], offset: int) -> dict:
+    spool.seek(int(offset))
+    return json.loads(spool.readline())
+
+
+def _write_manifest(out: Path, selection: Selection, ids: list[str], source_of: Callable[[int], str]) -> None:
+    with _atomic(out / MANIFEST) as f:
+        for rank, (row, distance) in enumerate(zip(selection.indices, selection.distances)):
+            row = int(row)
+            f.write(_line({
+                "rank": rank,
+                "id": ids[row],
+                "row": row,
+                "source": source_of(row),
+                "distance": None if np.isnan(distance) else round(float(distance), 6),
+            }))
+
+
+def _selection_summary(args: argparse.Namespace, selection: Selection) -> dict:
+    import torch
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    return {
+        "selected": len(selection.indices),
+        "method": args.method,
+        "start": int(selection.indices[0]),
+        "seed": args.seed,
+        "sample_device": device,
+    }
+
+
+def _embedding_ids(path: Path, rows: int) -> list[str]:
+    """Ids from the file beside the matrix (as airgen writes them), else the row numbers."""
+    ids_path = path.with_suffix(".ids.jsonl")
+    if not ids_path.is_file():
+        return [str(row) for row in range(rows)]
+    with ids_path.open(encoding="utf-8") as f:
+        try:
+            ids = [str(json.loads(line)) for line in f if line.strip()]
+        except json.JSONDecodeError as e:
+            raise SelectError(f"{ids_path}: not one JSON string a line ({e})") from None
+    if len(ids) != rows:
+        raise SelectError(f"{ids_path} names {len(ids)} documents but {path} has {rows} rows")
+    return ids
+
+
+def _unit_rows(raw: np.ndarray, path: Path) -> np.ndarray:
+    """float32 copy with unit rows (cosine = dot product), normalised slice by slice."""
+    unit = np.empty(raw.shape, dtype=np.float32)
+    for lo in range(0, raw.shape[0], _CHUNK_ROWS):
+        chunk = np.asarray(raw[lo : lo + _CHUNK_ROWS], dtype=np.float32)
+        norms = np.linalg.norm(chunk, axis=1, keepdims=True)
+        bad = np.flatnonzero(~(norms[:, 0] > 0) | ~np.isfinite(norms[:, 0]))
+        if bad.size:
+            raise SelectError(f"{path}: row {lo + int(bad[0])} is zero or not finite; it has no direction to compare")
+        unit[lo : lo + _CHUNK_ROWS] = chunk / norms
+    return unit
+
+
+def _check_start(start: int | None, rows: int) -> None:
+    if start is not None and not 0 <= start < rows:
+        raise SelectError(f"--start {start} is outside the {rows} candidate rows (0..{rows - 1})")
+
+
+def _describe(s: dict) -> str:
+    lines = []
+    if "read" in s:
+        rules = ", ".join(f"{rule} {count}" for rule, count in s["rejected"].items()) or "none"
+        lines.append(f"read      {s['read']} documents: {s['kept']} kept, {s['read'] - s['kept']} rejected ({rules})")
+        if s["embeddings_cached"]:
+            lines.append(f"embedded  {s['kept']} documents: all from the cache in {s['out']}")
+        else:
+            lines.append(f"embedded  {s['kept']} documents on {s['embed_device']}/{s['embed_dtype']} "
+                         f"in {s['seconds']['embed']:.1f} s")
+    else:
+        lines.append(f"loaded    {s['rows']} embeddings from {s['embeddings']}")
+    lines.append(
+        f"selected  {s['selected']} by {s['method']} from row {s['start']} on {s['sample_device']} "
+        f"in {s['seconds']['sample']:.2f} s"
+    )
+    lines.append(f"total     {s['seconds']['total']:.1f} s")
+    return "\n".join(lines)
+
+
+def _line(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+@contextlib.contextmanager
+def _atomic(path: Path) -> Iterator[IO[str]]:
+    """A text file that appears under `path` only once it is completely written."""
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
