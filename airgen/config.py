@@ -34,8 +34,14 @@ class FlowConfig:
     one_shot: bool = False
     # The student's answer to I_r in round r's check is reused as round r+1's answer to the same instruction.
     reuse_answer: bool = True
-    # A student answer cut at max_tokens still goes to the judge (the authors count it as empty: sample drops).
-    keep_cut_answers: bool = False
+    # Free text cut at max_tokens (refined document, student and reference answers) is used as it is; the authors
+    # count it as empty and drop the sample. Merged instructions and final responses are never kept cut.
+    keep_cut_text: bool = False
+    repetition_penalty: float = 1.0
+    # The judge may answer "None" (no gap found), which ends the rounds; off, decoding forces a type.
+    judge_may_decline: bool = True
+    # Decode the back-translated instruction as one line (small models otherwise ramble).
+    one_line_instruction: bool = False
     temperature: float = 0.2
     top_p: float = 0.9
     max_tokens: int = 4096
@@ -57,6 +63,7 @@ class FlowConfig:
         _check(self.judge in ("document", "model", "none"), "flow.judge must be 'document', 'model' or 'none'")
         _check(0 < self.temperature <= 2 or self.temperature == 0, "flow.temperature must be 0..2")
         _check(0 < self.top_p <= 1, "flow.top_p must be in (0, 1]")
+        _check(self.repetition_penalty > 0, "flow.repetition_penalty must be > 0")
         _check(self.max_tokens >= 16 and self.merge_max_tokens >= 16, "flow max_tokens must be >= 16")
         _check(0 <= self.few_shot <= 8, "flow.few_shot must be 0..8")
         for name in ("instruction_words", "constraint_words", "merged_words"):
@@ -78,6 +85,9 @@ class ModelConfig:
     requests_per_second: float | None = None
     timeout_s: float = 600.0
     max_retries: int = 6
+    # How a server is asked to constrain fixed-format answers: "vllm" sends vLLM's `structured_outputs` request
+    # field; "none" sends no constraint (llama.cpp, hosted APIs) and leaves it to the lenient parsers.
+    constraint_api: str = "vllm"
     # In-process vLLM settings.
     gpu_memory_utilization: float | None = None
     max_model_len: int = 8192
@@ -85,12 +95,19 @@ class ModelConfig:
     tensor_parallel_size: int = 1
     enforce_eager: bool | None = None  # None: eager on CPU (compiling costs minutes there), graphs on GPU
     max_num_seqs: int | None = None
-    kv_cache_gib: float = 4.0  # CPU only: VLLM_CPU_KVCACHE_SPACE
+    kv_cache_gib: float = 4.0  # CPU only: the KV cache size (VLLM_CPU_KVCACHE_SPACE, when set, wins)
 
     def validate(self, role: str) -> None:
         _check(not (self.path and self.url), f"{role}: give a model path or a URL, not both")
         _check(self.window >= 1, f"{role}.window must be >= 1")
         _check(self.max_retries >= 0, f"{role}.max_retries must be >= 0")
+        _check(self.timeout_s > 0, f"{role}.timeout_s must be > 0")
+        _check(
+            self.requests_per_second is None or self.requests_per_second > 0,
+            f"{role}.requests_per_second must be > 0 (or unset for no limit)",
+        )
+        _check(self.constraint_api in ("vllm", "none"), f"{role}.constraint_api must be 'vllm' or 'none'")
+        _check(self.kv_cache_gib > 0, f"{role}.kv_cache_gib must be > 0")
         if self.gpu_memory_utilization is not None:
             _check(0 < self.gpu_memory_utilization < 1, f"{role}.gpu_memory_utilization must be in (0, 1)")
 
@@ -144,7 +161,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "instruction_words": (2, 80),
             "merged_words": (2, 200),
             "min_answer_words": 2,
-            "keep_cut_answers": True,
+            "keep_cut_text": True,
+            "repetition_penalty": 1.3,
+            "one_line_instruction": True,
+            "judge_may_decline": False,
         },
         "run": {"limit": 12},
     },

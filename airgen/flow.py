@@ -125,7 +125,8 @@ class Flow:
         if sample.stage:
             raise FlowError(f"{sample.doc_id}: already started (stage {sample.stage})")
         return self._request(
-            sample, BACK_TRANSLATE, 0, "guidance", self.prompts.messages("back_translate", document=sample.document)
+            sample, BACK_TRANSLATE, 0, "guidance", self.prompts.messages("back_translate", document=sample.document),
+            regex=P.ONE_LINE_REGEX if self.config.one_line_instruction else None,
         )
 
     def advance(self, sample: Sample, completion: Completion) -> Step:
@@ -152,7 +153,7 @@ class Flow:
 
     def _on_refine(self, s: Sample, text: str, cut: str) -> Step:
         try:
-            s.refined = P.parse_refined(self._text(text, cut))
+            s.refined = P.parse_refined(self._free_text(text, cut))
             self._words(s.refined, (self.config.min_refined_words, None), "refined document")
         except (P.ParseError, _Reject) as e:
             return Dropped(REFINE, str(e))
@@ -173,7 +174,8 @@ class Flow:
 
     def _on_reference(self, s: Sample, text: str, cut: str) -> Step:
         try:
-            s.reference = self._words(self._text(text, cut), (self.config.min_answer_words, None), "reference answer")
+            s.reference = self._words(self._free_text(text, cut), (self.config.min_answer_words, None),
+                                      "reference answer")
         except _Reject as e:
             return Dropped(REFERENCE, str(e))
         return self._next_round(s)
@@ -192,7 +194,7 @@ class Flow:
 
     def _on_answer(self, s: Sample, text: str, cut: str) -> Step:
         try:
-            s.answer = self._student_text(text, cut)
+            s.answer = self._free_text(text, cut)
         except _Reject as e:
             return self._end_rounds(s, ANSWER, str(e))
         return self._propose(s)
@@ -214,7 +216,8 @@ class Flow:
             # The judge always sees the INITIAL instruction (authors' code); the answer varies per round.
             messages = self.prompts.messages("propose_constraint", instruction=s.instruction,
                                              reference=self._reference(s), answer=s.answer or "", types=listing)
-        return self._request(s, PROPOSE, s.round, "guidance", messages, regex=P.propose_regex(names))
+        return self._request(s, PROPOSE, s.round, "guidance", messages,
+                             regex=P.propose_regex(names, none=self.config.judge_may_decline))
 
     def _on_propose(self, s: Sample, text: str, cut: str) -> Step:
         allowed = [t.name for t in self.prompts.types if t.name not in {c.type for c in s.constraints}]
@@ -261,7 +264,7 @@ class Flow:
 
     def _on_answer_with(self, s: Sample, text: str, cut: str) -> Step:
         try:
-            answer = self._student_text(text, cut)
+            answer = self._free_text(text, cut)
         except _Reject as e:
             return self._end_rounds(s, ANSWER_WITH, str(e))
         s.answer = answer if self.config.reuse_answer else None
@@ -390,6 +393,7 @@ class Flow:
                 max_tokens=max_tokens or self.config.max_tokens,
                 temperature=self.config.temperature,
                 top_p=self.config.top_p,
+                repetition_penalty=self.config.repetition_penalty,
                 regex=regex if structured else None,
                 choice=choice if structured else None,
             ),
@@ -409,8 +413,8 @@ class Flow:
     def _reference(self, s: Sample) -> str:
         return s.reference if self.config.judge == "model" else s.refined
 
-    def _student_text(self, text: str, cut: str) -> str:
-        return self._text(text, "" if self.config.keep_cut_answers else cut)
+    def _free_text(self, text: str, cut: str) -> str:
+        return self._text(text, "" if self.config.keep_cut_text else cut)
 
     @staticmethod
     def _text(text: str, cut: str) -> str:

@@ -241,11 +241,14 @@ def word_count(text: str) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 # Decode-time formats. Groups are plain parentheses: every backend accepts them.
 
-_LINE = "[^\\n]"
-SCORE_REGEX = f"{_LINE}{{1,800}}\\n{{1,2}}Score: [1-5]/5"
+# Unbounded repeats on purpose: xgrammar compiles a bounded one like [^\n]{1,800} into a state per count, which took
+# over vLLM's 5 s compile limit; max_tokens bounds the length anyway.
+_LINE = "[^\\n]+"
+ONE_LINE_REGEX = f"[A-Z]{_LINE}"
+SCORE_REGEX = f"{_LINE}\\n{{1,2}}Score: [1-5]/5"
 DUPLICATE_CHOICES: tuple[str, str] = ("Answer: Yes", "Answer: No")
-_ANALYSIS_REGEX = f"\\*\\*Analysis\\*\\*: {_LINE}{{1,1000}}"
-_CONSTRAINT_REGEX = f"\\*\\*Constraint\\*\\*: {_LINE}{{1,300}}"
+_ANALYSIS_REGEX = f"\\*\\*Analysis\\*\\*: {_LINE}"
+_CONSTRAINT_REGEX = f"\\*\\*Constraint\\*\\*: {_LINE}"
 _REGEX_SPECIAL = frozenset("\\.^$*+?{}[]|()/")
 
 
@@ -254,15 +257,16 @@ def _literal(text: str) -> str:
     return "".join("\\" + ch if ch in _REGEX_SPECIAL else ch for ch in text)
 
 
-def _type_choice(type_names: Sequence[str]) -> str:
+def _type_choice(type_names: Sequence[str], none: bool = True) -> str:
     if not type_names:
         raise ValueError("at least one constraint type name is needed")
-    return "(" + "|".join(_literal(n) for n in [*type_names, "None"]) + ")"
+    return "(" + "|".join(_literal(n) for n in [*type_names, *(["None"] if none else [])]) + ")"
 
 
-def propose_regex(type_names: Sequence[str]) -> str:
-    """The three-line judge answer, with the type restricted to `type_names` or None."""
-    return f"{_ANALYSIS_REGEX}\\n\\*\\*Selected Type\\*\\*: {_type_choice(type_names)}\\n{_CONSTRAINT_REGEX}"
+def propose_regex(type_names: Sequence[str], none: bool = True) -> str:
+    """The three-line judge answer, with the type restricted to `type_names` (or None, unless `none` is False)."""
+    return (f"{_ANALYSIS_REGEX}\\n\\*\\*Selected Type\\*\\*: {_type_choice(type_names, none)}"
+            f"\\n{_CONSTRAINT_REGEX}")
 
 
 def propose_many_regex(type_names: Sequence[str], count: int) -> str:
@@ -277,7 +281,7 @@ def check_regex(count: int) -> str:
     """`count` lines of criterion text, a TAB and a 0..3 score, separated by blank lines."""
     if count < 1:
         raise ValueError("count must be >= 1")
-    return "\\n\\n".join(["[^\\t\\n]{1,400}\\t[0-3]"] * count)
+    return "\\n\\n".join(["[^\\t\\n]+\\t[0-3]"] * count)
 
 
 # ---------------------------------------------------------------------------------------------------------------
