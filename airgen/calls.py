@@ -17,6 +17,7 @@ class Sampling:
     top_p: float = 0.9
     regex: str | None = None
     choice: tuple[str, ...] | None = None
+    repetition_penalty: float = 1.0
     # Benchmarks replay recorded output lengths: generate exactly max_tokens, ignoring end-of-sequence.
     ignore_eos: bool = False
 

@@ -34,14 +34,16 @@ class FlowConfig:
     one_shot: bool = False
     # The student's answer to I_r in round r's check is reused as round r+1's answer to the same instruction.
     reuse_answer: bool = True
-    # Free text cut at max_tokens (refined document, student and reference answers) is used as it is; the authors
-    # count it as empty and drop the sample. Merged instructions and final responses are never kept cut.
+    # Free text cut at max_tokens (refined document, student, reference and final answers) is used as it is; the
+    # authors count it as empty and drop the sample (or the level).
     keep_cut_text: bool = False
     repetition_penalty: float = 1.0
     # The judge may answer "None" (no gap found), which ends the rounds; off, decoding forces a type.
     judge_may_decline: bool = True
-    # Decode the back-translated instruction as one line (small models otherwise ramble).
-    one_line_instruction: bool = False
+    # Decode back-translated and merged instructions as 1..4 plain sentences (small models otherwise ramble).
+    sentence_instructions: bool = False
+    # Cap the free-text lines of constrained formats (analysis, justification) at 150 characters.
+    short_lines: bool = False
     temperature: float = 0.2
     top_p: float = 0.9
     max_tokens: int = 4096
@@ -85,9 +87,10 @@ class ModelConfig:
     requests_per_second: float | None = None
     timeout_s: float = 600.0
     max_retries: int = 6
-    # How a server is asked to constrain fixed-format answers: "vllm" sends vLLM's `structured_outputs` request
-    # field; "none" sends no constraint (llama.cpp, hosted APIs) and leaves it to the lenient parsers.
-    constraint_api: str = "vllm"
+    # The request fields a server understands beyond the OpenAI standard: "vllm" sends vLLM's (`structured_outputs`
+    # constraints, repetition_penalty, ignore_eos); "none" sends only standard ones (llama.cpp, hosted APIs), and
+    # the lenient parsers handle unconstrained answers.
+    dialect: str = "vllm"
     # In-process vLLM settings.
     gpu_memory_utilization: float | None = None
     max_model_len: int = 8192
@@ -106,7 +109,7 @@ class ModelConfig:
             self.requests_per_second is None or self.requests_per_second > 0,
             f"{role}.requests_per_second must be > 0 (or unset for no limit)",
         )
-        _check(self.constraint_api in ("vllm", "none"), f"{role}.constraint_api must be 'vllm' or 'none'")
+        _check(self.dialect in ("vllm", "none"), f"{role}.dialect must be 'vllm' or 'none'")
         _check(self.kv_cache_gib > 0, f"{role}.kv_cache_gib must be > 0")
         if self.gpu_memory_utilization is not None:
             _check(0 < self.gpu_memory_utilization < 1, f"{role}.gpu_memory_utilization must be in (0, 1)")
@@ -119,6 +122,8 @@ class RunConfig:
     max_in_flight: int = 4096
     limit: int | None = None
     progress: bool = True
+    # Serve the run's counters for Prometheus on 127.0.0.1:PORT (off by default).
+    prometheus_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "score_threshold": 1,
             "constraint_set": "all",
             "max_tokens": 256,
-            "merge_max_tokens": 128,
+            "merge_max_tokens": 200,
             "few_shot": 1,
             "constraint_words": (2, 40),
             "instruction_words": (2, 80),
@@ -163,7 +168,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "min_answer_words": 2,
             "keep_cut_text": True,
             "repetition_penalty": 1.3,
-            "one_line_instruction": True,
+            "sentence_instructions": True,
+            "short_lines": True,
             "judge_may_decline": False,
         },
         "run": {"limit": 12},

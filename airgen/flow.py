@@ -126,7 +126,7 @@ class Flow:
             raise FlowError(f"{sample.doc_id}: already started (stage {sample.stage})")
         return self._request(
             sample, BACK_TRANSLATE, 0, "guidance", self.prompts.messages("back_translate", document=sample.document),
-            regex=P.ONE_LINE_REGEX if self.config.one_line_instruction else None,
+            regex=P.SENTENCES_REGEX if self.config.sentence_instructions else None,
         )
 
     def advance(self, sample: Sample, completion: Completion) -> Step:
@@ -321,7 +321,8 @@ class Flow:
         rng.shuffle(order)
         return self._request(s, MERGE, k, "guidance", self.prompts.messages(
             "merge_constraints", instruction=s.instruction, constraints=P.format_numbered(order),
-            examples=P.format_examples(examples)), max_tokens=self.config.merge_max_tokens)
+            examples=P.format_examples(examples)), max_tokens=self.config.merge_max_tokens,
+            regex=P.SENTENCES_REGEX if self.config.sentence_instructions else None)
 
     def _on_merge(self, s: Sample, text: str, cut: str) -> Step:
         try:
@@ -333,7 +334,7 @@ class Flow:
 
     def _on_respond(self, s: Sample, text: str, cut: str) -> Step:
         try:
-            response = self._words(self._text(text, cut), (self.config.min_answer_words, None), "response")
+            response = self._words(self._free_text(text, cut), (self.config.min_answer_words, None), "response")
         except _Reject as e:
             return self._level_failed(s, RESPOND, str(e))
         s.records.append(self._record(s, s.levels[s.level], response))
@@ -384,6 +385,8 @@ class Flow:
                  regex: str | None = None, choice: tuple[str, ...] | None = None,
                  max_tokens: int | None = None) -> Request:
         structured = self.config.structured
+        if regex is not None and self.config.short_lines:
+            regex = P.shorten(regex)
         request = Request(
             key=f"{s.doc_id}/{stage}/{n}",
             role=role,  # type: ignore[arg-type]

@@ -244,7 +244,16 @@ def word_count(text: str) -> int:
 # Unbounded repeats on purpose: xgrammar compiles a bounded one like [^\n]{1,800} into a state per count, which took
 # over vLLM's 5 s compile limit; max_tokens bounds the length anyway.
 _LINE = "[^\\n]+"
-ONE_LINE_REGEX = f"[A-Z]{_LINE}"
+# For small models that never end a line on their own: the same formats with free-text lines capped.
+SHORT_LINE = "[^\\n]{1,150}"
+
+
+def shorten(regex: str) -> str:
+    """`regex` with its free-text lines capped at SHORT_LINE."""
+    return regex.replace(_LINE, SHORT_LINE)
+# One to four plain sentences on one line: the sentence end lets decoding stop (small models otherwise ramble).
+_SENTENCE = "[A-Z][^\\n.?!]{2,150}[.?!]"
+SENTENCES_REGEX = f"{_SENTENCE}( {_SENTENCE}){{0,2}}"
 SCORE_REGEX = f"{_LINE}\\n{{1,2}}Score: [1-5]/5"
 DUPLICATE_CHOICES: tuple[str, str] = ("Answer: Yes", "Answer: No")
 _ANALYSIS_REGEX = f"\\*\\*Analysis\\*\\*: {_LINE}"

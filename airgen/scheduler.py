@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -35,6 +36,7 @@ class Lane:
 
     engine: Engine
     window: int
+    name: str = ""  # the roles it serves, e.g. "guidance+student"
     outstanding: int = 0
     queue: list = field(default_factory=list)
 
@@ -53,8 +55,12 @@ class Scheduler:
         for role, engine in engines.items():
             lane = lanes.setdefault(id(engine), Lane(engine, 0))
             lane.window = max(lane.window, windows[role])
+            lane.name = f"{lane.name}+{role}" if lane.name else role
             self._lanes[role] = lane
+        for lane in lanes.values():
+            metrics.engine_load(lane.name, 0, False)
         self._seq = itertools.count()
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by run(); tasks are created on it directly
         self._tasks: set[asyncio.Task] = set()
         self._seen: dict[str, str] = {}  # doc id -> source of its first occurrence
         self._active = 0
@@ -69,12 +75,14 @@ class Scheduler:
         return self._active
 
     async def run(self, units: Iterable[Document | Rejection]) -> None:
+        self._loop = asyncio.get_running_loop()
         self._units = iter(units)
         self._admit()
         try:
             await self._finished.wait()
         finally:
             await self._cancel_all()
+        self.metrics.settle(self._active > 0)
         if self._error is not None:
             raise EngineFailed(str(self._error)) from self._error
 
@@ -115,6 +123,7 @@ class Scheduler:
             return
         sample = Sample(doc.id, doc.text, doc.source)
         self._active += 1
+        self.metrics.active = self._active
         step: Step = self.flow.start(sample)
         # Replay: the journal answers every call it already holds, through the same pure flow.
         while isinstance(step, Request) and (done := self.replay.completions.pop(step.key, None)) is not None:
@@ -133,22 +142,28 @@ class Scheduler:
         if isinstance(step, Done):
             self.sink.records(step.records)
             self.sink.dropped_levels(sample.doc_id, step.level_drops)
-            self.metrics.finished("records", levels=[r["meta"]["level"] for r in step.records])
+            self.metrics.finished("records", levels=[r["meta"]["level"] for r in step.records],
+                                  sample_id=sample.doc_id)
         else:
             self.sink.rejected(sample.doc_id, sample.doc_id, sample.source, step.stage, step.reason)
             self.sink.dropped_levels(sample.doc_id, step.level_drops)
-            self.metrics.finished("rejected", step.stage)
+            self.metrics.finished("rejected", step.stage, sample_id=sample.doc_id)
         self.journal.done(sample.doc_id)
         self._active -= 1
+        self.metrics.active = self._active
 
     def _pump(self, lane: Lane) -> None:
+        sent = 0
         while lane.outstanding < lane.window and lane.queue:
             _, _, sample, request = heapq.heappop(lane.queue)
             lane.outstanding += 1
+            sent += 1
             self.metrics.call_started(request)
-            task = asyncio.ensure_future(self._call(lane, sample, request))
+            task = self._loop.create_task(self._call(lane, sample, request))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        if sent:
+            self.metrics.engine_load(lane.name, sent, True)
 
     async def _call(self, lane: Lane, sample: Sample, request: Request) -> None:
         completion: Completion | None = None
@@ -163,17 +178,22 @@ class Scheduler:
                 self._error = e
             self._finished.set()
             return
-        else:
-            self.journal.call(sample.doc_id, request.key, completion)
-            step = self.flow.advance(sample, completion)
         finally:
             lane.outstanding -= 1
-            self.metrics.call_finished(request, completion)
+            self.metrics.engine_load(lane.name, -1, True)
+            self.metrics.call_finished(sample.doc_id, request, completion)
+        # Our own work between the engine's answer and the sample's next request: the scheduler's cost per call.
+        start = time.perf_counter()
+        if completion is not None:
+            self.journal.call(sample.doc_id, request.key, completion)
+            step = self.flow.advance(sample, completion)
         if self._finished.is_set():
             return
         self._handle(sample, step)
         self._pump(lane)
         self._admit()
+        self.metrics.handling_s += time.perf_counter() - start
+        self.metrics.handled += 1
 
     async def _cancel_all(self) -> None:
         tasks = list(self._tasks)

@@ -79,7 +79,7 @@ async def test_two_engines_have_their_own_windows(prompts, tmp_path):
 
 async def test_no_stage_barrier(prompts, tmp_path):
     # doc00000's calls are slow; every other document must finish long before it does.
-    engine, engines = shared_engine(prompts, latency=lambda r: 0.05 if r.key.startswith("doc00000") else 0.0005)
+    engine, engines = shared_engine(prompts, latency=lambda r: 0.3 if r.key.startswith("doc00000") else 0.0005)
     scheduler, j, s = build(tmp_path, prompts, engines)
     await scheduler.run(docs(300))
     j.close()

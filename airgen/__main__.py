@@ -1,0 +1,5 @@
+import sys
+
+from airgen.cli import main
+
+sys.exit(main())

