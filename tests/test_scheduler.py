@@ -151,3 +151,22 @@ async def test_engine_failure_stops_the_run(prompts, tmp_path):
     finally:
         j.close()
         s.close()
+
+
+async def test_refused_request_drops_only_its_sample(prompts, tmp_path):
+    from airgen.engines import RequestRejected
+
+    def respond(request):
+        if request.key == "doc00001/refine/0":
+            raise RequestRejected("prompt longer than the context")
+        return MethodScript(prompts, fail=1.0)(request)
+
+    engine = ScriptedEngine(respond)
+    scheduler, j, s = build(tmp_path, prompts, {"guidance": engine, "student": engine})
+    await scheduler.run(docs(3))
+    j.close()
+    s.close()
+    rejected = read(tmp_path / "rejected.jsonl")
+    assert [(r["id"], r["stage"]) for r in rejected] == [("doc00001", "refine")]
+    assert "prompt longer than the context" in rejected[0]["reason"]
+    assert {r["meta"]["doc_id"] for r in read(tmp_path / "records.jsonl")} == {"doc00000", "doc00002"}

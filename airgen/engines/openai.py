@@ -14,6 +14,7 @@ from asyncio_throttle import Throttler
 
 from airgen.calls import Completion, Request, Sampling
 from airgen.config import ModelConfig
+from airgen.engines import RequestRejected
 
 # Backoff between attempts: doubling from the base, capped, half of it random so that clients spread out.
 _BACKOFF_BASE_S = 0.5
@@ -27,8 +28,8 @@ class HTTPEngineError(RuntimeError):
     """The server could not be reached, or kept failing through every retry, or answered nonsense."""
 
 
-class HTTPRequestRejected(ValueError):
-    """The server refused a request as invalid (a 4xx other than 408/429); retrying cannot help."""
+class HTTPRequestRejected(RequestRejected, ValueError):
+    """The server refused this request as invalid (400, 413, 422); retrying cannot help, the sample drops."""
 
 
 class _Retryable(Exception):
@@ -169,7 +170,10 @@ async def _read(response: aiohttp.ClientResponse) -> dict[str, Any]:
     message = _server_message(await response.text())
     if status in _RETRYABLE_STATUS or status >= 500:
         raise _Retryable(f"HTTP {status}: {message}", _retry_after(response.headers.get("Retry-After")))
-    raise HTTPRequestRejected(f"{response.url} refused the request (HTTP {status}): {message}")
+    if status in (400, 413, 422):
+        raise HTTPRequestRejected(f"{response.url} refused the request (HTTP {status}): {message}")
+    # 401, 403, 404, ...: the server or our settings are wrong, not this one request: the run stops.
+    raise HTTPEngineError(f"{response.url} refused the request (HTTP {status}): {message}")
 
 
 def _server_message(text: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from airgen.calls import Completion, Request, Sampling
 from airgen.config import ModelConfig
+from airgen.engines import RequestRejected
 from airgen.models import cache_dir
 
 _GIB = 1 << 30
@@ -28,7 +29,7 @@ class VLLMEngineError(RuntimeError):
     """The in-process engine cannot start or can no longer answer."""
 
 
-class VLLMRequestRejected(ValueError):
+class VLLMRequestRejected(RequestRejected, ValueError):
     """vLLM refused a request as invalid (prompt longer than max_model_len, bad regex, ...); retrying cannot help."""
 
 
