@@ -21,15 +21,15 @@ def lines(path: Path) -> list[dict]:
 
 def test_default_run_end_to_end(tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "airgen", "run", "--out", str(out), "--limit", "6", "--no-progress"]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+    cmd = [sys.executable, "-m", "airgen", "run", "--out", str(out), "--limit", "4", "--no-progress"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1800,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "preset 'tiny'" in done.stderr and "funnel:" in done.stderr
     records = lines(out / "records.jsonl")
     rejected = lines(out / "rejected.jsonl")
     with_records = {r["meta"]["doc_id"] for r in records}
-    assert len(with_records) + len(rejected) == 6, "every document read is accounted for"
+    assert len(with_records) + len(rejected) == 4, "every document read is accounted for"
     assert all(r["stage"] and r["reason"] for r in rejected)
     # The 135M model drops most documents somewhere; whatever it produced must be well-formed.
     for record in records:
