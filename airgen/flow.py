@@ -104,7 +104,6 @@ class Flow:
         self.config = config
         self.prompts = prompts
         self.seed = seed
-        self._types = {t.name: t for t in prompts.types}
         self._handlers = {
             BACK_TRANSLATE: self._on_back_translate,
             REFINE: self._on_refine,

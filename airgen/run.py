@@ -111,7 +111,7 @@ def count_outputs(out: Path) -> tuple[int, int, int]:
 async def execute(config: Config, out: Path, inputs: list[Path], prompts: PromptSet) -> int:
     engines = await start_engines(config.guidance, config.student)
     try:
-        scheduler = await generate(config, out, inputs, prompts, engines, config.run.prometheus_port)
+        scheduler = await generate(config, out, inputs, prompts, engines)
     finally:
         await close_engines(engines)
     print(scheduler.metrics.funnel(), file=sys.stderr)
@@ -126,11 +126,11 @@ async def execute(config: Config, out: Path, inputs: list[Path], prompts: Prompt
 
 
 async def generate(config: Config, out: Path, inputs: list[Path], prompts: PromptSet,
-                   engines: dict[Role, Engine], prometheus_port: int | None = None) -> Scheduler:
+                   engines: dict[Role, Engine]) -> Scheduler:
     """Run (or resume) the method over `inputs` into `out` on engines already started.
 
     While it runs, OUT/metrics.jsonl gets a snapshot every few seconds (and a last one at the end), the progress
-    display is refreshed if enabled, and with `prometheus_port` the counters are served on 127.0.0.1."""
+    display is refreshed if enabled, and with `run.prometheus_port` set the counters are served on 127.0.0.1."""
     replay = journal.load(out / JOURNAL)
     units = corpus.read_documents(inputs)
     if config.run.limit is not None:
@@ -147,8 +147,8 @@ async def generate(config: Config, out: Path, inputs: list[Path], prompts: Promp
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, scheduler.stop)
-    if prometheus_port is not None:
-        serve_prometheus(metrics, prometheus_port)
+    if config.run.prometheus_port is not None:
+        serve_prometheus(metrics, config.run.prometheus_port)
     log = MetricsLog(out / METRICS)
     display = Progress() if config.run.progress else None
     rates = Rates()
