@@ -199,19 +199,27 @@ def ratios(modes: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 # -- the command ----------------------------------------------------------------------------------------------------
 
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM during the airgen mode: the later modes would measure a partial run, so the bench stops."""
+
+
 async def run_airgen(config: Config, prompts: PromptSet, out: Path, inputs: list[Path],
                      engines: dict[Role, Engine]) -> dict[str, Any]:
     wall, scheduler = await _timed(lambda: run.generate(config, out, inputs, prompts, engines))
+    if scheduler.interrupted:
+        raise Interrupted(f"interrupted during the airgen mode ({out})")
     return {**summary(scheduler.metrics, wall), "goodput": scheduler.metrics.goodput(),
             "handling_us_per_call": 1e6 * scheduler.metrics.handling_s / max(scheduler.metrics.handled, 1)}
 
 
-async def _reset_caches(engines: dict[Role, Engine]) -> None:
-    """Each mode starts cold where the engine can drop its prefix cache (else later modes may hit earlier prompts)."""
+async def _reset_caches(engines: dict[Role, Engine]) -> bool:
+    """Drop every engine's prefix cache so that a mode does not hit the prompts of the one before; False where an
+    engine cannot (the table then warns that the later modes ran warm)."""
+    cold = True
     for engine in {id(e): e for e in engines.values()}.values():
         reset = getattr(engine, "reset_prefix_cache", None)
-        if reset is not None and inspect.isawaitable(done := reset()):
-            await done
+        cold = bool(reset is not None and await reset()) and cold
+    return cold
 
 
 async def bench(config: Config, prompts: PromptSet, out: Path, inputs: list[Path], sweep: dict[str, list[int]],
@@ -226,12 +234,12 @@ async def bench(config: Config, prompts: PromptSet, out: Path, inputs: list[Path
     start_s = time.perf_counter() - start
     load_s = start_s / len({id(e) for e in engines.values()})
     try:
-        modes = {"airgen": await run_airgen(config, prompts, run_dir, inputs, engines)}
+        modes = {"airgen": {**await run_airgen(config, prompts, run_dir, inputs, engines), "cold_cache": True}}
         samples = recorded_calls(config, prompts, run_dir, inputs)
-        await _reset_caches(engines)
-        modes["raw"] = await run_raw(engines, samples)
-        await _reset_caches(engines)
-        modes["stage-barrier"] = await run_stage_barrier(engines, samples)
+        cold = await _reset_caches(engines)
+        modes["raw"] = {**await run_raw(engines, samples), "cold_cache": cold}
+        cold = await _reset_caches(engines)
+        modes["stage-barrier"] = {**await run_stage_barrier(engines, samples), "cold_cache": cold}
         modes["stage-barrier+reloads"] = with_reloads(modes["stage-barrier"], load_s)
         points = await run_sweep(config, prompts, out, inputs, engines, sweep)
     finally:
@@ -267,7 +275,7 @@ def table(result: dict[str, Any]) -> str:
     head = f"{'mode':<22} {'wall s':>8} {'req/s':>7}"
     for role in roles:
         head += f" {role + ' p/o tok/s':>24}"
-    head += f" {'busy':>11} {'cache hit':>10}"
+    head += f" {'busy':>11} {'in flight':>10} {'cache hit':>10}"
     lines = [head]
     for name, m in modes.items():
         row = f"{name:<22} {m['wall_s']:>8.1f} {m['requests_per_s']:>7.2f}"
@@ -276,11 +284,18 @@ def table(result: dict[str, Any]) -> str:
             tps = f"{r['prompt_tok_s']:,.0f}/{r['output_tok_s']:,.1f}" if r else "-"
             row += f" {tps:>24}"
         busy = "/".join(f"{e['busy_share']:.0%}" for e in m["engines"].values())
+        outstanding = "/".join(f"{e['mean_outstanding']:.1f}" for e in m["engines"].values())
         prompt = sum(r["prompt_tokens"] for r in m["roles"].values())
         cached = sum(r["cached_tokens"] for r in m["roles"].values())
         hit = f"{cached / prompt:.0%}" if prompt else "-"
-        row += f" {busy:>11} {hit:>10}"
+        row += f" {busy:>11} {outstanding:>10} {hit:>10}"
         lines.append(row)
+    lines.append("(in flight: requests outstanding at each engine, averaged over its busy time)")
+    ours, raw = _mean_outstanding(modes["airgen"]), _mean_outstanding(modes.get("raw", {}))
+    if raw and ours < raw / 2:
+        lines.append(f"note: airgen kept {ours:.1f} requests in flight against raw's {raw:.1f}: a sample has one call "
+                     f"outstanding at a time, so with this few documents the engine batch stays small; "
+                     f"--limit N with N above the engine's batch size measures the scheduler, not the corpus size")
     if "loads" in modes.get("stage-barrier+reloads", {}):
         reload = modes["stage-barrier+reloads"]
         lines.append(f"(+reloads: {reload['loads']} batches x {reload['load_s']:.1f}s, one model load per stage batch; "
@@ -288,6 +303,9 @@ def table(result: dict[str, Any]) -> str:
     lines.append("  ".join(f"{name} {value:.2f}x" for name, value in result["ratios"].items()) +
                  "   (output tokens/s)")
     for name, m in modes.items():
+        if not m.get("cold_cache", True) and "loads" not in m:
+            lines.append(f"warning: {name} started with the prefix cache of the modes before it (the engine could "
+                         f"not reset it): its cache hits and tokens/s are flattered")
         if "recorded_output_tokens" in m and m["output_tokens"] != m["recorded_output_tokens"]:
             lines.append(f"warning: {name} generated {m['output_tokens']} output tokens, the run recorded "
                          f"{m['recorded_output_tokens']}: the engine did not honour ignore_eos, ratios are off")
@@ -295,6 +313,10 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"sweep {p['setting']}={p['value']}: {p['output_tok_s']:,.1f} output tok/s, "
                      f"{p['requests_per_s']:.2f} req/s")
     return "\n".join(lines)
+
+
+def _mean_outstanding(mode: dict[str, Any]) -> float:
+    return sum(e["mean_outstanding"] for e in mode.get("engines", {}).values())
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -356,7 +378,11 @@ def main(args: argparse.Namespace) -> int:
              "window": _ints(args.sweep_window, "--sweep-window")} if args.sweep else {}
     out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
     prompts = PromptSet.load()
-    result = uvloop.run(bench(config, prompts, out, list(args.inputs), sweep, start_engines, close_engines))
+    try:
+        result = uvloop.run(bench(config, prompts, out, list(args.inputs), sweep, start_engines, close_engines))
+    except Interrupted as e:
+        print(f"airgen bench: {e}; nothing written", file=sys.stderr)
+        return 130
     (out / BENCH_JSON).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     print(table(result))
     plot(result, out / BENCH_PNG)

@@ -71,9 +71,12 @@ def config_from_args(args: argparse.Namespace):
     embedded = not any(overrides.get(r, {}).get(k) for r in ("guidance", "student") for k in ("path", "url"))
     if preset is None and args.config is None and embedded:
         # The bundled 135M model cannot pass the method's thresholds; the demo uses the documented preset.
-        preset = "tiny"
-        print("airgen: bundled tiny model -> preset 'tiny' (rounds 2, score threshold 1, all constraints kept, "
-              "short outputs, 12 documents); see README 'The bundled demo'", file=sys.stderr)
+        config = load(args.config, overrides, "tiny")
+        limit = "all" if config.run.limit is None else config.run.limit
+        print(f"airgen: bundled tiny model -> preset 'tiny' (rounds {config.flow.rounds}, score threshold "
+              f"{config.flow.score_threshold}, constraint set {config.flow.constraint_set}, short outputs, "
+              f"{limit} documents); see README 'The bundled demo'", file=sys.stderr)
+        return config
     return load(args.config, overrides, preset)
 
 

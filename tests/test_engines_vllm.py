@@ -107,14 +107,17 @@ async def test_tiny_max_tokens_ends_with_length(engines):
 
 @pytest.mark.vllm
 @pytest.mark.asyncio(loop_scope="module")
-async def test_repeated_long_prefix_hits_the_prefix_cache(engines):
+async def test_repeated_long_prefix_hits_the_prefix_cache_until_it_is_reset(engines):
     engine = engines["guidance"]
     document = "Document: " + " ".join(f"Item {i} weighs {i * 7 % 13} kilograms." for i in range(60))
     first = await engine.generate(make_request(document + "\nWhich item is heaviest?", "p/judge/0", max_tokens=4))
     second = await engine.generate(make_request(document + "\nWhich item is lightest?", "p/judge/1", max_tokens=4))
+    assert await engine.reset_prefix_cache()
+    third = await engine.generate(make_request(document + "\nWhich item is lightest?", "p/judge/2", max_tokens=4))
     assert first.prompt_tokens > 300
     # Whole KV blocks of the shared document are reused; the differing question is not.
     assert first.prompt_tokens // 2 < second.cached_tokens < second.prompt_tokens
+    assert third.cached_tokens == 0  # the same prompt as the second, after the reset
 
 
 @pytest.mark.vllm
@@ -273,6 +276,15 @@ def test_engine_arguments_for_cpu_and_gpu(tmp_path):
     assert gpu["enforce_eager"] is False and gpu["gpu_memory_utilization"] == 0.45
     assert "kv_cache_memory_bytes" not in gpu and gpu["dtype"] == "auto"
     assert engine_arguments(ModelConfig(enforce_eager=False), tmp_path, on_cpu=True)["enforce_eager"] is False
+
+
+def test_small_machines_compute_on_every_cpu_unless_told_otherwise(monkeypatch):
+    from airgen.engines import vllm as engine_module
+
+    monkeypatch.setattr(engine_module.os, "sched_getaffinity", lambda pid: {3, 1})
+    assert engine_module._small_machine_binding() == "1,3"
+    monkeypatch.setattr(engine_module.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert engine_module._small_machine_binding() is None
 
 
 async def test_start_refuses_a_folder_that_is_not_a_model(tmp_path):

@@ -485,3 +485,10 @@ def test_regexes_compile_in_xgrammar():
         grammar = xgr.Grammar.from_regex(regex)
         assert _is_grammar_accept_string(grammar, sample), regex
         assert not _is_grammar_accept_string(grammar, sample + "\nextra"), regex
+
+
+def test_type_regex_is_the_same_for_the_same_set_in_any_order():
+    shuffled = list(reversed(TYPES))
+    assert P.propose_regex(shuffled) == P.propose_regex(TYPES)
+    assert P.propose_many_regex(shuffled, 2) == P.propose_many_regex(TYPES, 2)
+    assert P.propose_regex(TYPES[1:]) != P.propose_regex(TYPES)

@@ -86,6 +86,15 @@ class OpenAIEngine:
             f"{request.key}: {url} failed {self._config.max_retries + 1} times; last: {last}"
         )
 
+    async def reset_prefix_cache(self) -> bool:
+        """Ask the server to drop its prefix cache. vLLM serves POST /reset_prefix_cache only when started with
+        VLLM_SERVER_DEV_MODE=1; any other answer is False (the bench then says its modes did not start cold)."""
+        try:
+            async with self._session.post(f"{self._base_url}/reset_prefix_cache") as response:
+                return response.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return False
+
     async def close(self) -> None:
         await self._session.close()
 
