@@ -1,0 +1,60 @@
+"""An engine's output tokens/s against the number of requests in flight: how many documents a run needs.
+
+A sample has one call outstanding at a time, so a run keeps at most one request per live document at each engine.
+Where this curve flattens is the batch the engine needs, and so roughly how many documents `airgen bench --limit`
+must run for the airgen/raw ratio to measure the scheduler rather than the number of documents.
+
+    python bench/engine.py [--concurrency 1,4,16,64,128] [--tokens 64]        # the embedded model
+    python bench/engine.py --guidance /models/X | --guidance-url URL
+
+Every level sends the same short prompts with a fixed output length (ignore_eos), cache reset between levels.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from airgen.calls import Request, Sampling
+from airgen.config import ModelConfig
+from airgen.engines.build import close_engines, start_engines
+
+
+async def measure(config: ModelConfig, levels: list[int], tokens: int) -> None:
+    engines = await start_engines(config, config)
+    engine = engines["guidance"]
+    try:
+        base = None
+        for n in levels:
+            requests = [Request(f"c{n}-{i}/probe/0", "guidance", "probe",
+                                ({"role": "user", "content": f"Tell story number {i} about {n} cats."},),
+                                Sampling(max_tokens=tokens, ignore_eos=True)) for i in range(n)]
+            start = time.perf_counter()
+            done = await asyncio.gather(*(engine.generate(r) for r in requests))
+            wall = time.perf_counter() - start
+            rate = sum(c.output_tokens for c in done) / wall
+            base = base or rate / n
+            print(f"in flight {n:5d}: {wall:7.1f} s  {rate:8.1f} output tok/s  ({rate / (base * n):.0%} of linear)",
+                  flush=True)
+            reset = getattr(engine, "reset_prefix_cache", None)
+            if reset is not None:
+                await reset()
+    finally:
+        await close_engines(engines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--concurrency", default="1,2,4,8,16,32,64,128", help="requests in flight, comma-separated")
+    p.add_argument("--tokens", type=int, default=64, help="output tokens per request")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--guidance", help="an HF model folder (default: the embedded model)")
+    model.add_argument("--guidance-url", help="an OpenAI-compatible server")
+    args = p.parse_args()
+    levels = [int(v) for v in args.concurrency.split(",")]
+    config = ModelConfig(path=args.guidance, url=args.guidance_url)
+    asyncio.run(measure(config, levels, args.tokens))
+
+
+if __name__ == "__main__":
+    main()
