@@ -4,8 +4,7 @@
 2. raw: every request that run made, rebuilt by replaying its journal through the pure flow, submitted all at once
    with the recorded output lengths (ignore_eos, no decode-time constraints): the engines' ceiling on this token mix.
 3. stage-barrier: the authors' schedule on the same recorded requests: every sample finishes a stage before any
-   starts the next, one batch per (stage, round); the flow, replaying each sample's recorded completions, gives each
-   sample's next request. Reported without reloads and with one model load per batch, as the authors' per-stage
+   starts the next, one batch per (stage, round), in the method's order (initial stages, rounds, levels). Reported without reloads and with one model load per batch, as the authors' per-stage
    scripts do (the load time is the engines' start time measured once, divided by the number of engines).
 
 Every mode is measured by the same counters (`Metrics`), so tokens, busy share and cache hits compare directly.
@@ -29,7 +28,7 @@ from airgen.calls import Completion, Request, Role
 from airgen.config import Config, ConfigError
 from airgen.corpus import Document, read_documents
 from airgen.engines import Engine
-from airgen.flow import BACK_TRANSLATE, MERGE, REFERENCE, REFINE, RESPOND, SCORE, STAGES, Flow, Sample
+from airgen.flow import BACK_TRANSLATE, MERGE, REFERENCE, REFINE, RESPOND, SCORE, STAGES, Flow, Sample, replay
 from airgen.metrics import Metrics
 from airgen.prompts import PromptSet
 
@@ -44,7 +43,8 @@ Call = tuple[Request, Completion]
 # -- rebuilding the requests of a finished run ---------------------------------------------------------------------
 
 def recorded_calls(config: Config, prompts: PromptSet, out: Path, inputs: list[Path]) -> list[list[Call]]:
-    """Each sample's (request, completion) pairs in order, rebuilt by replaying the run's journal through the flow."""
+    """Each sample's (request, completion) pairs in the stage-barrier order, rebuilt by replaying the run's journal
+    through the flow."""
     done = journal.load_all(out / run.JOURNAL)
     flow = Flow(config.flow, prompts, config.seed)
     units = read_documents(inputs)
@@ -55,13 +55,17 @@ def recorded_calls(config: Config, prompts: PromptSet, out: Path, inputs: list[P
         if not isinstance(doc, Document) or doc.id in seen:
             continue
         seen.add(doc.id)
-        sample = Sample(doc.id, doc.text)
-        step, calls = flow.start(sample), []
-        while isinstance(step, Request) and step.key in done:
-            calls.append((step, done[step.key]))
-            step = flow.advance(sample, done[step.key])
+        sample, calls = Sample(doc.id, doc.text), []
+
+        def answer(request: Request) -> Completion | None:
+            completion = done.get(request.key)
+            if completion is not None:
+                calls.append((request, completion))
+            return completion
+
+        replay(flow, sample, flow.start(sample), answer)
         if calls:
-            samples.append(calls)
+            samples.append(sorted(calls, key=lambda call: barrier_key(call[0])))
     return samples
 
 
@@ -74,9 +78,8 @@ def replay_request(request: Request, completion: Completion, mode: str) -> Reque
 
 def barrier_key(request: Request) -> tuple[int, int, int]:
     """Order of the authors' per-stage batches: initial stages, then rounds 1..R stage by stage, then levels."""
-    n = int(request.key.rsplit("/", 1)[1])
     phase = 0 if request.stage in _INITIAL else 2 if request.stage in _LEVELS else 1
-    return phase, n, STAGES.index(request.stage)
+    return phase, request.n, STAGES.index(request.stage)
 
 
 # -- measuring ---------------------------------------------------------------------------------------------------

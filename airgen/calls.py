@@ -34,6 +34,11 @@ class Request:
     # Larger = closer to done; the scheduler serves high-progress requests first.
     progress: int = 0
 
+    @property
+    def n(self) -> int:
+        """The key's last part: 0 for the initial stages, the round for round stages, the level for merge/respond."""
+        return int(self.key.rsplit("/", 1)[1])
+
 
 @dataclass(frozen=True, slots=True)
 class Completion:

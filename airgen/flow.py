@@ -1,22 +1,29 @@
 """The AIR method as a pure state machine: no engine, no file, no clock.
 
-One `Sample` per document. `Flow.start(sample)` gives its first `Request`; each `Flow.advance(sample, completion)`
-consumes the completion of the pending request and gives the next `Request`, or ends the sample with `Done`
-(records) or `Dropped` (stage and reason). All rules live here, in the paper's order (section 3, Algorithm 2):
+One `Sample` per document. `Flow.start(sample)` gives its first requests; each `Flow.advance(sample, key,
+completion)` consumes the completion of one pending request and gives the requests it unlocks (none while the sample
+waits on other calls in flight), or ends the sample with `Done` (records) or `Dropped` (stage and reason). All rules
+live here (paper section 3, Algorithm 2):
 
-  1. initial instruction  back_translate -> refine -> score (keep >= threshold) [-> reference, judge="model"]
+  1. initial instruction  back_translate -> score (keep >= threshold) -> refine [-> reference, judge="model"]
   2. rounds 1..R          answer -> propose -> dedup (round >= 2) -> answer_with -> check
   3. levels 1..K          merge -> respond: one record per level
 
-Randomness (type order, few-shot picks, merge order) comes from a generator seeded by (seed, doc id, call key), so
-replaying a journal through the flow makes the same requests; resume relies on that.
+A sample runs its calls in parallel wherever the method allows, so that few documents still keep an engine's batch
+full: round r's check runs alongside round r+1 (nothing in a round reads a check's scores), and level k's
+merge -> respond starts as soon as rounds 1..k are settled (constraint accepted and, for C', checked), alongside
+the later rounds. The score comes before the refinement because it needs only the instruction: samples it drops cost
+no refinement. Results do not depend on the order completions come
+back in, and randomness (type order, few-shot picks, merge order) comes from a generator seeded by (seed, doc id,
+call key), so replaying a journal through the flow makes the same requests in any order; resume relies on that.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from airgen import prompts as P
 from airgen.calls import Completion, Request, Sampling
@@ -33,7 +40,7 @@ ANSWER_WITH = "answer_with"
 CHECK = "check"
 MERGE = "merge"
 RESPOND = "respond"
-STAGES = (BACK_TRANSLATE, REFINE, SCORE, REFERENCE, ANSWER, PROPOSE, DEDUP, ANSWER_WITH, CHECK, MERGE, RESPOND)
+STAGES = (BACK_TRANSLATE, SCORE, REFINE, REFERENCE, ANSWER, PROPOSE, DEDUP, ANSWER_WITH, CHECK, MERGE, RESPOND)
 
 
 class FlowError(RuntimeError):
@@ -57,8 +64,8 @@ class Sample:
     doc_id: str
     document: str
     source: str = ""  # where the document was read, for rejection lines
-    stage: str = ""
-    pending: Request | None = None
+    started: bool = False
+    pending: dict[str, Request] = field(default_factory=dict)  # key -> request in flight
     calls: int = 0
     instruction: str = ""
     refined: str = ""
@@ -69,13 +76,16 @@ class Sample:
     answer: str | None = None
     proposed: Constraint | None = None
     constraints: list[Constraint] = field(default_factory=list)
-    checked: int = 0  # constraints[:checked] have been through a check step
+    checked: int = 0  # constraints[:checked] have been sent to a check step
+    checks: dict[int, range] = field(default_factory=dict)  # round -> the constraints its pending check decides
     rounds_end: str = ""
-    levels: list[list[Constraint]] = field(default_factory=list)
-    level: int = 0
-    merged: str = ""
-    records: list[dict[str, Any]] = field(default_factory=list)
+    next_level: int = 1  # levels below it are decided: started (in `levels`) or dropped (in `level_drops`)
+    levels: dict[int, list[Constraint]] = field(default_factory=dict)  # level -> the constraints it merges
+    merged: dict[int, str] = field(default_factory=dict)
+    responses: dict[int, str] = field(default_factory=dict)
     level_drops: list[dict[str, Any]] = field(default_factory=list)
+    # Set when an engine refused one of the sample's requests: the sample ends so once its other calls return.
+    refusal: Dropped | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +102,30 @@ class Dropped:
     level_drops: list[dict[str, Any]] = field(default_factory=list)
 
 
-Step = Request | Done | Dropped
+# Requests to ask (an empty list: wait for the calls in flight), or the sample's end.
+Step = list[Request] | Done | Dropped
 
 
 class _Reject(Exception):
     """A completion the method does not accept; the caller decides whether it ends the sample or the round."""
+
+
+def replay(flow: "Flow", sample: Sample, requests: list[Request],
+           answer: Callable[[Request], Completion | None]) -> Step:
+    """Advance `sample` through every request `answer` knows (a journal's completions); give what is left to ask,
+    or the sample's end."""
+    todo, ask = list(requests), []
+    while todo:
+        request = todo.pop()
+        completion = answer(request)
+        if completion is None:
+            ask.append(request)
+            continue
+        step = flow.advance(sample, request.key, completion)
+        if not isinstance(step, list):
+            return step
+        todo.extend(step)
+    return ask
 
 
 class Flow:
@@ -120,58 +149,86 @@ class Flow:
 
     # -- public API -------------------------------------------------------------------------------------------
 
-    def start(self, sample: Sample) -> Request:
-        if sample.stage:
-            raise FlowError(f"{sample.doc_id}: already started (stage {sample.stage})")
-        return self._request(
+    def start(self, sample: Sample) -> list[Request]:
+        if sample.started:
+            raise FlowError(f"{sample.doc_id}: already started")
+        sample.started = True
+        return [self._request(
             sample, BACK_TRANSLATE, 0, "guidance", self.prompts.messages("back_translate", document=sample.document),
             regex=P.SENTENCES_REGEX if self.config.sentence_instructions else None,
-        )
+        )]
 
-    def advance(self, sample: Sample, completion: Completion) -> Step:
-        request = sample.pending
-        if request is None:
-            raise FlowError(f"{sample.doc_id}: no pending request (stage {sample.stage or 'not started'})")
-        sample.pending = None
-        sample.calls += 1
+    def advance(self, sample: Sample, key: str, completion: Completion) -> Step:
+        request = self._take(sample, key)
+        if sample.refusal is not None:
+            return self._settle(sample, [])
         cut = ""
         if completion.finish_reason == "length":
             cut = f"output cut at max_tokens={request.sampling.max_tokens}"
-        return self._handlers[sample.stage](sample, completion.text, cut)
+        return self._settle(sample, self._handlers[request.stage](sample, request, completion.text, cut))
+
+    def refused(self, sample: Sample, key: str, reason: str) -> Step:
+        """The engine refused a request (a prompt longer than its context, say): the sample is dropped at that
+        stage, once the calls it still has in flight have returned."""
+        request = self._take(sample, key)
+        if sample.refusal is None:
+            sample.refusal = Dropped(request.stage, f"engine refused the request: {reason}")
+        return self._settle(sample, [])
+
+    def _take(self, sample: Sample, key: str) -> Request:
+        request = sample.pending.pop(key, None)
+        if request is None:
+            raise FlowError(f"{sample.doc_id}: no pending request {key!r}")
+        sample.calls += 1
+        return request
+
+    def _settle(self, s: Sample, step: Step) -> Step:
+        """After each event: start the levels it settled; with nothing in flight, the sample is over."""
+        if isinstance(step, list) and s.refusal is None:
+            step = step + self._start_levels(s)
+        if isinstance(step, list) and not s.pending:
+            if s.refusal is not None:
+                s.level_drops.sort(key=_level)
+                step = dataclasses.replace(s.refusal, level_drops=s.level_drops)
+            else:
+                step = self._finish(s)
+        if not isinstance(step, list) and s.pending:
+            raise FlowError(f"{s.doc_id}: ended with calls in flight: {sorted(s.pending)}")
+        return step
 
     # -- 1. initial instruction -----------------------------------------------------------------------------------
 
-    def _on_back_translate(self, s: Sample, text: str, cut: str) -> Step:
+    def _on_back_translate(self, s: Sample, request: Request, text: str, cut: str) -> Step:
         try:
             s.instruction = self._words(P.parse_instruction(self._text(text, cut)), self.config.instruction_words,
                                         "instruction")
         except (P.ParseError, _Reject) as e:
             return Dropped(BACK_TRANSLATE, str(e))
-        return self._request(s, REFINE, 0, "guidance",
-                             self.prompts.messages("refine_document", instruction=s.instruction, document=s.document))
+        return [self._request(s, SCORE, 0, "guidance",
+                              self.prompts.messages("score_instruction", instruction=s.instruction),
+                              regex=P.SCORE_REGEX)]
 
-    def _on_refine(self, s: Sample, text: str, cut: str) -> Step:
-        try:
-            s.refined = P.parse_refined(self._free_text(text, cut))
-            self._words(s.refined, (self.config.min_refined_words, None), "refined document")
-        except (P.ParseError, _Reject) as e:
-            return Dropped(REFINE, str(e))
-        return self._request(s, SCORE, 0, "guidance", self.prompts.messages("score_instruction",
-                                                                          instruction=s.instruction),
-                             regex=P.SCORE_REGEX)
-
-    def _on_score(self, s: Sample, text: str, cut: str) -> Step:
+    def _on_score(self, s: Sample, request: Request, text: str, cut: str) -> Step:
         try:
             s.score = P.parse_score(self._text(text, cut))
         except (P.ParseError, _Reject) as e:
             return Dropped(SCORE, str(e))
         if s.score < self.config.score_threshold:
             return Dropped(SCORE, f"score {s.score}/5 below threshold {self.config.score_threshold}")
+        return [self._request(s, REFINE, 0, "guidance", self.prompts.messages(
+            "refine_document", instruction=s.instruction, document=s.document))]
+
+    def _on_refine(self, s: Sample, request: Request, text: str, cut: str) -> Step:
+        try:
+            s.refined = P.parse_refined(self._free_text(text, cut))
+            self._words(s.refined, (self.config.min_refined_words, None), "refined document")
+        except (P.ParseError, _Reject) as e:
+            return Dropped(REFINE, str(e))
         if self.config.judge == "model":
-            return self._request(s, REFERENCE, 0, "guidance", self.prompts.chat(s.instruction))
+            return [self._request(s, REFERENCE, 0, "guidance", self.prompts.chat(s.instruction))]
         return self._next_round(s)
 
-    def _on_reference(self, s: Sample, text: str, cut: str) -> Step:
+    def _on_reference(self, s: Sample, request: Request, text: str, cut: str) -> Step:
         try:
             s.reference = self._words(self._free_text(text, cut), (self.config.min_answer_words, None),
                                       "reference answer")
@@ -181,22 +238,22 @@ class Flow:
 
     # -- 2. iterative refinement ----------------------------------------------------------------------------------
 
-    def _next_round(self, s: Sample) -> Step:
+    def _next_round(self, s: Sample) -> list[Request]:
         s.round += 1
         limit = 1 if self.config.one_shot else self.config.rounds
         if s.round > limit:
             s.rounds_end = f"completed {limit} rounds"
-            return self._levels(s)
+            return []
         if self.config.judge != "none" and s.answer is None:
-            return self._request(s, ANSWER, s.round, "student", self.prompts.chat(self._current_instruction(s)))
-        return self._propose(s)
+            return [self._request(s, ANSWER, s.round, "student", self.prompts.chat(self._current_instruction(s)))]
+        return [self._propose(s)]
 
-    def _on_answer(self, s: Sample, text: str, cut: str) -> Step:
+    def _on_answer(self, s: Sample, request: Request, text: str, cut: str) -> Step:
         try:
             s.answer = self._free_text(text, cut)
         except _Reject as e:
             return self._end_rounds(s, ANSWER, str(e))
-        return self._propose(s)
+        return [self._propose(s)]
 
     def _propose(self, s: Sample) -> Request:
         used = {c.type for c in s.constraints}
@@ -218,7 +275,7 @@ class Flow:
         return self._request(s, PROPOSE, s.round, "guidance", messages,
                              regex=P.propose_regex(names, none=self.config.judge_may_decline))
 
-    def _on_propose(self, s: Sample, text: str, cut: str) -> Step:
+    def _on_propose(self, s: Sample, request: Request, text: str, cut: str) -> Step:
         allowed = [t.name for t in self.prompts.types if t.name not in {c.type for c in s.constraints}]
         try:
             if self.config.one_shot:
@@ -236,12 +293,12 @@ class Flow:
         except (P.ParseError, _Reject) as e:
             return self._end_rounds(s, PROPOSE, str(e))
         if s.constraints:
-            return self._request(s, DEDUP, s.round, "guidance", self.prompts.messages(
+            return [self._request(s, DEDUP, s.round, "guidance", self.prompts.messages(
                 "dedup_constraint", constraint=s.proposed.text,
-                existing=P.format_numbered([c.text for c in s.constraints])), choice=P.DUPLICATE_CHOICES)
+                existing=P.format_numbered([c.text for c in s.constraints])), choice=P.DUPLICATE_CHOICES)]
         return self._accept(s)
 
-    def _on_dedup(self, s: Sample, text: str, cut: str) -> Step:
+    def _on_dedup(self, s: Sample, request: Request, text: str, cut: str) -> Step:
         try:
             if P.parse_duplicate(self._text(text, cut)):
                 raise _Reject(f"duplicate of an earlier constraint: {s.proposed.text!r}")
@@ -249,71 +306,81 @@ class Flow:
             return self._end_rounds(s, DEDUP, str(e))
         return self._accept(s)
 
-    def _accept(self, s: Sample) -> Step:
+    def _accept(self, s: Sample) -> list[Request]:
         s.constraints.append(s.proposed)
         s.proposed = None
         return self._after_accept(s)
 
-    def _after_accept(self, s: Sample) -> Step:
+    def _after_accept(self, s: Sample) -> list[Request]:
         if self.config.constraint_set == "all":
             # Without the check step the next round asks the student afresh for I_r.
             s.answer = None
             return self._next_round(s)
-        return self._request(s, ANSWER_WITH, s.round, "student", self.prompts.chat(self._current_instruction(s)))
+        return [self._request(s, ANSWER_WITH, s.round, "student", self.prompts.chat(self._current_instruction(s)))]
 
-    def _on_answer_with(self, s: Sample, text: str, cut: str) -> Step:
+    def _on_answer_with(self, s: Sample, request: Request, text: str, cut: str) -> Step:
         try:
             answer = self._free_text(text, cut)
         except _Reject as e:
             return self._end_rounds(s, ANSWER_WITH, str(e))
         s.answer = answer if self.config.reuse_answer else None
-        return self._request(s, CHECK, s.round, "guidance", self.prompts.messages(
+        # The check decides membership of C' only for the constraints new this round (Algorithm 2, line 7).
+        s.checks[s.round], s.checked = range(s.checked, len(s.constraints)), len(s.constraints)
+        check = self._request(s, CHECK, s.round, "guidance", self.prompts.messages(
             "check_constraints", instruction=self._current_instruction(s), answer=answer,
             constraints="\n".join(c.text for c in s.constraints)), regex=P.check_regex(len(s.constraints)))
+        return [check, *self._next_round(s)]
 
-    def _on_check(self, s: Sample, text: str, cut: str) -> Step:
-        # The check decides membership of C' only for the constraints new this round (Algorithm 2, line 7).
-        new, s.checked = range(s.checked, len(s.constraints)), len(s.constraints)
+    def _on_check(self, s: Sample, request: Request, text: str, cut: str) -> Step:
+        decides = s.checks.pop(request.n)
         try:
-            scores = P.parse_check(self._text(text, cut), len(s.constraints))
+            scores = P.parse_check(self._text(text, cut), decides.stop)
         except (P.ParseError, _Reject) as e:
             # Authors' rule: an unreadable check drops this round's check, not the sample; unchecked constraints
             # stay in C but never enter C'.
-            s.level_drops.append({"level": s.round, "stage": CHECK, "reason": f"check unreadable: {e}"})
-            return self._next_round(s)
-        for i in new:
+            s.level_drops.append({"level": request.n, "stage": CHECK, "reason": f"check unreadable: {e}"})
+            return []
+        for i in decides:
             c = s.constraints[i]
             c.score = scores[i]
             c.failed = c.score < self.config.pass_score
-        return self._next_round(s)
+        return []
 
     def _end_rounds(self, s: Sample, stage: str, reason: str) -> Step:
         s.rounds_end = f"round {s.round} {stage}: {reason}"
         if not s.constraints:
             return Dropped(stage, f"round {s.round}: {reason}")
-        return self._levels(s)
+        return []
 
     # -- 3. final records, one per level ----------------------------------------------------------------------------
 
-    def _levels(self, s: Sample) -> Step:
-        last: list[str] | None = None
-        for k in range(1, max(c.round for c in s.constraints) + 1):
+    def _start_levels(self, s: Sample) -> list[Request]:
+        """Merge requests for the levels whose rounds are settled: each constraint up to the level accepted and, for
+        C', out of its check (scored, or never to be: unreadable, or the rounds ended first)."""
+        started = []
+        while any(c.round == s.next_level for c in s.constraints) and self._settled(s, s.next_level):
+            k = s.next_level
+            s.next_level += 1
             chosen = [c for c in s.constraints if c.round <= k and (self.config.constraint_set == "all" or c.failed)]
-            texts = [c.text for c in chosen]
+            previous = s.levels[max(s.levels)] if s.levels else None
             if not chosen:
                 s.level_drops.append({"level": k, "stage": CHECK, "reason": "the student met every constraint"})
-            elif texts == last:
+            elif chosen == previous:
                 s.level_drops.append({"level": k, "stage": CHECK, "reason": "no new failed constraint at this level"})
             else:
-                s.levels.append(chosen)
-                last = texts
-        if not s.levels:
-            return self._finish(s, CHECK)
-        return self._merge(s)
+                s.levels[k] = chosen
+                started.append(self._merge(s, k))
+        return started
 
-    def _merge(self, s: Sample) -> Request:
-        chosen = s.levels[s.level]
-        k = chosen[-1].round
+    def _settled(self, s: Sample, k: int) -> bool:
+        if self.config.constraint_set == "all":
+            return True
+        checking = {i for decides in s.checks.values() for i in decides}
+        return all(i not in checking and (i < s.checked or s.rounds_end)
+                   for i, c in enumerate(s.constraints) if c.round <= k)
+
+    def _merge(self, s: Sample, k: int) -> Request:
+        chosen = s.levels[k]
         rng = self._rng(s, f"{MERGE}/{k}")
         examples = rng.sample(self.prompts.merge_examples, min(self.config.few_shot, len(self.prompts.merge_examples)))
         order = [c.text for c in chosen]
@@ -323,46 +390,46 @@ class Flow:
             examples=P.format_examples(examples)), max_tokens=self.config.merge_max_tokens,
             regex=P.SENTENCES_REGEX if self.config.sentence_instructions else None)
 
-    def _on_merge(self, s: Sample, text: str, cut: str) -> Step:
+    def _on_merge(self, s: Sample, request: Request, text: str, cut: str) -> Step:
+        k = request.n
         try:
-            s.merged = self._words(P.parse_merged(self._text(text, cut)), self.config.merged_words,
-                                   "merged instruction")
+            s.merged[k] = self._words(P.parse_merged(self._text(text, cut)), self.config.merged_words,
+                                      "merged instruction")
         except (P.ParseError, _Reject) as e:
-            return self._level_failed(s, MERGE, str(e))
-        return self._request(s, RESPOND, s.levels[s.level][-1].round, "guidance", self.prompts.chat(s.merged))
+            return self._level_failed(s, k, MERGE, str(e))
+        return [self._request(s, RESPOND, k, "guidance", self.prompts.chat(s.merged[k]))]
 
-    def _on_respond(self, s: Sample, text: str, cut: str) -> Step:
+    def _on_respond(self, s: Sample, request: Request, text: str, cut: str) -> Step:
+        k = request.n
         try:
             response = self._words(self._free_text(text, cut), (self.config.min_answer_words, None), "response")
         except _Reject as e:
-            return self._level_failed(s, RESPOND, str(e))
-        s.records.append(self._record(s, s.levels[s.level], response))
-        return self._next_level(s)
+            return self._level_failed(s, k, RESPOND, str(e))
+        s.responses[k] = response
+        return []
 
-    def _level_failed(self, s: Sample, stage: str, reason: str) -> Step:
-        s.level_drops.append({"level": s.levels[s.level][-1].round, "stage": stage, "reason": reason})
-        return self._next_level(s)
+    @staticmethod
+    def _level_failed(s: Sample, k: int, stage: str, reason: str) -> list[Request]:
+        s.level_drops.append({"level": k, "stage": stage, "reason": reason})
+        return []
 
-    def _next_level(self, s: Sample) -> Step:
-        s.level += 1
-        if s.level < len(s.levels):
-            return self._merge(s)
-        return self._finish(s, s.stage)
-
-    def _finish(self, s: Sample, stage: str) -> Done | Dropped:
-        if s.records:
-            return Done(s.records, s.level_drops)
+    def _finish(self, s: Sample) -> Done | Dropped:
+        # Levels finish in any order; the output does not.
+        s.level_drops.sort(key=_level)
+        if s.responses:
+            # Built last: a record's meta tells how the rounds ended.
+            return Done([self._record(s, k, s.responses[k]) for k in sorted(s.responses)], s.level_drops)
         last = s.level_drops[-1]
         return Dropped(last["stage"], f"no level produced a record; level {last['level']}: {last['reason']}",
                        s.level_drops)
 
-    def _record(self, s: Sample, chosen: list[Constraint], response: str) -> dict[str, Any]:
-        level = chosen[-1].round
+    def _record(self, s: Sample, level: int, response: str) -> dict[str, Any]:
+        chosen, merged = s.levels[level], s.merged[level]
         return {
-            "instruction": s.merged,
+            "instruction": merged,
             "input": "",
             "output": response,
-            "messages": [{"role": "user", "content": s.merged}, {"role": "assistant", "content": response}],
+            "messages": [{"role": "user", "content": merged}, {"role": "assistant", "content": response}],
             "meta": {
                 "doc_id": s.doc_id,
                 "level": level,
@@ -401,8 +468,7 @@ class Flow:
             ),
             progress=s.calls,
         )
-        s.stage = stage
-        s.pending = request
+        s.pending[request.key] = request
         return request
 
     def _rng(self, s: Sample, key: str) -> random.Random:
@@ -442,3 +508,7 @@ class Flow:
         if n < span[0] or (span[1] is not None and n > span[1]):
             raise _Reject(f"{what} has {n} words, outside {self._span(span)}")
         return text
+
+
+def _level(drop: dict[str, Any]) -> int:
+    return drop["level"]

@@ -1,6 +1,7 @@
 """Drives thousands of samples through the flow at once, on one event loop.
 
-- No stage barriers: a sample's next request is queued the moment its last call returns.
+- No stage barriers: the requests a completion unlocks are queued the moment it returns (a sample may have several
+  calls in flight: see the flow).
 - Each engine has a window of outstanding requests (continuous batching stays fed, memory stays bounded); requests
   beyond it wait in a priority queue where the sample closest to done goes first, which keeps in-flight state small
   and puts one document's calls close together in time (prefix-cache hits).
@@ -20,7 +21,7 @@ from typing import Iterable, Iterator
 from airgen.calls import Completion, Request, Role
 from airgen.corpus import Document, Rejection
 from airgen.engines import Engine, RequestRejected
-from airgen.flow import Done, Dropped, Flow, Sample, Step
+from airgen.flow import Done, Flow, Sample, Step, replay
 from airgen.journal import Journal, Replay
 from airgen.metrics import Metrics
 from airgen.sink import Sink
@@ -84,7 +85,7 @@ class Scheduler:
             await self._cancel_all()
         self.metrics.settle(self._active > 0)
         if self._error is not None:
-            raise EngineFailed(str(self._error)) from self._error
+            raise self._error
 
     def stop(self) -> None:
         """Ctrl-C: stop at once; calls in flight are cancelled (and asked again on resume), nothing else is lost."""
@@ -124,20 +125,23 @@ class Scheduler:
         sample = Sample(doc.id, doc.text, doc.source)
         self._active += 1
         self.metrics.active = self._active
-        step: Step = self.flow.start(sample)
         # Replay: the journal answers every call it already holds, through the same pure flow.
-        while isinstance(step, Request) and (done := self.replay.completions.pop(step.key, None)) is not None:
+        self._handle(sample, replay(self.flow, sample, self.flow.start(sample), self._replayed))
+
+    def _replayed(self, request: Request) -> Completion | None:
+        completion = self.replay.completions.pop(request.key, None)
+        if completion is not None:
             self.metrics.replayed_calls += 1
-            step = self.flow.advance(sample, done)
-        self._handle(sample, step)
+        return completion
 
     # -- calls ----------------------------------------------------------------------------------------------------
 
     def _handle(self, sample: Sample, step: Step) -> None:
-        if isinstance(step, Request):
-            lane = self._lanes[step.role]
-            heapq.heappush(lane.queue, (-step.progress, next(self._seq), sample, step))
-            self._pump(lane)
+        if isinstance(step, list):
+            for request in step:
+                lane = self._lanes[request.role]
+                heapq.heappush(lane.queue, (-request.progress, next(self._seq), sample, request))
+                self._pump(lane)
             return
         if isinstance(step, Done):
             self.sink.records(step.records)
@@ -167,16 +171,17 @@ class Scheduler:
 
     async def _call(self, lane: Lane, sample: Sample, request: Request) -> None:
         completion: Completion | None = None
+        refusal = ""
         try:
             completion = await lane.engine.generate(request)
         except RequestRejected as e:
-            step: Step = Dropped(request.stage, f"engine refused the request: {e}")
+            refusal = str(e)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - any other failure is the engine's: stop the run, resume later
-            if self._error is None:
-                self._error = e
-            self._finished.set()
+            failed = EngineFailed(str(e))
+            failed.__cause__ = e
+            self._fail(failed)
             return
         finally:
             lane.outstanding -= 1
@@ -184,16 +189,27 @@ class Scheduler:
             self.metrics.call_finished(sample.doc_id, request, completion)
         # Our own work between the engine's answer and the sample's next request: the scheduler's cost per call.
         start = time.perf_counter()
-        if completion is not None:
-            self.journal.call(sample.doc_id, request.key, completion)
-            step = self.flow.advance(sample, completion)
-        if self._finished.is_set():
+        try:
+            if completion is not None:
+                self.journal.call(sample.doc_id, request.key, completion)
+                step: Step = self.flow.advance(sample, request.key, completion)
+            else:
+                step = self.flow.refused(sample, request.key, refusal)
+            if self._finished.is_set():
+                return
+            self._handle(sample, step)
+            self._pump(lane)
+            self._admit()
+        except Exception as e:  # noqa: BLE001 - a full disk or a bug: stop the run (it resumes) rather than hang
+            self._fail(e)
             return
-        self._handle(sample, step)
-        self._pump(lane)
-        self._admit()
         self.metrics.handling_s += time.perf_counter() - start
         self.metrics.handled += 1
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        self._finished.set()
 
     async def _cancel_all(self) -> None:
         tasks = list(self._tasks)

@@ -46,15 +46,15 @@ class StubFlow:
         self._messages = ({"role": "user", "content": "a fixed prompt of a few words"},)
         self._sampling = Sampling(max_tokens=64)
 
-    def start(self, sample: Sample) -> Request:
-        return self._request(sample)
+    def start(self, sample: Sample) -> list[Request]:
+        return [self._request(sample)]
 
-    def advance(self, sample: Sample, completion: Completion):
+    def advance(self, sample: Sample, key: str, completion: Completion):
         sample.calls += 1
         if sample.calls == self.calls:
             return Done([{"instruction": "i", "input": "", "output": completion.text,
                           "meta": {"doc_id": sample.doc_id, "level": 1}}], [])
-        return self._request(sample)
+        return [self._request(sample)]
 
     def _request(self, sample: Sample) -> Request:
         n = sample.calls

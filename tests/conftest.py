@@ -20,15 +20,20 @@ def completion(text: str, finish: str = "stop") -> Completion:
     return Completion(text, finish, 10, len(text.split()), 0, "scripted")
 
 
-def drive(flow: Flow, sample: Sample, respond: Callable[[Request], str | Completion]):
-    """Run one sample through the flow with scripted answers; returns (final step, requests made)."""
-    requests = [flow.start(sample)]
+def drive(flow: Flow, sample: Sample, respond: Callable[[Request], str | Completion],
+          pick: Callable[[list[Request]], int] | None = None):
+    """Run one sample through the flow with scripted answers; returns (final step, requests made). Of the calls in
+    flight, the first asked returns first, or the one `pick` chooses."""
+    todo = flow.start(sample)
+    requests = list(todo)
     while True:
-        out = respond(requests[-1])
-        step = flow.advance(sample, out if isinstance(out, Completion) else completion(out))
+        request = todo.pop(pick(todo) if pick else 0)
+        out = respond(request)
+        step = flow.advance(sample, request.key, out if isinstance(out, Completion) else completion(out))
         if isinstance(step, (Done, Dropped)):
             return step, requests
-        requests.append(step)
+        todo.extend(step)
+        requests.extend(step)
 
 
 def script(prompts: PromptSet, overrides: dict[str, object] | None = None, **knobs):

@@ -213,7 +213,7 @@ def test_barrier_order_follows_the_method():
     def req(key: str) -> Request:
         return Request(key, "guidance", key.split("/")[1], (), None)  # type: ignore[arg-type]
 
-    order = ["d/back_translate/0", "d/refine/0", "d/score/0", "d/answer/1", "d/propose/1", "d/answer_with/1",
+    order = ["d/back_translate/0", "d/score/0", "d/refine/0", "d/answer/1", "d/propose/1", "d/answer_with/1",
              "d/check/1", "d/propose/2", "d/dedup/2", "d/answer_with/2", "d/check/2", "d/merge/1", "d/respond/1",
              "d/merge/2", "d/respond/2"]
     keys = [bench.barrier_key(req(k)) for k in order]

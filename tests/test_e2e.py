@@ -38,5 +38,5 @@ def test_default_run_end_to_end(tmp_path):
         assert record["messages"][1]["content"] == record["output"]
     events = lines(out / "journal.jsonl")
     stages = {e["k"].split("/")[1] for e in events if "k" in e}
-    assert {"back_translate", "refine"} <= stages
+    assert {"back_translate", "score"} <= stages
     assert sum(e["p"] for e in events if "k" in e) > 0 and sum(e["o"] for e in events if "k" in e) > 0

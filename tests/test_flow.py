@@ -1,6 +1,8 @@
 """The method as a state machine, driven with scripted completions: every transition and every drop reason."""
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from airgen.flow import Done, Dropped, FlowError, Sample
@@ -17,13 +19,14 @@ def test_full_method_stage_order_and_records(prompts):
     flow = make_flow(prompts, rounds=3)
     step, requests = drive(flow, Sample("d1", DOC), script(prompts, fail=1.0))
     assert isinstance(step, Done)
+    # Calls in flight return first-asked first. Round 1's check goes out with round 2's proposal, which reuses the
+    # student's answer to I_1 (no second answer call); level 1 starts once that check is back.
     assert keys(requests) == [
-        "back_translate/0", "refine/0", "score/0",
+        "back_translate/0", "score/0", "refine/0",
         "answer/1", "propose/1", "answer_with/1", "check/1",
-        # Round 2 reuses the student's answer to I_1 from round 1's check: no second answer call.
-        "propose/2", "dedup/2", "answer_with/2", "check/2",
-        "propose/3", "dedup/3", "answer_with/3", "check/3",
-        "merge/1", "respond/1", "merge/2", "respond/2", "merge/3", "respond/3",
+        "propose/2", "merge/1", "dedup/2", "respond/1", "answer_with/2", "check/2",
+        "propose/3", "merge/2", "dedup/3", "respond/2", "answer_with/3", "check/3",
+        "merge/3", "respond/3",
     ]
     roles = {r.stage: r.role for r in requests}
     assert roles["answer"] == roles["answer_with"] == "student"
@@ -141,8 +144,9 @@ def test_unreadable_check_keeps_constraint_out_of_failed_set(prompts):
 def test_all_constraints_set_skips_check(prompts):
     step, requests = drive(make_flow(prompts, rounds=2, constraint_set="all"), Sample("d1", DOC), script(prompts))
     assert isinstance(step, Done)
-    assert keys(requests)[3:] == ["answer/1", "propose/1", "answer/2", "propose/2", "dedup/2",
-                                  "merge/1", "respond/1", "merge/2", "respond/2"]
+    # Without checks, level k starts as soon as round k's constraint is accepted.
+    assert keys(requests)[3:] == ["answer/1", "propose/1", "answer/2", "merge/1", "propose/2", "respond/1",
+                                  "dedup/2", "merge/2", "respond/2"]
     assert all(c["failed"] is None for c in step.records[-1]["meta"]["constraints"])
 
 
@@ -187,15 +191,20 @@ def test_no_judge_proposes_without_student_answer(prompts):
     assert first.startswith(blind.split("@@")[0])
 
 
-def test_one_shot_proposes_all_constraints_in_one_call(prompts):
+def propose_many(prompts):
+    """A one-shot proposal of three constraints, of the first three types the request allows."""
     def many(request):
         names = [t.name for t in prompts.types if t.name in request.sampling.regex][:3]
         pairs = "\n".join(f"**Selected Type**: {n}\n**Constraint**: The answer must satisfy the {n.lower()} rule "
                           "stated in full." for n in names)
         return f"**Analysis**: several gaps.\n{pairs}"
 
+    return many
+
+
+def test_one_shot_proposes_all_constraints_in_one_call(prompts):
     step, requests = drive(make_flow(prompts, rounds=3, one_shot=True), Sample("d1", DOC),
-                           script(prompts, {"propose": many}, fail=1.0))
+                           script(prompts, {"propose": propose_many(prompts)}, fail=1.0))
     assert isinstance(step, Done)
     assert keys(requests).count("propose/1") == 1 and "dedup/2" not in keys(requests)
     assert [r["meta"]["level"] for r in step.records] == [1, 2, 3]
@@ -205,10 +214,91 @@ def test_impossible_events_are_loud(prompts):
     flow = make_flow(prompts)
     sample = Sample("d1", DOC)
     with pytest.raises(FlowError):
-        flow.advance(sample, completion("x"))
+        flow.advance(sample, "d1/back_translate/0", completion("x"))
     flow.start(sample)
     with pytest.raises(FlowError):
         flow.start(sample)
+    with pytest.raises(FlowError):
+        flow.advance(sample, "d1/refine/0", completion("x"))
+
+
+def test_score_comes_before_the_refinement(prompts):
+    step, requests = drive(make_flow(prompts), Sample("d1", DOC), script(prompts, score=2))
+    assert isinstance(step, Dropped) and step.stage == "score"
+    assert keys(requests) == ["back_translate/0", "score/0"]
+
+
+@pytest.mark.parametrize("constraint_set, unlocks", [
+    ("failed", {"answer_with/1": ["check/1", "propose/2"], "check/1": ["merge/1"], "merge/1": ["respond/1"],
+                "answer_with/2": ["check/2", "propose/3"], "check/2": ["merge/2"], "check/3": ["merge/3"]}),
+    ("all", {"propose/1": ["answer/2", "merge/1"], "dedup/2": ["answer/3", "merge/2"], "dedup/3": ["merge/3"]}),
+])
+def test_checks_and_levels_run_alongside_the_rounds(prompts, constraint_set, unlocks):
+    flow = make_flow(prompts, rounds=3, constraint_set=constraint_set)
+    sample, respond = Sample("d1", DOC), script(prompts, fail=1.0)
+    seen, todo = {}, flow.start(sample)
+    while todo:
+        step = flow.advance(sample, todo[0].key, completion(respond(todo[0])))
+        seen[keys(todo[:1])[0]] = keys(step) if isinstance(step, list) else step
+        todo = todo[1:] + (step if isinstance(step, list) else [])
+    assert {k: seen[k] for k in unlocks} == unlocks
+    assert isinstance(step, Done) and [r["meta"]["level"] for r in step.records] == [1, 2, 3]
+
+
+def test_level_k_waits_for_the_checks_of_rounds_1_to_k(prompts):
+    flow, sample = make_flow(prompts, rounds=3), Sample("d1", DOC)
+    respond = script(prompts, fail=0.5)
+
+    def answer(request):
+        if request.stage == "merge":
+            assert not any(r.stage == "check" and r.n <= request.n for r in sample.pending.values())
+            assert all(c.score is not None for c in sample.constraints if c.round <= request.n)
+        return respond(request)
+
+    def checks_last(todo):
+        return next((i for i, r in enumerate(todo) if r.stage != "check"), 0)
+
+    step, requests = drive(flow, sample, answer, checks_last)
+    assert isinstance(step, Done) and "merge/1" in keys(requests)
+    assert step == drive(make_flow(prompts, rounds=3), Sample("d1", DOC), respond)[0]
+
+
+@pytest.mark.parametrize("settings", [
+    {"rounds": 4},
+    {"rounds": 4, "reuse_answer": False},
+    {"rounds": 3, "constraint_set": "all"},
+    {"rounds": 3, "one_shot": True},
+])
+def test_results_do_not_depend_on_the_order_calls_return(prompts, settings):
+    overrides = {"check/2": "looks fine", "merge/3": completion("Write", "length")}
+    if settings.get("one_shot"):
+        overrides["propose"] = propose_many(prompts)
+    # One-shot has one check for all constraints: let the student fail it, so that levels are made.
+    respond = script(prompts, overrides, fail=1.0 if settings.get("one_shot") else 0.6)
+    first, asked = drive(make_flow(prompts, **settings), Sample("d1", DOC), respond)
+    assert isinstance(first, Done)
+    for seed in range(5):
+        rng = random.Random(seed)
+        step, requests = drive(make_flow(prompts, **settings), Sample("d1", DOC), respond,
+                               lambda todo: rng.randrange(len(todo)))
+        assert step == first
+        assert sorted((r.key, r.messages, r.sampling) for r in requests) == sorted(
+            (r.key, r.messages, r.sampling) for r in asked)
+
+
+def test_refused_request_ends_the_sample_once_its_other_calls_return(prompts):
+    flow, sample = make_flow(prompts, rounds=3), Sample("d1", DOC)
+    respond = script(prompts, fail=1.0)
+    todo = flow.start(sample)
+    while [r.stage for r in todo] != ["check", "propose"]:
+        step = flow.advance(sample, todo[0].key, completion(respond(todo[0])))
+        todo = todo[1:] + step
+    check, propose = todo
+    assert flow.refused(sample, check.key, "prompt longer than the context") == []
+    step = flow.advance(sample, propose.key, completion(respond(propose)))
+    assert isinstance(step, Dropped) and step.stage == "check"
+    assert "engine refused the request: prompt longer than the context" in step.reason
+    assert not sample.pending
 
 
 def test_structured_outputs_can_be_switched_off(prompts):

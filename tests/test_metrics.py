@@ -70,9 +70,9 @@ async def test_idle_time_counts_our_own_work(prompts, tmp_path):
     flow = Flow(FlowConfig(rounds=1), prompts)
     advance = flow.advance
 
-    def slow_advance(sample, completion):
+    def slow_advance(sample, key, completion):
         time.sleep(0.003)  # our own work between two calls: the engine has nothing to do meanwhile
-        return advance(sample, completion)
+        return advance(sample, key, completion)
 
     flow.advance = slow_advance
     engine = ScriptedEngine(MethodScript(prompts, fail=1.0), latency=lambda r: 0.002)

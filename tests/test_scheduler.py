@@ -170,3 +170,47 @@ async def test_refused_request_drops_only_its_sample(prompts, tmp_path):
     assert [(r["id"], r["stage"]) for r in rejected] == [("doc00001", "refine")]
     assert "prompt longer than the context" in rejected[0]["reason"]
     assert {r["meta"]["doc_id"] for r in read(tmp_path / "records.jsonl")} == {"doc00000", "doc00002"}
+
+
+async def test_an_error_in_our_own_handling_stops_the_run(prompts, tmp_path):
+    engine, engines = shared_engine(prompts)
+    scheduler, j, s = build(tmp_path, prompts, engines)
+    advance = scheduler.flow.advance
+
+    def broken(sample, key, completion):
+        if key == "doc00003/score/0":
+            raise OSError("No space left on device")
+        return advance(sample, key, completion)
+
+    scheduler.flow.advance = broken
+    try:
+        await asyncio.wait_for(scheduler.run(docs(10)), 30)
+    except OSError as e:
+        assert "No space left" in str(e)
+    else:
+        raise AssertionError("the run should stop")
+    finally:
+        j.close()
+        s.close()
+
+
+async def test_refused_check_drops_its_sample_after_its_other_calls(prompts, tmp_path):
+    from airgen.engines import RequestRejected
+
+    def respond(request):
+        if request.key == "doc00001/check/1":
+            raise RequestRejected("prompt longer than the context")
+        return MethodScript(prompts, fail=1.0)(request)
+
+    # The check of round 1 goes out with round 2's proposal; the refusal must wait for that call too.
+    engine = ScriptedEngine(respond, latency=lambda r: 0.02 if r.stage == "propose" else 0.001)
+    scheduler, j, s = build(tmp_path, prompts, {"guidance": engine, "student": engine})
+    await scheduler.run(docs(3))
+    j.close()
+    s.close()
+    rejected = read(tmp_path / "rejected.jsonl")
+    assert [(r["id"], r["stage"]) for r in rejected] == [("doc00001", "check")]
+    assert "doc00001/propose/2" in [r.key for r in engine.calls]
+    done = [e["done"] for e in read(tmp_path / "journal.jsonl") if "done" in e]
+    assert sorted(done) == ["doc00000", "doc00001", "doc00002"]
+    assert {r["meta"]["doc_id"] for r in read(tmp_path / "records.jsonl")} == {"doc00000", "doc00002"}
