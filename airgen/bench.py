@@ -295,8 +295,8 @@ def table(result: dict[str, Any]) -> str:
     lines.append("(in flight: requests outstanding at each engine, averaged over its busy time)")
     ours, raw = _mean_outstanding(modes["airgen"]), _mean_outstanding(modes.get("raw", {}))
     if raw and ours < raw / 2 and result["ratios"].get("airgen/raw", 1.0) < 1.0:
-        lines.append(f"note: airgen kept {ours:.1f} requests in flight against raw's {raw:.1f}: a sample has one call "
-                     f"outstanding at a time, so with this few documents the engine batch stays small; "
+        lines.append(f"note: airgen kept {ours:.1f} requests in flight against raw's {raw:.1f}: a sample has only a "
+                     f"few calls in flight at once, so with this few documents the engine batch stays small; "
                      f"--limit N with N above the engine's batch size measures the scheduler, not the corpus size")
     if "loads" in modes.get("stage-barrier+reloads", {}):
         reload = modes["stage-barrier+reloads"]
