@@ -7,14 +7,16 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+import pytest
 
 from airgen import journal, sink
 from airgen.config import FlowConfig
 from airgen.corpus import Document, Rejection
+from airgen.engines import RequestRejected
 from airgen.engines.scripted import MethodScript, ScriptedEngine
 from airgen.flow import Flow
 from airgen.metrics import Metrics
-from airgen.scheduler import Scheduler
+from airgen.scheduler import EngineFailed, Scheduler
 
 
 def docs(n: int, start: int = 0):
@@ -110,7 +112,9 @@ async def test_stop_leaves_consistent_journal_and_resume_finishes(prompts, tmp_p
     engine, engines = shared_engine(prompts, latency=lambda r: random.random() * 0.003)
     scheduler, j, s = build(tmp_path, prompts, engines, max_in_flight=100)
     task = asyncio.ensure_future(scheduler.run(docs(500)))
-    await asyncio.sleep(0.3)
+    # Stop part-way: once some samples are done (however slow the machine), long before all are.
+    while sum(scheduler.metrics.outcomes.values()) < 20 and not task.done():
+        await asyncio.sleep(0.005)
     scheduler.stop()
     await task
     j.close()
@@ -142,34 +146,10 @@ async def test_engine_failure_stops_the_run(prompts, tmp_path):
 
     engine = ScriptedEngine(respond)
     scheduler, j, s = build(tmp_path, prompts, {"guidance": engine, "student": engine})
-    try:
+    with pytest.raises(EngineFailed, match="server went away"):
         await scheduler.run(docs(5))
-    except Exception as e:  # noqa: BLE001
-        assert "server went away" in str(e)
-    else:
-        raise AssertionError("the run should stop")
-    finally:
-        j.close()
-        s.close()
-
-
-async def test_refused_request_drops_only_its_sample(prompts, tmp_path):
-    from airgen.engines import RequestRejected
-
-    def respond(request):
-        if request.key == "doc00001/refine/0":
-            raise RequestRejected("prompt longer than the context")
-        return MethodScript(prompts, fail=1.0)(request)
-
-    engine = ScriptedEngine(respond)
-    scheduler, j, s = build(tmp_path, prompts, {"guidance": engine, "student": engine})
-    await scheduler.run(docs(3))
     j.close()
     s.close()
-    rejected = read(tmp_path / "rejected.jsonl")
-    assert [(r["id"], r["stage"]) for r in rejected] == [("doc00001", "refine")]
-    assert "prompt longer than the context" in rejected[0]["reason"]
-    assert {r["meta"]["doc_id"] for r in read(tmp_path / "records.jsonl")} == {"doc00000", "doc00002"}
 
 
 async def test_an_error_in_our_own_handling_stops_the_run(prompts, tmp_path):
@@ -183,34 +163,32 @@ async def test_an_error_in_our_own_handling_stops_the_run(prompts, tmp_path):
         return advance(sample, key, completion)
 
     scheduler.flow.advance = broken
-    try:
+    with pytest.raises(OSError, match="No space left"):
         await asyncio.wait_for(scheduler.run(docs(10)), 30)
-    except OSError as e:
-        assert "No space left" in str(e)
-    else:
-        raise AssertionError("the run should stop")
-    finally:
-        j.close()
-        s.close()
+    j.close()
+    s.close()
 
 
-async def test_refused_check_drops_its_sample_after_its_other_calls(prompts, tmp_path):
-    from airgen.engines import RequestRejected
-
+@pytest.mark.parametrize("refused, latency, also_asked", [
+    ("doc00001/refine/0", None, "doc00001/score/0"),
+    # Round 1's check goes out with round 2's proposal: the sample ends once that call is back too.
+    ("doc00001/check/1", lambda r: 0.02 if r.stage == "propose" else 0.001, "doc00001/propose/2"),
+])
+async def test_refused_request_drops_only_its_sample(prompts, tmp_path, refused, latency, also_asked):
     def respond(request):
-        if request.key == "doc00001/check/1":
+        if request.key == refused:
             raise RequestRejected("prompt longer than the context")
         return MethodScript(prompts, fail=1.0)(request)
 
-    # The check of round 1 goes out with round 2's proposal; the refusal must wait for that call too.
-    engine = ScriptedEngine(respond, latency=lambda r: 0.02 if r.stage == "propose" else 0.001)
+    engine = ScriptedEngine(respond, latency=latency)
     scheduler, j, s = build(tmp_path, prompts, {"guidance": engine, "student": engine})
     await scheduler.run(docs(3))
     j.close()
     s.close()
     rejected = read(tmp_path / "rejected.jsonl")
-    assert [(r["id"], r["stage"]) for r in rejected] == [("doc00001", "check")]
-    assert "doc00001/propose/2" in [r.key for r in engine.calls]
+    assert [(r["id"], r["stage"]) for r in rejected] == [("doc00001", refused.split("/")[1])]
+    assert "prompt longer than the context" in rejected[0]["reason"]
+    assert also_asked in [r.key for r in engine.calls]
     done = [e["done"] for e in read(tmp_path / "journal.jsonl") if "done" in e]
     assert sorted(done) == ["doc00000", "doc00001", "doc00002"]
     assert {r["meta"]["doc_id"] for r in read(tmp_path / "records.jsonl")} == {"doc00000", "doc00002"}
