@@ -4,8 +4,9 @@
 2. raw: every request that run made, rebuilt by replaying its journal through the pure flow, submitted all at once
    with the recorded output lengths (ignore_eos, no decode-time constraints): the engines' ceiling on this token mix.
 3. stage-barrier: the authors' schedule on the same recorded requests: every sample finishes a stage before any
-   starts the next, one batch per (stage, round), in the method's order (initial stages, rounds, levels). Reported without reloads and with one model load per batch, as the authors' per-stage
-   scripts do (the load time is the engines' start time measured once, divided by the number of engines).
+   starts the next, one batch per (stage, round), in the method's order (initial stages, rounds, levels). Reported
+   without reloads and with one model load per batch, as the authors' per-stage scripts do (the load time is the
+   engines' start time measured once, divided by the number of engines).
 
 Every mode is measured by the same counters (`Metrics`), so tokens, busy share and cache hits compare directly.
 Writes DIR/bench.json and DIR/bench.png and prints one table.
