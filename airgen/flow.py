@@ -13,9 +13,9 @@ A sample runs its calls in parallel wherever the method allows, so that few docu
 full: round r's check runs alongside round r+1 (nothing in a round reads a check's scores), and level k's
 merge -> respond starts as soon as rounds 1..k are settled (constraint accepted and, for C', checked), alongside
 the later rounds. The score comes before the refinement because it needs only the instruction: samples it drops cost
-no refinement. Results do not depend on the order completions come
-back in, and randomness (type order, few-shot picks, merge order) comes from a generator seeded by (seed, doc id,
-call key), so replaying a journal through the flow makes the same requests in any order; resume relies on that.
+no refinement. Results do not depend on the order completions come back in, and randomness (type order, few-shot
+picks, merge order) comes from a generator seeded by (seed, doc id, call key), so replaying a journal through the flow
+makes the same requests in any order; resume relies on that.
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ class Sample:
     merged: dict[int, str] = field(default_factory=dict)
     responses: dict[int, str] = field(default_factory=dict)
     level_drops: list[dict[str, Any]] = field(default_factory=list)
-    # Set when an engine refused one of the sample's requests: the sample ends so once its other calls return.
+    # Set when an engine refused one of the sample's requests: the sample ends with it once its other calls return.
     refusal: Dropped | None = None
 
 
