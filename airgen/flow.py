@@ -5,17 +5,17 @@ completion)` consumes the completion of one pending request and gives the reques
 waits on other calls in flight), or ends the sample with `Done` (records) or `Dropped` (stage and reason). All rules
 live here (paper section 3, Algorithm 2):
 
-  1. initial instruction  back_translate -> score (keep >= threshold) -> refine [-> reference, judge="model"]
+  1. initial instruction  back_translate -> score (keep >= threshold) -> refine [+ reference, judge="model"]
   2. rounds 1..R          answer -> propose -> dedup (round >= 2) -> answer_with -> check
   3. levels 1..K          merge -> respond: one record per level
 
 A sample runs its calls in parallel wherever the method allows, so that few documents still keep an engine's batch
-full: round r's check runs alongside round r+1 (nothing in a round reads a check's scores), and level k's
-merge -> respond starts as soon as rounds 1..k are settled (constraint accepted and, for C', checked), alongside
-the later rounds. The score comes before the refinement because it needs only the instruction: samples it drops cost
-no refinement. Results do not depend on the order completions come back in, and randomness (type order, few-shot
-picks, merge order) comes from a generator seeded by (seed, doc id, call key), so replaying a journal through the flow
-makes the same requests in any order; resume relies on that.
+full: the refinement, the reference and round 1's answer run together (each needs only the instruction), round r's
+check runs alongside round r+1 (nothing in a round reads a check's scores), and level k's merge -> respond starts as
+soon as rounds 1..k are settled (constraint accepted and, for C', checked), alongside the later rounds. The score
+goes first, alone, so that the samples it drops cost nothing more. Results do not depend on the order completions
+come back in, and randomness (type order, few-shot picks, merge order) comes from a generator seeded by (seed, doc id,
+call key), so replaying a journal through the flow makes the same requests in any order; resume relies on that.
 """
 from __future__ import annotations
 
@@ -41,6 +41,8 @@ CHECK = "check"
 MERGE = "merge"
 RESPOND = "respond"
 STAGES = (BACK_TRANSLATE, SCORE, REFINE, REFERENCE, ANSWER, PROPOSE, DEDUP, ANSWER_WITH, CHECK, MERGE, RESPOND)
+# What a round's proposal reads: it waits until none of these is in flight.
+_BEFORE_PROPOSE = (REFINE, REFERENCE, ANSWER)
 
 
 class FlowError(RuntimeError):
@@ -74,6 +76,8 @@ class Sample:
     round: int = 0
     # The student's latest answer to the instruction with every accepted constraint (I_{round}), if known.
     answer: str | None = None
+    # stage -> why its output was rejected, for the calls a proposal waits on (decided once none is in flight).
+    faults: dict[str, str] = field(default_factory=dict)
     proposed: Constraint | None = None
     constraints: list[Constraint] = field(default_factory=list)
     checked: int = 0  # constraints[:checked] have been sent to a check step
@@ -215,26 +219,27 @@ class Flow:
             return Dropped(SCORE, str(e))
         if s.score < self.config.score_threshold:
             return Dropped(SCORE, f"score {s.score}/5 below threshold {self.config.score_threshold}")
-        return [self._request(s, REFINE, 0, "guidance", self.prompts.messages(
+        requests = [self._request(s, REFINE, 0, "guidance", self.prompts.messages(
             "refine_document", instruction=s.instruction, document=s.document))]
+        if self.config.judge == "model":
+            requests.append(self._request(s, REFERENCE, 0, "guidance", self.prompts.chat(s.instruction)))
+        return requests + self._next_round(s)
 
     def _on_refine(self, s: Sample, request: Request, text: str, cut: str) -> Step:
         try:
             s.refined = P.parse_refined(self._free_text(text, cut))
             self._words(s.refined, (self.config.min_refined_words, None), "refined document")
         except (P.ParseError, _Reject) as e:
-            return Dropped(REFINE, str(e))
-        if self.config.judge == "model":
-            return [self._request(s, REFERENCE, 0, "guidance", self.prompts.chat(s.instruction))]
-        return self._next_round(s)
+            s.faults[REFINE] = str(e)
+        return self._propose_when_ready(s)
 
     def _on_reference(self, s: Sample, request: Request, text: str, cut: str) -> Step:
         try:
             s.reference = self._words(self._free_text(text, cut), (self.config.min_answer_words, None),
                                       "reference answer")
         except _Reject as e:
-            return Dropped(REFERENCE, str(e))
-        return self._next_round(s)
+            s.faults[REFERENCE] = str(e)
+        return self._propose_when_ready(s)
 
     # -- 2. iterative refinement ----------------------------------------------------------------------------------
 
@@ -246,14 +251,32 @@ class Flow:
             return []
         if self.config.judge != "none" and s.answer is None:
             return [self._request(s, ANSWER, s.round, "student", self.prompts.chat(self._current_instruction(s)))]
-        return [self._propose(s)]
+        # Round 1 without a judge: the proposal goes out once the refinement is back (`_propose_when_ready`).
+        return [] if self._awaiting(s) else [self._propose(s)]
 
     def _on_answer(self, s: Sample, request: Request, text: str, cut: str) -> Step:
         try:
             s.answer = self._free_text(text, cut)
         except _Reject as e:
-            return self._end_rounds(s, ANSWER, str(e))
+            s.faults[ANSWER] = str(e)
+        return self._propose_when_ready(s)
+
+    def _propose_when_ready(self, s: Sample) -> Step:
+        """The proposal once the calls it reads are back. Their faults are weighed in stage order, so the outcome
+        does not depend on which came back first: a failed refinement or reference drops the sample, a failed answer
+        ends the rounds."""
+        if self._awaiting(s):
+            return []
+        for stage in (REFINE, REFERENCE):
+            if stage in s.faults:
+                return Dropped(stage, s.faults[stage])
+        if ANSWER in s.faults:
+            return self._end_rounds(s, ANSWER, s.faults[ANSWER])
         return [self._propose(s)]
+
+    @staticmethod
+    def _awaiting(s: Sample) -> bool:
+        return any(r.stage in _BEFORE_PROPOSE for r in s.pending.values())
 
     def _propose(self, s: Sample) -> Request:
         used = {c.type for c in s.constraints}

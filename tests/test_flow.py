@@ -19,8 +19,9 @@ def test_full_method_stage_order_and_records(prompts):
     flow = make_flow(prompts, rounds=3)
     step, requests = drive(flow, Sample("d1", DOC), script(prompts, fail=1.0))
     assert isinstance(step, Done)
-    # Calls in flight return first-asked first. Round 1's check goes out with round 2's proposal, which reuses the
-    # student's answer to I_1 (no second answer call); level 1 starts once that check is back.
+    # Calls in flight return first-asked first. The refinement and round 1's answer go out together; round 1's check
+    # goes out with round 2's proposal, which reuses the student's answer to I_1 (no second answer call); level 1
+    # starts once that check is back.
     assert keys(requests) == [
         "back_translate/0", "score/0", "refine/0",
         "answer/1", "propose/1", "answer_with/1", "check/1",
@@ -229,9 +230,10 @@ def test_score_comes_before_the_refinement(prompts):
 
 
 @pytest.mark.parametrize("constraint_set, unlocks", [
-    ("failed", {"answer_with/1": ["check/1", "propose/2"], "check/1": ["merge/1"], "merge/1": ["respond/1"],
+    ("failed", {"score/0": ["refine/0", "answer/1"], "refine/0": [], "answer/1": ["propose/1"],
+                "answer_with/1": ["check/1", "propose/2"], "check/1": ["merge/1"], "merge/1": ["respond/1"],
                 "answer_with/2": ["check/2", "propose/3"], "check/2": ["merge/2"], "check/3": ["merge/3"]}),
-    ("all", {"propose/1": ["answer/2", "merge/1"], "dedup/2": ["answer/3", "merge/2"], "dedup/3": ["merge/3"]}),
+    ("all", {"score/0": ["refine/0", "answer/1"], "propose/1": ["answer/2", "merge/1"], "dedup/2": ["answer/3", "merge/2"], "dedup/3": ["merge/3"]}),
 ])
 def test_checks_and_levels_run_alongside_the_rounds(prompts, constraint_set, unlocks):
     flow = make_flow(prompts, rounds=3, constraint_set=constraint_set)
@@ -268,6 +270,8 @@ def test_level_k_waits_for_the_checks_of_rounds_1_to_k(prompts):
     {"rounds": 4, "reuse_answer": False},
     {"rounds": 3, "constraint_set": "all"},
     {"rounds": 3, "one_shot": True},
+    {"rounds": 3, "judge": "model"},
+    {"rounds": 3, "judge": "none"},
 ])
 def test_results_do_not_depend_on_the_order_calls_return(prompts, settings):
     overrides = {"check/2": "looks fine", "merge/3": completion("Write", "length")}
@@ -284,6 +288,22 @@ def test_results_do_not_depend_on_the_order_calls_return(prompts, settings):
         assert step == first
         assert sorted((r.key, r.messages, r.sampling) for r in requests) == sorted(
             (r.key, r.messages, r.sampling) for r in asked)
+
+
+@pytest.mark.parametrize("overrides, stage", [
+    ({"refine": "   ", "answer": "   "}, "refine"),
+    ({"reference": "   ", "answer": "   "}, "reference"),
+    ({"refine": "   ", "reference": "   "}, "refine"),
+    ({"answer": "   "}, "answer"),
+])
+def test_calls_asked_together_fail_in_stage_order(prompts, overrides, stage):
+    # The refinement, the reference and round 1's answer are in flight together; whichever returns first, the
+    # sample ends at the earliest stage that failed, with nothing proposed.
+    respond = script(prompts, overrides, fail=1.0)
+    for pick in (lambda todo: 0, lambda todo: len(todo) - 1):
+        step, requests = drive(make_flow(prompts, judge="model"), Sample("d1", DOC), respond, pick)
+        assert isinstance(step, Dropped) and step.stage == stage and "empty output" in step.reason
+        assert {"refine/0", "reference/0", "answer/1"} <= set(keys(requests)) and "propose/1" not in keys(requests)
 
 
 def test_refused_request_ends_the_sample_once_its_other_calls_return(prompts):
