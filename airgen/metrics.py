@@ -188,8 +188,9 @@ class Metrics:
         lines.append(f"  finished this run   {self.done}" + (f" (+{self.resumed} before)" if self.resumed else ""))
         for outcome, n in sorted(self.outcomes.items()):
             lines.append(f"  {outcome:<19} {n}")
+        width = max(map(len, self.dropped_at), default=0)
         for stage, n in self.dropped_at.most_common():
-            lines.append(f"    dropped at {stage:<8} {n}")
+            lines.append(f"    dropped at {stage:<{width}} {n}")
         for level in sorted(self.records_by_level):
             lines.append(f"  records at level {level:<2} {self.records_by_level[level]}")
         elapsed = self.elapsed
@@ -204,8 +205,9 @@ class Metrics:
         good = self.goodput()
         if good["share"] is not None:
             lines.append(f"goodput: {good['share']:.0%} of this run's tokens went to samples with records")
+            width = max(map(len, good["by_outcome"]))
             for name, g in good["by_outcome"].items():
-                lines.append(f"  {name:<22} {g['samples']:>7} samples {g['prompt_tokens']:>11} prompt "
+                lines.append(f"  {name:<{width}} {g['samples']:>7} samples {g['prompt_tokens']:>11} prompt "
                              f"{g['output_tokens']:>10} output tokens")
         if self.engines:
             lines.append(f"engine time over {elapsed:,.1f}s (idle: airgen = samples waited on our own work):")

@@ -139,3 +139,10 @@ async def test_metrics_jsonl_written_during_a_run(prompts, tmp_path):
                                     "output_tokens": c.output_tokens, "cached_tokens": c.cached_tokens}
                              for role, c in s.metrics.roles.items()}
     assert set(last["engines"]["guidance+student"]["idle_s"]) == {"airgen", "other_model", "no_samples"}
+
+
+def test_funnel_drop_counts_line_up_whatever_the_stage_names():
+    metrics = Metrics()
+    metrics.dropped_at.update({"back_translate": 3, "propose": 1})
+    lines = [line for line in metrics.funnel().splitlines() if "dropped at" in line]
+    assert len(lines) == 2 and len({line.rindex(" ") for line in lines}) == 1
