@@ -1,7 +1,7 @@
 """An engine's output tokens/s against the number of requests in flight: how many documents a run needs.
 
-A sample has only a few calls in flight at once (its round, the previous round's check, its settled levels), so a run
-keeps a few requests per live document at the engines at most.
+A sample has only a few calls in flight at once (its refinement alongside round 1's answer; later its round, the
+previous round's check, its settled levels), so a run keeps a few requests per live document at the engines at most.
 Where this curve flattens is the batch the engine needs, and so roughly how many documents `airgen bench --limit`
 must run for the airgen/raw ratio to measure the scheduler rather than the number of documents.
 
