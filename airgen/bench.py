@@ -9,6 +9,10 @@
    engines' start time measured once, divided by the number of engines).
 
 Every mode is measured by the same counters (`Metrics`), so tokens, busy share and cache hits compare directly.
+With `repeat` > 1 the three modes run that many rounds, in an order rotated each round so that drift on a shared
+machine does not always land on the same mode; the table shows each mode's median round and each ratio's median over
+the rounds (each round's ratio pairs figures measured minutes apart) with its range. The later airgen rounds run
+afresh into DIR/run-2, DIR/run-3, ...; raw and stage-barrier always replay the first round's calls.
 Writes DIR/bench.json and DIR/bench.png and prints one table.
 """
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import asyncio
 import dataclasses
 import itertools
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -225,8 +230,20 @@ async def _reset_caches(engines: dict[Role, Engine]) -> bool:
     return cold
 
 
+MODES = ("airgen", "raw", "stage-barrier")
+
+
+def round_order(i: int) -> tuple[str, ...]:
+    """Round i's order of the measured modes: rotated, so that over 3 rounds each mode runs first, second and third
+    once. Round 0 starts with airgen, whose calls the others replay."""
+    k = i % len(MODES)
+    return MODES[k:] + MODES[:k]
+
+
 async def bench(config: Config, prompts: PromptSet, out: Path, inputs: list[Path], sweep: dict[str, list[int]],
-                start_engines: Callable, close_engines: Callable) -> dict[str, Any]:
+                start_engines: Callable, close_engines: Callable, repeat: int = 1) -> dict[str, Any]:
+    if repeat < 1:
+        raise ConfigError(f"--repeat must be >= 1, got {repeat}")
     run_dir = out / "run"
     if run_dir.exists():
         raise ConfigError(f"{run_dir} exists: give airgen bench a new --out folder")
@@ -236,20 +253,48 @@ async def bench(config: Config, prompts: PromptSet, out: Path, inputs: list[Path
     engines = await start_engines(config.guidance, config.student)
     start_s = time.perf_counter() - start
     load_s = start_s / len({id(e) for e in engines.values()})
+    rounds: list[dict[str, Any]] = []
+    samples: list[list[Call]] = []  # the first airgen round's calls, which raw and stage-barrier replay
+    warm = False  # the engines have served a mode: reset their prefix cache before the next
     try:
-        modes = {"airgen": {**await run_airgen(config, prompts, run_dir, inputs, engines), "cold_cache": True}}
-        samples = recorded_calls(config, prompts, run_dir, inputs)
-        cold = await _reset_caches(engines)
-        modes["raw"] = {**await run_raw(engines, samples), "cold_cache": cold}
-        cold = await _reset_caches(engines)
-        modes["stage-barrier"] = {**await run_stage_barrier(engines, samples), "cold_cache": cold}
-        modes["stage-barrier+reloads"] = with_reloads(modes["stage-barrier"], load_s)
+        for i in range(repeat):
+            order, modes = round_order(i), {}
+            for name in order:
+                cold = await _reset_caches(engines) if warm else True
+                warm = True
+                if name == "airgen":
+                    airgen_dir = run_dir if i == 0 else out / f"run-{i + 1}"
+                    if i:
+                        run.prepare(airgen_dir, inputs, config, prompts)
+                    modes[name] = await run_airgen(config, prompts, airgen_dir, inputs, engines)
+                    if i == 0:
+                        samples = recorded_calls(config, prompts, run_dir, inputs)
+                elif name == "raw":
+                    modes[name] = await run_raw(engines, samples)
+                else:
+                    modes[name] = await run_stage_barrier(engines, samples)
+                modes[name]["cold_cache"] = cold
+            modes = {name: modes[name] for name in MODES}
+            modes["stage-barrier+reloads"] = with_reloads(modes["stage-barrier"], load_s)
+            rounds.append({"order": list(order), "modes": modes, "ratios": ratios(modes)})
         points = await run_sweep(config, prompts, out, inputs, engines, sweep)
     finally:
         await close_engines(engines)
     return {"engines_start_s": start_s, "load_s_per_model": load_s,
             "engines": {role: engine.name for role, engine in engines.items()},
-            "documents": len(samples), "modes": modes, "ratios": ratios(modes), "sweep": points}
+            "documents": len(samples), **medians(rounds), "rounds": rounds, "sweep": points}
+
+
+def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each mode's figures from its median round by output tokens/s (low median: always a measured round), each
+    ratio's median over the rounds and its range."""
+    modes = {}
+    for name in rounds[0]["modes"]:
+        ranked = sorted((r["modes"][name] for r in rounds), key=lambda m: m["output_tok_s"])
+        modes[name] = ranked[(len(ranked) - 1) // 2]
+    by_ratio = {name: [r["ratios"][name] for r in rounds] for name in rounds[0]["ratios"]}
+    return {"modes": modes, "ratios": {name: statistics.median(v) for name, v in by_ratio.items()},
+            "ratio_range": {name: [min(v), max(v)] for name, v in by_ratio.items()}}
 
 
 async def run_sweep(config: Config, prompts: PromptSet, out: Path, inputs: list[Path], engines: dict[Role, Engine],
@@ -303,7 +348,16 @@ def table(result: dict[str, Any]) -> str:
         reload = modes["stage-barrier+reloads"]
         lines.append(f"(+reloads: {reload['loads']} batches x {reload['load_s']:.1f}s, one model load per stage batch; "
                      f"load time = engines' start time measured once / engines)")
-    lines.append("  ".join(f"{name} {value:.2f}x" for name, value in result["ratios"].items()) +
+    rounds = result["rounds"]
+    if len(rounds) > 1:
+        lines.append(f"(each row: the mode's median of {len(rounds)} rounds by output tokens/s; each ratio: the median "
+                     f"of the rounds' ratios, their range in brackets)")
+        for i, r in enumerate(rounds, 1):
+            lines.append(f"round {i} ({', '.join(r['order'])}): " +
+                         "  ".join(f"{name} {value:.2f}x" for name, value in r["ratios"].items()))
+    lines.append("  ".join(f"{name} {value:.2f}x" + (f" [{lo:.2f}-{hi:.2f}]" if len(rounds) > 1 else "")
+                           for (name, value), (lo, hi) in zip(result["ratios"].items(),
+                                                              result["ratio_range"].values())) +
                  "   (output tokens/s)")
     for name, m in modes.items():
         if not m.get("cold_cache", True) and "loads" not in m:
@@ -334,9 +388,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 1 + len(settings), figsize=(5 * (1 + len(settings)), 4), squeeze=False)
     ax = axes[0][0]
     names = list(result["modes"])
-    ax.bar(names, [result["modes"][n]["output_tok_s"] for n in names], color="tab:blue")
+    median = [result["modes"][n]["output_tok_s"] for n in names]
+    spread = [[r["modes"][n]["output_tok_s"] for r in result["rounds"]] for n in names]
+    ax.bar(names, median, color="tab:blue", yerr=[[m - min(v) for m, v in zip(median, spread)],
+                                                 [max(v) - m for m, v in zip(median, spread)]], capsize=4)
     ax.set_ylabel("output tokens/s")
-    ax.set_title("same requests, three schedules")
+    rounds = len(result["rounds"])
+    ax.set_title("same requests, three schedules" + (f" (median, range of {rounds} rounds)" if rounds > 1 else ""))
     ax.tick_params(axis="x", labelrotation=20)
     for ax, setting in zip(axes[0][1:], settings):
         points = [p for p in result["sweep"] if p["setting"] == setting]
@@ -354,6 +412,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from airgen.cli import add_run_arguments
 
     add_run_arguments(p)
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run the three modes N rounds, in rotating order; report medians and the ratios' range")
     p.add_argument("--sweep", action="store_true", help="also vary the in-flight cap and the engine windows")
     p.add_argument("--sweep-in-flight", default="1,4,16,64", help="in-flight caps for --sweep")
     p.add_argument("--sweep-window", default="1,4,16,64", help="engine windows (outstanding requests) for --sweep")
@@ -382,7 +442,8 @@ def main(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
     prompts = PromptSet.load()
     try:
-        result = uvloop.run(bench(config, prompts, out, list(args.inputs), sweep, start_engines, close_engines))
+        result = uvloop.run(bench(config, prompts, out, list(args.inputs), sweep, start_engines, close_engines,
+                                  args.repeat))
     except Interrupted as e:
         print(f"airgen bench: {e}; nothing written", file=sys.stderr)
         return 130

@@ -67,7 +67,8 @@ def slow_first_doc(request: Request) -> float:
     return 0.1 if live and request.key.startswith("d00/") else 0.001
 
 
-async def run_bench(prompts, data: Path, out: Path, sweep=None, latency=slow_first_doc, engine_class=Recorder):
+async def run_bench(prompts, data: Path, out: Path, sweep=None, latency=slow_first_doc, engine_class=Recorder,
+                    repeat=1):
     events: list[tuple[str, Request]] = []
     engine = engine_class(prompts, events, latency)
     started = []
@@ -81,7 +82,7 @@ async def run_bench(prompts, data: Path, out: Path, sweep=None, latency=slow_fir
         return None
 
     config = C.load(overrides={"flow": {"rounds": 3}, "run": {"progress": False}})
-    result = await bench.bench(config, prompts, out, [data], sweep or {}, start_engines, close_engines)
+    result = await bench.bench(config, prompts, out, [data], sweep or {}, start_engines, close_engines, repeat)
     return result, events, started
 
 
@@ -147,11 +148,8 @@ async def test_ratios_and_reloads_come_from_the_measured_numbers(prompts, data, 
 
 async def test_each_mode_starts_with_a_cold_prefix_cache_where_the_engine_can_drop_it(prompts, data, tmp_path):
     result, events, _ = await run_bench(prompts, data, tmp_path / "b", engine_class=Resettable)
-    kinds = ["reset" if kind == "reset" else r.key.count("/") == 2 and "airgen" or r.key.rsplit("/", 1)[1]
-             for kind, r in events]
     # airgen on the fresh engine, a reset, all of raw, a reset, all of the stage-barrier schedule.
-    runs = [k for i, k in enumerate(kinds) if i == 0 or k != kinds[i - 1]]
-    assert runs == ["airgen", "reset", "raw", "reset", "barrier"]
+    assert mode_runs(events) == ["airgen", "reset", "raw", "reset", "barrier"]
     assert all(m["cold_cache"] for m in result["modes"].values())
     assert "warning" not in bench.table(result)
 
@@ -159,6 +157,49 @@ async def test_each_mode_starts_with_a_cold_prefix_cache_where_the_engine_can_dr
     assert result["modes"]["airgen"]["cold_cache"] and not result["modes"]["raw"]["cold_cache"]
     warnings = [line for line in bench.table(result).splitlines() if "prefix cache" in line]
     assert [w.split()[1] for w in warnings] == ["raw", "stage-barrier"]
+
+
+def mode_runs(events) -> list[str]:
+    """The modes in the order they ran, with the prefix-cache resets between them."""
+    kinds = ["reset" if kind == "reset" else r.key.count("/") == 2 and "airgen" or r.key.rsplit("/", 1)[1]
+             for kind, r in events]
+    return [k for i, k in enumerate(kinds) if i == 0 or k != kinds[i - 1]]
+
+
+async def test_repeated_rounds_rotate_the_modes_and_report_medians(prompts, data, tmp_path):
+    result, events, started = await run_bench(prompts, data, tmp_path / "b", engine_class=Resettable, repeat=3)
+    assert started == [1]  # one engine start for all rounds
+    orders = [r["order"] for r in result["rounds"]]
+    assert orders == [["airgen", "raw", "stage-barrier"], ["raw", "stage-barrier", "airgen"],
+                      ["stage-barrier", "airgen", "raw"]]
+    ran = [k for k in mode_runs(events) if k != "reset"]
+    assert ran == [{"stage-barrier": "barrier"}.get(k, k) for order in orders for k in order]
+    assert mode_runs(events)[1::2] == ["reset"] * 8  # a cold cache before every mode but the first
+    # Every airgen round ran the whole method afresh into its own folder; the replays always used round 1's calls.
+    for i, r in enumerate(result["rounds"], 1):
+        folder = tmp_path / "b" / ("run" if i == 1 else f"run-{i}")
+        journal_calls = [e for e in map(orjson.loads, (folder / "journal.jsonl").read_bytes().splitlines()) if "k" in e]
+        assert len(journal_calls) == r["modes"]["airgen"]["calls"]
+        assert len((folder / "records.jsonl").read_bytes().splitlines()) > 0
+        assert r["modes"]["raw"]["output_tokens"] == result["rounds"][0]["modes"]["airgen"]["output_tokens"]
+        assert all(m["cold_cache"] for m in r["modes"].values())
+    # Each row is its mode's median round; each ratio the median of the rounds' ratios, with their range.
+    for name, mode in result["modes"].items():
+        speeds = sorted(r["modes"][name]["output_tok_s"] for r in result["rounds"])
+        assert mode["output_tok_s"] == speeds[1]
+    for name, value in result["ratios"].items():
+        per_round = sorted(r["ratios"][name] for r in result["rounds"])
+        assert value == per_round[1] and result["ratio_range"][name] == [per_round[0], per_round[2]]
+    text = bench.table(result)
+    assert "round 3 (stage-barrier, airgen, raw): airgen/raw" in text
+    lo, hi = result["ratio_range"]["airgen/raw"]
+    assert f"airgen/raw {result['ratios']['airgen/raw']:.2f}x [{lo:.2f}-{hi:.2f}]" in text
+
+
+async def test_repeat_must_be_positive(prompts, data, tmp_path):
+    with pytest.raises(C.ConfigError, match="--repeat"):
+        await run_bench(prompts, data, tmp_path / "b", repeat=0)
+    assert not (tmp_path / "b").exists()
 
 
 async def test_an_interrupted_airgen_mode_stops_the_bench(prompts, data, tmp_path):
@@ -201,10 +242,11 @@ def test_command_writes_json_and_png(prompts, data, tmp_path, monkeypatch):
     monkeypatch.setattr("airgen.engines.build.close_engines", close_engines)
     out = tmp_path / "b"
     args = ["bench", str(data), "--out", str(out), "--guidance-url", "http://127.0.0.1:9", "--student-url",
-            "http://127.0.0.1:9", "--rounds", "2"]
+            "http://127.0.0.1:9", "--rounds", "2", "--repeat", "2"]
     assert cli.main(args) == 0
     result = orjson.loads((out / "bench.json").read_bytes())
     assert set(result["modes"]) == {"airgen", "raw", "stage-barrier", "stage-barrier+reloads"}
+    assert [r["order"][0] for r in result["rounds"]] == ["airgen", "raw"]
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert cli.main(args) == 2  # a used folder is refused, not mixed
 
