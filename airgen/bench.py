@@ -9,10 +9,10 @@
    engines' start time measured once, divided by the number of engines).
 
 Every mode is measured by the same counters (`Metrics`), so tokens, busy share and cache hits compare directly.
-With `repeat` > 1 the three modes run that many rounds, in an order rotated each round so that drift on a shared
-machine does not always land on the same mode; the table shows each mode's median round and each ratio's median over
-the rounds (each round's ratio pairs figures measured minutes apart) with its range. The later airgen rounds run
-afresh into DIR/run-2, DIR/run-3, ...; raw and stage-barrier always replay the first round's calls.
+With `repeat` > 1 the bench runs that many rounds, so that drift on a shared machine shows as a range instead of
+landing on one mode: each round runs airgen afresh (DIR/run, DIR/run-2, ...) and replays that round's own calls,
+raw and stage-barrier in alternating order, so every ratio still compares the same requests and tokens. The table
+shows each mode's median round and each ratio's median over the rounds with its range.
 Writes DIR/bench.json and DIR/bench.png and prints one table.
 """
 from __future__ import annotations
@@ -233,11 +233,9 @@ async def _reset_caches(engines: dict[Role, Engine]) -> bool:
 MODES = ("airgen", "raw", "stage-barrier")
 
 
-def round_order(i: int) -> tuple[str, ...]:
-    """Round i's order of the measured modes: rotated, so that over 3 rounds each mode runs first, second and third
-    once. Round 0 starts with airgen, whose calls the others replay."""
-    k = i % len(MODES)
-    return MODES[k:] + MODES[:k]
+def replay_order(i: int) -> tuple[str, ...]:
+    """Round i's order of the two replays, alternated so that neither always runs right after airgen."""
+    return ("raw", "stage-barrier") if i % 2 == 0 else ("stage-barrier", "raw")
 
 
 async def bench(config: Config, prompts: PromptSet, out: Path, inputs: list[Path], sweep: dict[str, list[int]],
@@ -253,30 +251,22 @@ async def bench(config: Config, prompts: PromptSet, out: Path, inputs: list[Path
     engines = await start_engines(config.guidance, config.student)
     start_s = time.perf_counter() - start
     load_s = start_s / len({id(e) for e in engines.values()})
+    replays = {"raw": run_raw, "stage-barrier": run_stage_barrier}
     rounds: list[dict[str, Any]] = []
-    samples: list[list[Call]] = []  # the first airgen round's calls, which raw and stage-barrier replay
-    warm = False  # the engines have served a mode: reset their prefix cache before the next
     try:
         for i in range(repeat):
-            order, modes = round_order(i), {}
-            for name in order:
-                cold = await _reset_caches(engines) if warm else True
-                warm = True
-                if name == "airgen":
-                    airgen_dir = run_dir if i == 0 else out / f"run-{i + 1}"
-                    if i:
-                        run.prepare(airgen_dir, inputs, config, prompts)
-                    modes[name] = await run_airgen(config, prompts, airgen_dir, inputs, engines)
-                    if i == 0:
-                        samples = recorded_calls(config, prompts, run_dir, inputs)
-                elif name == "raw":
-                    modes[name] = await run_raw(engines, samples)
-                else:
-                    modes[name] = await run_stage_barrier(engines, samples)
-                modes[name]["cold_cache"] = cold
+            airgen_dir = run_dir if i == 0 else out / f"run-{i + 1}"
+            if i:
+                run.prepare(airgen_dir, inputs, config, prompts)
+            cold = await _reset_caches(engines) if i else True  # the first round starts on fresh engines
+            modes = {"airgen": {**await run_airgen(config, prompts, airgen_dir, inputs, engines), "cold_cache": cold}}
+            samples = recorded_calls(config, prompts, airgen_dir, inputs)
+            for name in replay_order(i):
+                cold = await _reset_caches(engines)
+                modes[name] = {**await replays[name](engines, samples), "cold_cache": cold}
             modes = {name: modes[name] for name in MODES}
             modes["stage-barrier+reloads"] = with_reloads(modes["stage-barrier"], load_s)
-            rounds.append({"order": list(order), "modes": modes, "ratios": ratios(modes)})
+            rounds.append({"order": ["airgen", *replay_order(i)], "modes": modes, "ratios": ratios(modes)})
         points = await run_sweep(config, prompts, out, inputs, engines, sweep)
     finally:
         await close_engines(engines)
@@ -286,14 +276,14 @@ async def bench(config: Config, prompts: PromptSet, out: Path, inputs: list[Path
 
 
 def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each mode's figures from its median round by output tokens/s (low median: always a measured round), each
-    ratio's median over the rounds and its range."""
+    """Each mode's figures from its median round by output tokens/s, each ratio's median over the rounds and its
+    range. Low medians, so that with an even number of rounds every figure is still one that was measured."""
     modes = {}
     for name in rounds[0]["modes"]:
         ranked = sorted((r["modes"][name] for r in rounds), key=lambda m: m["output_tok_s"])
         modes[name] = ranked[(len(ranked) - 1) // 2]
     by_ratio = {name: [r["ratios"][name] for r in rounds] for name in rounds[0]["ratios"]}
-    return {"modes": modes, "ratios": {name: statistics.median(v) for name, v in by_ratio.items()},
+    return {"modes": modes, "ratios": {name: statistics.median_low(v) for name, v in by_ratio.items()},
             "ratio_range": {name: [min(v), max(v)] for name, v in by_ratio.items()}}
 
 
@@ -394,7 +384,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
                                                  [max(v) - m for m, v in zip(median, spread)]], capsize=4)
     ax.set_ylabel("output tokens/s")
     rounds = len(result["rounds"])
-    ax.set_title("same requests, three schedules" + (f" (median, range of {rounds} rounds)" if rounds > 1 else ""))
+    ax.set_title("same requests, three schedules" + (f"\n(median and range of {rounds} rounds)" if rounds > 1 else ""))
     ax.tick_params(axis="x", labelrotation=20)
     for ax, setting in zip(axes[0][1:], settings):
         points = [p for p in result["sweep"] if p["setting"] == setting]

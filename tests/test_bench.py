@@ -22,18 +22,16 @@ class Recorder:
     """A scripted engine that honours ignore_eos (exactly max_tokens out) and logs when each request starts/ends."""
 
     def __init__(self, prompts: PromptSet, events: list[tuple[str, Request]], latency):
-        script = MethodScript(prompts, fail=1.0)
+        self.script = MethodScript(prompts, fail=1.0)
         self.events = events
-
-        def respond(request: Request):
-            if request.sampling.ignore_eos:
-                return Completion("x " * request.sampling.max_tokens, "length",
-                                  sum(len(m["content"].split()) for m in request.messages),
-                                  request.sampling.max_tokens)
-            return script(request)
-
-        self.engine = ScriptedEngine(respond, latency=latency)
+        self.engine = ScriptedEngine(self.respond, latency=latency)
         self.name = "recorder"
+
+    def respond(self, request: Request) -> str | Completion:
+        if request.sampling.ignore_eos:
+            return Completion("x " * request.sampling.max_tokens, "length",
+                              sum(len(m["content"].split()) for m in request.messages), request.sampling.max_tokens)
+        return self.script(request)
 
     async def generate(self, request: Request) -> Completion:
         self.events.append(("start", request))
@@ -166,23 +164,43 @@ def mode_runs(events) -> list[str]:
     return [k for i, k in enumerate(kinds) if i == 0 or k != kinds[i - 1]]
 
 
-async def test_repeated_rounds_rotate_the_modes_and_report_medians(prompts, data, tmp_path):
-    result, events, started = await run_bench(prompts, data, tmp_path / "b", engine_class=Resettable, repeat=3)
+class Drifting(Resettable):
+    """A Resettable whose answers grow by a word each time the same call is asked again, so that every airgen round
+    records different output tokens."""
+
+    def __init__(self, prompts, events, latency):
+        super().__init__(prompts, events, latency)
+        self.asked: dict[str, int] = {}
+
+    def respond(self, request: Request) -> str | Completion:
+        out = super().respond(request)
+        if request.sampling.ignore_eos or request.stage not in ("answer", "respond"):
+            return out
+        self.asked[request.key] = self.asked.get(request.key, -1) + 1
+        return out + " more" * self.asked[request.key]
+
+
+async def test_repeated_rounds_replay_their_own_calls_and_report_medians(prompts, data, tmp_path):
+    result, events, started = await run_bench(prompts, data, tmp_path / "b", engine_class=Drifting, repeat=3)
     assert started == [1]  # one engine start for all rounds
     orders = [r["order"] for r in result["rounds"]]
-    assert orders == [["airgen", "raw", "stage-barrier"], ["raw", "stage-barrier", "airgen"],
-                      ["stage-barrier", "airgen", "raw"]]
-    ran = [k for k in mode_runs(events) if k != "reset"]
-    assert ran == [{"stage-barrier": "barrier"}.get(k, k) for order in orders for k in order]
-    assert mode_runs(events)[1::2] == ["reset"] * 8  # a cold cache before every mode but the first
-    # Every airgen round ran the whole method afresh into its own folder; the replays always used round 1's calls.
+    assert orders == [["airgen", "raw", "stage-barrier"], ["airgen", "stage-barrier", "raw"],
+                      ["airgen", "raw", "stage-barrier"]]
+    assert mode_runs(events) == [k for order in orders for name in order
+                                 for k in ("reset", {"stage-barrier": "barrier"}.get(name, name))][1:]
+    # Every round ran the whole method afresh into its own folder, and its replays made the same calls and tokens.
+    tokens = []
     for i, r in enumerate(result["rounds"], 1):
         folder = tmp_path / "b" / ("run" if i == 1 else f"run-{i}")
         journal_calls = [e for e in map(orjson.loads, (folder / "journal.jsonl").read_bytes().splitlines()) if "k" in e]
-        assert len(journal_calls) == r["modes"]["airgen"]["calls"]
-        assert len((folder / "records.jsonl").read_bytes().splitlines()) > 0
-        assert r["modes"]["raw"]["output_tokens"] == result["rounds"][0]["modes"]["airgen"]["output_tokens"]
+        airgen = r["modes"]["airgen"]
+        assert len(journal_calls) == airgen["calls"] and (folder / "records.jsonl").read_bytes()
+        for name in ("raw", "stage-barrier"):
+            assert r["modes"][name]["output_tokens"] == airgen["output_tokens"] == sum(e["o"] for e in journal_calls)
+            assert r["modes"][name]["calls"] == airgen["calls"]
         assert all(m["cold_cache"] for m in r["modes"].values())
+        tokens.append(airgen["output_tokens"])
+    assert len(set(tokens)) == 3  # the rounds' recordings differ, so a replay of another round's would not match
     # Each row is its mode's median round; each ratio the median of the rounds' ratios, with their range.
     for name, mode in result["modes"].items():
         speeds = sorted(r["modes"][name]["output_tok_s"] for r in result["rounds"])
@@ -191,7 +209,7 @@ async def test_repeated_rounds_rotate_the_modes_and_report_medians(prompts, data
         per_round = sorted(r["ratios"][name] for r in result["rounds"])
         assert value == per_round[1] and result["ratio_range"][name] == [per_round[0], per_round[2]]
     text = bench.table(result)
-    assert "round 3 (stage-barrier, airgen, raw): airgen/raw" in text
+    assert "round 2 (airgen, stage-barrier, raw): airgen/raw" in text
     lo, hi = result["ratio_range"]["airgen/raw"]
     assert f"airgen/raw {result['ratios']['airgen/raw']:.2f}x [{lo:.2f}-{hi:.2f}]" in text
 
@@ -246,7 +264,9 @@ def test_command_writes_json_and_png(prompts, data, tmp_path, monkeypatch):
     assert cli.main(args) == 0
     result = orjson.loads((out / "bench.json").read_bytes())
     assert set(result["modes"]) == {"airgen", "raw", "stage-barrier", "stage-barrier+reloads"}
-    assert [r["order"][0] for r in result["rounds"]] == ["airgen", "raw"]
+    assert [r["order"][1] for r in result["rounds"]] == ["raw", "stage-barrier"]
+    # Two rounds: the low median, a ratio that was measured.
+    assert result["ratios"]["airgen/raw"] == min(r["ratios"]["airgen/raw"] for r in result["rounds"])
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert cli.main(args) == 2  # a used folder is refused, not mixed
 
