@@ -12,7 +12,8 @@ Every mode is measured by the same counters (`Metrics`), so tokens, busy share a
 With `repeat` > 1 the bench runs that many rounds, so that drift on a shared machine shows as a range instead of
 landing on one mode: each round runs airgen afresh (DIR/run, DIR/run-2, ...) and replays that round's own calls,
 raw and stage-barrier in alternating order, so every ratio still compares the same requests and tokens. The table
-shows each mode's median round and each ratio's median over the rounds with its range.
+shows the round with the median airgen/raw, each round's ratios, and each ratio's median over the rounds with its
+range.
 Writes DIR/bench.json and DIR/bench.png and prints one table.
 """
 from __future__ import annotations
@@ -276,14 +277,14 @@ async def bench(config: Config, prompts: PromptSet, out: Path, inputs: list[Path
 
 
 def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each mode's figures from its median round by output tokens/s, each ratio's median over the rounds and its
-    range. Low medians, so that with an even number of rounds every figure is still one that was measured."""
-    modes = {}
-    for name in rounds[0]["modes"]:
-        ranked = sorted((r["modes"][name] for r in rounds), key=lambda m: m["output_tok_s"])
-        modes[name] = ranked[(len(ranked) - 1) // 2]
+    """The round with the median airgen/raw stands for the bench, so that the table's rows all come from one set of
+    requests; each ratio is its median over the rounds, with its range. Low medians, so that with an even number of
+    rounds every figure is still one that was measured."""
+    ranked = sorted(range(len(rounds)), key=lambda i: rounds[i]["ratios"].get("airgen/raw", 0.0))
+    middle = ranked[(len(ranked) - 1) // 2]
     by_ratio = {name: [r["ratios"][name] for r in rounds] for name in rounds[0]["ratios"]}
-    return {"modes": modes, "ratios": {name: statistics.median_low(v) for name, v in by_ratio.items()},
+    return {"median_round": middle + 1, "modes": rounds[middle]["modes"],
+            "ratios": {name: statistics.median_low(v) for name, v in by_ratio.items()},
             "ratio_range": {name: [min(v), max(v)] for name, v in by_ratio.items()}}
 
 
@@ -340,14 +341,14 @@ def table(result: dict[str, Any]) -> str:
                      f"load time = engines' start time measured once / engines)")
     rounds = result["rounds"]
     if len(rounds) > 1:
-        lines.append(f"(each row: the mode's median of {len(rounds)} rounds by output tokens/s; each ratio: the median "
-                     f"of the rounds' ratios, their range in brackets)")
+        lines.append(f"(rows: round {result['median_round']} of {len(rounds)}, the one with the median airgen/raw; "
+                     f"ratios: each one's median over the rounds, its range in brackets)")
         for i, r in enumerate(rounds, 1):
             lines.append(f"round {i} ({', '.join(r['order'])}): " +
                          "  ".join(f"{name} {value:.2f}x" for name, value in r["ratios"].items()))
-    lines.append("  ".join(f"{name} {value:.2f}x" + (f" [{lo:.2f}-{hi:.2f}]" if len(rounds) > 1 else "")
-                           for (name, value), (lo, hi) in zip(result["ratios"].items(),
-                                                              result["ratio_range"].values())) +
+    spread = {name: f" [{lo:.2f}-{hi:.2f}]" if len(rounds) > 1 else ""
+              for name, (lo, hi) in result["ratio_range"].items()}
+    lines.append("  ".join(f"{name} {value:.2f}x{spread[name]}" for name, value in result["ratios"].items()) +
                  "   (output tokens/s)")
     for name, m in modes.items():
         if not m.get("cold_cache", True) and "loads" not in m:
@@ -384,7 +385,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
                                                  [max(v) - m for m, v in zip(median, spread)]], capsize=4)
     ax.set_ylabel("output tokens/s")
     rounds = len(result["rounds"])
-    ax.set_title("same requests, three schedules" + (f"\n(median and range of {rounds} rounds)" if rounds > 1 else ""))
+    ax.set_title("same requests, three schedules" + (
+        f"\nround {result['median_round']} (median airgen/raw), range of {rounds} rounds" if rounds > 1 else ""))
     ax.tick_params(axis="x", labelrotation=20)
     for ax, setting in zip(axes[0][1:], settings):
         points = [p for p in result["sweep"] if p["setting"] == setting]
@@ -403,7 +405,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_run_arguments(p)
     p.add_argument("--repeat", type=int, default=1, metavar="N",
-                   help="run the three modes N rounds, in rotating order; report medians and the ratios' range")
+                   help="N rounds, each an airgen run and the replays of its calls; report medians and the "
+                        "ratios' range")
     p.add_argument("--sweep", action="store_true", help="also vary the in-flight cap and the engine windows")
     p.add_argument("--sweep-in-flight", default="1,4,16,64", help="in-flight caps for --sweep")
     p.add_argument("--sweep-window", default="1,4,16,64", help="engine windows (outstanding requests) for --sweep")
