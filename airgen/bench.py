@@ -379,10 +379,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 1 + len(settings), figsize=(5 * (1 + len(settings)), 4), squeeze=False)
     ax = axes[0][0]
     names = list(result["modes"])
-    median = [result["modes"][n]["output_tok_s"] for n in names]
+    shown = [result["modes"][n]["output_tok_s"] for n in names]  # the median round's
     spread = [[r["modes"][n]["output_tok_s"] for r in result["rounds"]] for n in names]
-    ax.bar(names, median, color="tab:blue", yerr=[[m - min(v) for m, v in zip(median, spread)],
-                                                 [max(v) - m for m, v in zip(median, spread)]], capsize=4)
+    ax.bar(names, shown, color="tab:blue", yerr=[[m - min(v) for m, v in zip(shown, spread)],
+                                                [max(v) - m for m, v in zip(shown, spread)]], capsize=4)
     ax.set_ylabel("output tokens/s")
     rounds = len(result["rounds"])
     ax.set_title("same requests, three schedules" + (
