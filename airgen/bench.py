@@ -18,10 +18,8 @@ Writes DIR/bench.json and DIR/bench.png and prints one table.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
-import itertools
 import statistics
 import sys
 import time
@@ -31,18 +29,19 @@ from typing import Any, Awaitable, Callable
 import orjson
 
 from airgen import journal, run
+from airgen.air.flow import Flow, Sample
+from airgen.air.steps import INITIAL_STAGES, LEVEL_STAGES, STAGES
 from airgen.calls import Completion, Request, Role
 from airgen.config import Config, ConfigError
-from airgen.corpus import Document, read_documents
+from airgen.corpus import Document, admitted
 from airgen.engines import Engine
-from airgen.flow import BACK_TRANSLATE, MERGE, REFERENCE, REFINE, RESPOND, SCORE, STAGES, Flow, Sample, replay
+from airgen.files import atomic_write
 from airgen.metrics import Metrics
 from airgen.prompts import PromptSet
+from airgen.recipe import replay
 
 BENCH_JSON = "bench.json"
 BENCH_PNG = "bench.png"
-_INITIAL = {BACK_TRANSLATE, REFINE, SCORE, REFERENCE}
-_LEVELS = {MERGE, RESPOND}
 
 Call = tuple[Request, Completion]
 
@@ -54,14 +53,10 @@ def recorded_calls(config: Config, prompts: PromptSet, out: Path, inputs: list[P
     through the flow."""
     done = journal.load_all(out / run.JOURNAL)
     flow = Flow(config.flow, prompts, config.seed)
-    units = read_documents(inputs)
-    if config.run.limit is not None:
-        units = itertools.islice(units, config.run.limit)
-    samples, seen = [], set()
-    for doc in units:
-        if not isinstance(doc, Document) or doc.id in seen:
+    samples = []
+    for doc in admitted(inputs, config.run.limit):
+        if not isinstance(doc, Document):
             continue
-        seen.add(doc.id)
         sample, calls = Sample(doc.id, doc.text), []
 
         def answer(request: Request) -> Completion | None:
@@ -78,14 +73,15 @@ def recorded_calls(config: Config, prompts: PromptSet, out: Path, inputs: list[P
 
 def replay_request(request: Request, completion: Completion, mode: str) -> Request:
     """The same prompt and sampling, asked for exactly the recorded number of output tokens (no decode-time
-    constraint: a forced length could not meet one)."""
-    return dataclasses.replace(request, key=f"{request.key}/{mode}", sampling=dataclasses.replace(
+    constraint: a forced length could not meet one). Its key names the mode in its unit ("raw:DOC/stage/n"), so
+    that it stays a call key and an engine never mistakes it for the live call."""
+    return dataclasses.replace(request, key=f"{mode}:{request.key}", sampling=dataclasses.replace(
         request.sampling, max_tokens=max(completion.output_tokens, 1), regex=None, choice=None, ignore_eos=True))
 
 
 def barrier_key(request: Request) -> tuple[int, int, int]:
     """Order of the authors' per-stage batches: initial stages, then rounds 1..R stage by stage, then levels."""
-    phase = 0 if request.stage in _INITIAL else 2 if request.stage in _LEVELS else 1
+    phase = 0 if request.stage in INITIAL_STAGES else 2 if request.stage in LEVEL_STAGES else 1
     return phase, request.n, STAGES.index(request.stage)
 
 
@@ -106,7 +102,7 @@ class Metered:
             return completion
         finally:
             self.metrics.engine_load(self.name, -1, True)
-            self.metrics.call_finished(request.key.split("/", 1)[0], request, completion)
+            self.metrics.call_finished(request.unit, request, completion)
 
 
 def engine_names(engines: dict[Role, Engine]) -> dict[Role, str]:
@@ -400,48 +396,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from airgen.cli import add_run_arguments
-
-    add_run_arguments(p)
-    p.add_argument("--repeat", type=int, default=1, metavar="N",
-                   help="N rounds, each an airgen run and the replays of its calls; report medians and the "
-                        "ratios' range")
-    p.add_argument("--sweep", action="store_true", help="also vary the in-flight cap and the engine windows")
-    p.add_argument("--sweep-in-flight", default="1,4,16,64", help="in-flight caps for --sweep")
-    p.add_argument("--sweep-window", default="1,4,16,64", help="engine windows (outstanding requests) for --sweep")
-
-
-def _ints(text: str, name: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{name} must be comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise ConfigError(f"{name} must list integers >= 1, got {text!r}")
-    return values
-
-
-def main(args: argparse.Namespace) -> int:
-    import uvloop
-
-    from airgen.cli import config_from_args
-    from airgen.engines.build import close_engines, start_engines
-
-    args.no_progress = True
-    config = config_from_args(args)
-    sweep = {"max_in_flight": _ints(args.sweep_in_flight, "--sweep-in-flight"),
-             "window": _ints(args.sweep_window, "--sweep-window")} if args.sweep else {}
-    out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
-    prompts = PromptSet.load()
-    try:
-        result = uvloop.run(bench(config, prompts, out, list(args.inputs), sweep, start_engines, close_engines,
-                                  args.repeat))
-    except Interrupted as e:
-        print(f"airgen bench: {e}; nothing written", file=sys.stderr)
-        return 130
-    (out / BENCH_JSON).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+def write(result: dict[str, Any], out: Path) -> None:
+    """DIR/bench.json and DIR/bench.png, and the table on stdout."""
+    atomic_write(out / BENCH_JSON, orjson.dumps(result, option=orjson.OPT_INDENT_2))
     print(table(result))
     plot(result, out / BENCH_PNG)
     print(f"{out / BENCH_JSON}, {out / BENCH_PNG}", file=sys.stderr)
-    return 0

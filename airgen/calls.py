@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 Role = Literal["guidance", "student"]
 ROLES: tuple[Role, ...] = ("guidance", "student")
@@ -22,9 +22,20 @@ class Sampling:
     ignore_eos: bool = False
 
 
+def call_key(unit: str, stage: str, n: int) -> str:
+    """The stable name of one call: unit/stage/n. A unit id may itself hold "/" (a file path, say)."""
+    return f"{unit}/{stage}/{n}"
+
+
+def split_key(key: str) -> tuple[str, str, int]:
+    """(unit, stage, n) of a `call_key`: split at the last two "/", since only the unit may hold one."""
+    unit, stage, n = key.rsplit("/", 2)
+    return unit, stage, int(n)
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One model call. `key` (doc_id/stage/round) is stable across runs: the journal is indexed by it."""
+    """One model call. `key` (`call_key`) is stable across runs: the journal is indexed by it."""
 
     key: str
     role: Role
@@ -33,11 +44,18 @@ class Request:
     sampling: Sampling
     # Larger = closer to done; the scheduler serves high-progress requests first.
     progress: int = 0
+    # What the step's decode format and parser were built from (the offered types, the number of check lines):
+    # the step reads its answer with the same values. Engines never look at it.
+    args: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def unit(self) -> str:
+        return split_key(self.key)[0]
 
     @property
     def n(self) -> int:
-        """The key's last part: 0 for the initial stages, the round for round stages, the level for merge/respond."""
-        return int(self.key.rsplit("/", 1)[1])
+        """0 for the initial stages, the round for round stages, the level for merge/respond."""
+        return split_key(self.key)[2]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,15 @@
-"""The `airgen` command. Thin: parse arguments, build the config, call the module that does the work."""
+"""The `airgen` command: the one place that parses arguments. Each command turns them into a config (the typed tree
+of `airgen.config`) and calls the module that does the work; no other module sees an argparse namespace."""
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
-from airgen.config import ConfigError, load
+from airgen.config import Config, ConfigError, load
 from airgen.corpus import CorpusError
 
 
@@ -19,57 +22,122 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 def _parse_value(text: str) -> Any:
     """`--set` values are TOML literals (numbers, true/false, [lists], "strings"); bare words are strings."""
-    import tomllib
-
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
 
 
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
+# -- arguments ---------------------------------------------------------------------------------------------------
+
+def _config_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML config file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config setting, e.g. --set flow.judge=model --set student.window=256")
+    p.add_argument("--seed", type=int)
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
                    help="JSONL (text/document + optional id), Parquet, or a folder of .txt files; none = bundled corpus")
     p.add_argument("--out", type=Path, help="output folder (default: a new runs/<time>); an existing one is resumed")
-    p.add_argument("--config", type=Path, help="TOML config file")
+    _config_arguments(p)
     p.add_argument("--preset", help="named settings applied under --config (e.g. 'tiny' for the bundled model)")
     p.add_argument("--rounds", type=int, help="refinement rounds per sample (default 5)")
     p.add_argument("--limit", type=int, help="read at most N documents")
-    p.add_argument("--seed", type=int)
     p.add_argument("--max-in-flight", type=int, help="samples in flight at once (default 4096)")
     for role in ("guidance", "student"):
         p.add_argument(f"--{role}", metavar="PATH", help=f"{role} model: HF folder, run in process by vLLM")
         p.add_argument(f"--{role}-url", metavar="URL", help=f"{role} model: OpenAI-compatible server")
         p.add_argument(f"--{role}-model", metavar="NAME", help=f"model name on the {role} server")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any config setting, e.g. --set flow.judge=model --set student.window=256")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
     p.add_argument("--prometheus", type=int, metavar="PORT", help="serve metrics for Prometheus on 127.0.0.1:PORT")
 
 
-def config_from_args(args: argparse.Namespace):
+def _bench_arguments(p: argparse.ArgumentParser) -> None:
+    _run_arguments(p)
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="N rounds, each an airgen run and the replays of its calls; report medians and the "
+                        "ratios' range")
+    p.add_argument("--sweep", action="store_true", help="also vary the in-flight cap and the engine windows")
+    p.add_argument("--sweep-in-flight", default="1,4,16,64", help="in-flight caps for --sweep")
+    p.add_argument("--sweep-window", default="1,4,16,64", help="engine windows (outstanding requests) for --sweep")
+
+
+def _select_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "inputs", nargs="*", type=Path, metavar="INPUT",
+        help="JSONL or Parquet files (a `text` or `document` field, optional `id`), .txt/.cor files (one document "
+        "per line) or folders of .txt files (one document per file); none: the bundled news corpus",
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the outputs")
+    p.add_argument("--n", type=int, required=True, help="number of documents to select")
+    p.add_argument(
+        "--embeddings", type=Path, metavar="E.npy",
+        help="sample from these precomputed embeddings (rows = documents) instead of reading INPUTs; ids come "
+        "from E.ids.jsonl beside it (one JSON string a line, as airgen writes them), else row numbers",
+    )
+    _config_arguments(p)
+    # Shorthands for settings of the config tree (`select.*`); every one of them can also be set with --set.
+    for flag, key, kind, help_text in (
+        ("--method", "select.method", str, "maxmin: farthest from the whole selected set (default); last: farthest "
+         "from the previous pick only, the paper's Algorithm 1 as written"),
+        ("--start", "select.start", int, "first pick, as a row among the kept documents"),
+        ("--device", "select.device", str, "auto, cpu or cuda: for embedding and sampling"),
+        ("--model", "select.model", str, "a sentence-transformers folder (default: the bundled all-MiniLM-L6-v2)"),
+        ("--batch-size", "select.batch_size", int, "documents per embedding batch (default 32)"),
+        ("--embed-dtype", "select.embed_dtype", str, "auto (float16 on GPU, float32 on CPU), float32, bfloat16 "
+         "or float16"),
+        ("--min-words", "select.filters.min_words", int, "(default 50)"),
+        ("--max-words", "select.filters.max_words", int, "(default 2048)"),
+        ("--max-symbol-ratio", "select.filters.max_symbol_ratio", float,
+         "largest share of non-word, non-space characters (default 0.5)"),
+        ("--max-duplicate-line-share", "select.filters.max_duplicate_line_share", float,
+         "largest share of lines that repeat an earlier line (default 0.1)"),
+        ("--max-char-run", "select.filters.max_char_run", int,
+         "longest allowed run of one repeated non-space character (default 10)"),
+    ):
+        p.add_argument(flag, type=kind, dest=key, metavar=flag[2:].upper().replace("-", "_"), help=help_text)
+    for flag, key in (("--no-symbol-filter", "select.filters.symbol_filter"),
+                      ("--no-redundancy-filter", "select.filters.redundancy_filter"),
+                      ("--no-dedup", "select.filters.dedup")):
+        p.add_argument(flag, action="store_const", const=False, dest=key)
+
+
+# -- arguments -> config -----------------------------------------------------------------------------------------------
+
+def _overrides(args: argparse.Namespace, shorthands: dict[str, str]) -> dict[str, Any]:
+    """The config overrides the command line gives: its shorthands (argument name -> setting), then every --set."""
     overrides: dict[str, Any] = {}
-    for key, name in (("flow.rounds", "rounds"), ("run.limit", "limit"), ("seed", "seed"),
-                      ("run.max_in_flight", "max_in_flight")):
-        if getattr(args, name) is not None:
-            _set(overrides, key, getattr(args, name))
-    for role in ("guidance", "student"):
-        for field, suffix in (("path", ""), ("url", "_url"), ("model", "_model")):
-            value = getattr(args, role + suffix)
-            if value is not None:
-                _set(overrides, f"{role}.{field}", value)
-    if args.no_progress:
-        _set(overrides, "run.progress", False)
-    if args.prometheus is not None:
-        _set(overrides, "run.prometheus_port", args.prometheus)
+    for name, key in shorthands.items():
+        value = getattr(args, name, None)
+        if value is not None:
+            _set(overrides, key, value)
+    for name, value in vars(args).items():
+        if "." in name and value is not None:  # `dest` named after the setting itself
+            _set(overrides, name, value)
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
         _set(overrides, key.strip(), _parse_value(value.strip()))
-    preset = args.preset
+    return overrides
+
+
+_RUN_SHORTHANDS = {
+    "rounds": "flow.rounds", "limit": "run.limit", "seed": "seed", "max_in_flight": "run.max_in_flight",
+    "prometheus": "run.prometheus_port",
+    **{role + suffix: f"{role}.{field}" for role in ("guidance", "student")
+       for field, suffix in (("path", ""), ("url", "_url"), ("model", "_model"))},
+}
+
+
+def run_config(args: argparse.Namespace) -> Config:
+    overrides = _overrides(args, _RUN_SHORTHANDS)
+    if args.no_progress:
+        _set(overrides, "run.progress", False)
     embedded = not any(overrides.get(r, {}).get(k) for r in ("guidance", "student") for k in ("path", "url"))
-    if preset is None and args.config is None and embedded:
+    if args.preset is None and args.config is None and embedded:
         # The bundled 135M model cannot pass the method's thresholds; the demo uses the documented preset.
         config = load(args.config, overrides, "tiny")
         limit = "all" if config.run.limit is None else config.run.limit
@@ -77,42 +145,82 @@ def config_from_args(args: argparse.Namespace):
               f"{config.flow.score_threshold}, constraint set {config.flow.constraint_set}, short outputs, "
               f"{limit} documents); see README 'The bundled demo'", file=sys.stderr)
         return config
-    return load(args.config, overrides, preset)
+    return load(args.config, overrides, args.preset)
 
+
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{name} must list integers >= 1, got {text!r}")
+    return values
+
+
+# -- commands ----------------------------------------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
     import uvloop
 
     from airgen import run
-    from airgen.prompts import PromptSet
+    from airgen.air.steps import load_prompts
 
-    config = config_from_args(args)
-    prompts = PromptSet.load()
+    config = run_config(args)
+    prompts = load_prompts()
     out = args.out or run.default_out()
     inputs = run.prepare(out, list(args.inputs), config, prompts)
     print(f"airgen: run {out} on {', '.join(map(str, inputs))}", file=sys.stderr)
     return uvloop.run(run.execute(config, out, inputs, prompts))
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from airgen import bench
+    from airgen.air.steps import load_prompts
+    from airgen.engines.build import close_engines, start_engines
+
+    args.no_progress = True
+    config = run_config(args)
+    sweep = {"max_in_flight": _ints(args.sweep_in_flight, "--sweep-in-flight"),
+             "window": _ints(args.sweep_window, "--sweep-window")} if args.sweep else {}
+    out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
+    try:
+        result = uvloop.run(bench.bench(config, load_prompts(), out, list(args.inputs), sweep, start_engines,
+                                        close_engines, args.repeat))
+    except bench.Interrupted as e:
+        print(f"airgen bench: {e}; nothing written", file=sys.stderr)
+        return 130
+    bench.write(result, out)
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from airgen import select
+
+    config = load(args.config, _overrides(args, {"seed": "seed"}))
+    job = select.Job(out=args.out, n=args.n, inputs=tuple(args.inputs), embeddings=args.embeddings)
+    try:
+        summary = select.run(job, config)
+    except (ValueError, OSError) as e:  # bad input, settings or paths: all carry a message for the user
+        print(f"airgen select: error: {e}", file=sys.stderr)
+        return 2
+    print(select.describe(summary))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="airgen", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    add_run_arguments(commands.add_parser("run", help="generate AIR records from documents"))
-    from airgen import select
-
-    select_parser = commands.add_parser("select", help="filter documents and pick the most diverse ones")
-    select.add_arguments(select_parser)
-    from airgen import bench
-
-    bench.add_arguments(commands.add_parser(
+    _run_arguments(commands.add_parser("run", help="generate AIR records from documents"))
+    _select_arguments(commands.add_parser("select", help="filter documents and pick the most diverse ones"))
+    _bench_arguments(commands.add_parser(
         "bench", help="throughput: airgen vs the engines' ceiling vs a stage-barrier schedule, same documents"))
     args = parser.parse_args(argv)
+    handlers = {"run": cmd_run, "bench": cmd_bench, "select": cmd_select}
     try:
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "bench":
-            return bench.main(args)
-        return select.run(args)
+        return handlers[args.command](args)
     except (ConfigError, CorpusError) as e:
         print(f"airgen: {e}", file=sys.stderr)
         return 2

@@ -5,7 +5,10 @@ The defaults follow the authors' own code (see the README's "Faithful defaults" 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -90,7 +93,7 @@ class ModelConfig:
     # The request fields a server understands beyond the OpenAI standard: "vllm" sends vLLM's (`structured_outputs`
     # constraints, repetition_penalty, ignore_eos); "none" sends only standard ones (llama.cpp, hosted APIs), and
     # the lenient parsers handle unconstrained answers.
-    dialect: str = "vllm"
+    dialect: Literal["vllm", "none"] = "vllm"
     # In-process vLLM settings.
     gpu_memory_utilization: float | None = None
     max_model_len: int = 8192
@@ -127,11 +130,59 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class FilterConfig:
+    """Thresholds of the paper's document filters (section 3.1), for `airgen select`; all rules are on by default.
+
+    The authors' script switches the symbol and redundancy tests off by default, but the paper lists length,
+    symbol-to-text ratio and redundancy as its criteria, so all three run unless turned off here.
+    """
+
+    min_words: int = 50
+    max_words: int = 2048
+    # Symbols (non-word, non-space characters) must not outnumber text: share of all characters.
+    max_symbol_ratio: float = 0.5
+    # Share of non-empty lines that repeat an earlier line; above it the document is redundant.
+    max_duplicate_line_share: float = 0.1
+    # Longest allowed run of one non-space character; the authors reject 11 or more in a row.
+    max_char_run: int = 10
+    symbol_filter: bool = True
+    redundancy_filter: bool = True
+    dedup: bool = True
+
+    def validate(self) -> None:
+        _check(0 <= self.min_words <= self.max_words, "select.filters: need 0 <= min_words <= max_words")
+        _check(0.0 <= self.max_symbol_ratio <= 1.0, "select.filters.max_symbol_ratio must be in [0, 1]")
+        _check(0.0 <= self.max_duplicate_line_share <= 1.0,
+               "select.filters.max_duplicate_line_share must be in [0, 1]")
+        _check(self.max_char_run >= 1, "select.filters.max_char_run must be >= 1")
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """`airgen select`: how documents are embedded and sampled (the paper's section 3.1, Algorithm 1)."""
+
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    # maxmin: farthest from the whole selected set; last: farthest from the previous pick (Algorithm 1 as written).
+    method: Literal["maxmin", "last"] = "maxmin"
+    start: int | None = None  # first pick, as a row among the kept documents; None: drawn from the seed
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model: str | None = None  # a sentence-transformers folder; None: the bundled all-MiniLM-L6-v2
+    batch_size: int = 32  # the authors' embedding batch
+    embed_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    def validate(self) -> None:
+        self.filters.validate()
+        _check(self.batch_size >= 1, "select.batch_size must be >= 1")
+        _check(self.start is None or self.start >= 0, "select.start must be >= 0")
+
+
+@dataclass(frozen=True)
 class Config:
     flow: FlowConfig = field(default_factory=FlowConfig)
     guidance: ModelConfig = field(default_factory=ModelConfig)
     student: ModelConfig = field(default_factory=ModelConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
     seed: int = 0
     # A named preset applied under the file and the command line (see PRESETS).
     preset: str | None = None
@@ -142,6 +193,9 @@ class Config:
         self.student.validate("student")
         _check(self.run.max_in_flight >= 1, "run.max_in_flight must be >= 1")
         _check(self.run.limit is None or self.run.limit >= 0, "run.limit must be >= 0")
+        _check(self.run.prometheus_port is None or 1 <= self.run.prometheus_port <= 65535,
+               "run.prometheus_port must be 1..65535")
+        self.select.validate()
         _check(self.preset is None or self.preset in PRESETS, f"unknown preset {self.preset!r}; known: {sorted(PRESETS)}")
         return self
 
@@ -183,8 +237,9 @@ def _check(ok: bool, message: str) -> None:
 
 
 def _merge(obj: Any, values: dict[str, Any], where: str) -> Any:
-    """A copy of dataclass `obj` with `values` applied; unknown keys and wrong types are errors."""
+    """A copy of dataclass `obj` with `values` applied; unknown keys and values of the wrong type are errors."""
     known = {f.name: f for f in fields(obj)}
+    hints = _hints(type(obj))
     changes: dict[str, Any] = {}
     for key, value in values.items():
         if key not in known:
@@ -195,25 +250,66 @@ def _merge(obj: Any, values: dict[str, Any], where: str) -> Any:
                 raise ConfigError(f"{where}{key} must be a table")
             changes[key] = _merge(current, value, f"{where}{key}.")
             continue
-        changes[key] = _coerce(value, current, f"{where}{key}")
+        changes[key] = _coerce(value, hints[key], f"{where}{key}")
     return replace(obj, **changes)
 
 
-def _coerce(value: Any, current: Any, name: str) -> Any:
-    if isinstance(current, tuple):
-        if not (isinstance(value, (list, tuple)) and len(value) == len(current)):
-            raise ConfigError(f"{name} must be a list of {len(current)} values")
-        return tuple(value)
-    if isinstance(current, bool) and not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, not {value!r}")
-    if isinstance(current, int) and not isinstance(current, bool):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name} must be an integer, not {value!r}")
-    if isinstance(current, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise ConfigError(f"{name} must be a number, not {value!r}")
-    if isinstance(current, float):
-        return float(value)
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """`value` as the declared type `hint` (int, float, bool, str, None, tuple[...], Literal[...] and unions of
+    them), or a ConfigError that says what was expected."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for option in options:
+        try:
+            return _as(value, option, name)
+        except _Mismatch:
+            continue
+    raise ConfigError(f"{name} must be {' or '.join(_describe(o) for o in options)}, not {value!r}")
+
+
+def _as(value: Any, hint: Any, name: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is type(None):
+        ok = value is None
+    elif origin is Literal:
+        ok = value in typing.get_args(hint) and not isinstance(value, bool)
+    elif origin is tuple:
+        args = typing.get_args(hint)
+        if isinstance(value, (list, tuple)) and len(value) == len(args):
+            return tuple(_coerce(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        ok = False
+    elif hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is str:
+        ok = isinstance(value, str)
+    else:
+        raise TypeError(f"{name}: config type {hint!r} is not supported")
+    if not ok:
+        raise _Mismatch
     return value
+
+
+class _Mismatch(Exception):
+    """`value` is not of the type tried; the next option of a union is tried."""
+
+
+def _describe(hint: Any) -> str:
+    if hint is type(None):
+        return "unset"
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {len(typing.get_args(hint))} values"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(hint, str(hint))
 
 
 def load(path: Path | None = None, overrides: dict[str, Any] | None = None, preset: str | None = None) -> Config:

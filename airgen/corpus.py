@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import itertools
 import json
 import re
 import unicodedata
@@ -14,11 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+from airgen.config import FilterConfig
+
 JSONL_SUFFIXES = (".jsonl", ".json")
 LINE_SUFFIXES = (".cor", ".txt")  # one document per line
 PARQUET_SUFFIXES = (".parquet",)
 TEXT_FIELDS = ("text", "document")
 BUNDLED_CORPUS = "gensim/test/test_data/lee_background.cor"
+# The rules of `filter_documents`; every other Rejection is one of reading (bad_json, not_utf8, ...).
+FILTER_RULES = frozenset({"words", "symbol_ratio", "duplicate_lines", "char_run", "duplicate", "duplicate_id"})
 
 _SYMBOL = re.compile(r"[^\w\s]")
 _PARQUET_BATCH_ROWS = 1024
@@ -41,37 +46,6 @@ class Rejection:
     source: str
     rule: str
     value: object
-
-
-@dataclass(frozen=True)
-class FilterConfig:
-    """Thresholds of the paper's document filters (section 3.1); all rules are on by default.
-
-    The authors' script switches the symbol and redundancy tests off by default, but the paper lists length,
-    symbol-to-text ratio and redundancy as its criteria, so all three run unless turned off here.
-    """
-
-    min_words: int = 50
-    max_words: int = 2048
-    # Symbols (non-word, non-space characters) must not outnumber text: share of all characters.
-    max_symbol_ratio: float = 0.5
-    # Share of non-empty lines that repeat an earlier line; above it the document is redundant.
-    max_duplicate_line_share: float = 0.1
-    # Longest allowed run of one non-space character; the authors reject 11 or more in a row.
-    max_char_run: int = 10
-    symbol_filter: bool = True
-    redundancy_filter: bool = True
-    dedup: bool = True
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_words <= self.max_words:
-            raise ValueError(f"word limits must satisfy 0 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
-        if not 0.0 <= self.max_symbol_ratio <= 1.0:
-            raise ValueError(f"max_symbol_ratio must be in [0, 1], got {self.max_symbol_ratio}")
-        if not 0.0 <= self.max_duplicate_line_share <= 1.0:
-            raise ValueError(f"max_duplicate_line_share must be in [0, 1], got {self.max_duplicate_line_share}")
-        if self.max_char_run < 1:
-            raise ValueError(f"max_char_run must be >= 1, got {self.max_char_run}")
 
 
 def content_id(text: str) -> str:
@@ -103,6 +77,26 @@ def read_documents(inputs: Sequence[Path]) -> Iterator[Document | Rejection]:
     for path in paths:
         _check_input(path)
     return _read_all(paths)
+
+
+def admitted(inputs: Sequence[Path], limit: int | None = None) -> Iterator[Document | Rejection]:
+    """What a run admits, in input order: the first `limit` entries read (rejections count), each Document whose id
+    was seen before turned into a `duplicate_id` Rejection. `airgen run` and `airgen bench` both read through it."""
+    units = read_documents(inputs)
+    if limit is not None:
+        units = itertools.islice(units, limit)
+    return first_ids(units)
+
+
+def first_ids(units: Iterable[Document | Rejection]) -> Iterator[Document | Rejection]:
+    seen: dict[str, str] = {}  # doc id -> source of its first occurrence
+    for unit in units:
+        if isinstance(unit, Document):
+            if unit.id in seen:
+                unit = Rejection(unit.id, unit.source, "duplicate_id", f"first seen at {seen[unit.id]}")
+            else:
+                seen[unit.id] = unit.source
+        yield unit
 
 
 def check_document(doc: Document, config: FilterConfig) -> Rejection | None:

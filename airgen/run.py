@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-import os
 import signal
 import sys
 import time
@@ -18,12 +17,13 @@ from typing import Any
 import orjson
 
 from airgen import corpus, journal, sink
+from airgen.air.flow import Flow
 from airgen.calls import Role
-from airgen.config import Config, ConfigError, ModelConfig
-from airgen.engines import Engine
+from airgen.config import Config, ConfigError
+from airgen.engines import Engine, model_identity
 from airgen.engines.build import close_engines, start_engines
-from airgen.flow import Flow
-from airgen.metrics import Metrics, MetricsLog, Progress, Rates, serve_prometheus
+from airgen.files import AppendLog, atomic_write
+from airgen.metrics import Metrics, Progress, Rates, serve_prometheus
 from airgen.prompts import PromptSet
 from airgen.scheduler import Scheduler
 
@@ -31,17 +31,6 @@ RUN_FILE = "run.json"
 JOURNAL = "journal.jsonl"
 METRICS = "metrics.jsonl"
 METRICS_EVERY_S = 5.0  # metrics.jsonl; the display refreshes every second
-EMBEDDED = "embedded:SmolLM2-135M-Instruct"
-
-
-def model_identity(model: ModelConfig) -> str:
-    if model.url:
-        return f"{model.url.rstrip('/')}#{model.model or 'default'}"
-    if model.path:
-        return str(Path(model.path).resolve())
-    return EMBEDDED
-
-
 def default_out() -> Path:
     return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
 
@@ -84,14 +73,13 @@ def prepare(out: Path, inputs: list[Path], config: Config, prompts: PromptSet) -
         if inputs and [p.resolve() for p in inputs] != stored_inputs:
             raise ConfigError(f"{out} was made from {[str(p) for p in stored_inputs]}; give the same inputs or none")
         return stored_inputs
-    if out.exists() and any(out.iterdir()):
+    # A run.json half-written when a kill came is a .partial file: such a folder is still a new one.
+    if out.exists() and any(not p.name.endswith(".partial") for p in out.iterdir()):
         raise ConfigError(f"{out} exists, is not empty and holds no {RUN_FILE}: not an airgen run folder")
     out.mkdir(parents=True, exist_ok=True)
     resolved = [p.resolve() for p in inputs] if inputs else [corpus.bundled_corpus()]
-    tmp = run_file.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps({**fp, "inputs": [str(p) for p in resolved], "created": time.time()},
-                                 option=orjson.OPT_INDENT_2))
-    os.replace(tmp, run_file)
+    atomic_write(run_file, orjson.dumps({**fp, "inputs": [str(p) for p in resolved], "created": time.time()},
+                                        option=orjson.OPT_INDENT_2))
     return resolved
 
 
@@ -132,9 +120,7 @@ async def generate(config: Config, out: Path, inputs: list[Path], prompts: Promp
     While it runs, OUT/metrics.jsonl gets a snapshot every few seconds (and a last one at the end), the progress
     display is refreshed if enabled, and with `run.prometheus_port` set the counters are served on 127.0.0.1."""
     replay = journal.load(out / JOURNAL)
-    units = corpus.read_documents(inputs)
-    if config.run.limit is not None:
-        units = itertools.islice(units, config.run.limit)
+    units = corpus.admitted(inputs, config.run.limit)
     metrics = Metrics(total=config.run.limit)
     the_journal = journal.Journal(out / JOURNAL)
     the_sink = sink.Sink(out, replay.finished, {
@@ -149,7 +135,7 @@ async def generate(config: Config, out: Path, inputs: list[Path], prompts: Promp
         loop.add_signal_handler(sig, scheduler.stop)
     if config.run.prometheus_port is not None:
         serve_prometheus(metrics, config.run.prometheus_port)
-    log = MetricsLog(out / METRICS)
+    log = AppendLog(out / METRICS)
     display = Progress() if config.run.progress else None
     rates = Rates()
     observer = asyncio.create_task(_observe(scheduler, log, display, rates))
@@ -168,7 +154,7 @@ async def generate(config: Config, out: Path, inputs: list[Path], prompts: Promp
     return scheduler
 
 
-def _observe_once(scheduler: Scheduler, log: MetricsLog, display: Progress | None, rates: Rates,
+def _observe_once(scheduler: Scheduler, log: AppendLog, display: Progress | None, rates: Rates,
                   write: bool) -> None:
     scheduler.metrics.settle(scheduler.active > 0)
     snap = scheduler.metrics.snapshot()
@@ -179,7 +165,7 @@ def _observe_once(scheduler: Scheduler, log: MetricsLog, display: Progress | Non
         display.update(snap, snap["rates"])
 
 
-async def _observe(scheduler: Scheduler, log: MetricsLog, display: Progress | None, rates: Rates) -> None:
+async def _observe(scheduler: Scheduler, log: AppendLog, display: Progress | None, rates: Rates) -> None:
     for tick in itertools.count(1):
         await asyncio.sleep(1.0)
         _observe_once(scheduler, log, display, rates, write=tick % int(METRICS_EVERY_S) == 0)

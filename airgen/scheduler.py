@@ -5,7 +5,7 @@
 - Each engine has a window of outstanding requests (continuous batching stays fed, memory stays bounded); requests
   beyond it wait in a priority queue where the sample closest to done goes first, which keeps in-flight state small
   and puts one document's calls close together in time (prefix-cache hits).
-- Documents are admitted from a stream while fewer than `max_in_flight` samples are active.
+- Documents are admitted from a stream (`corpus.admitted`) while fewer than `max_in_flight` samples are active.
 - Every completion is journaled before the flow sees it; a finished sample's lines are written before its done
   marker. Resume replays journaled completions through the same flow, so nothing finished is asked again.
 """
@@ -21,7 +21,8 @@ from typing import Iterable, Iterator
 from airgen.calls import Completion, Request, Role
 from airgen.corpus import Document, Rejection
 from airgen.engines import Engine, RequestRejected
-from airgen.flow import Done, Flow, Sample, Step, replay
+from airgen.air.flow import Sample
+from airgen.recipe import Done, Next, Recipe, replay
 from airgen.journal import Journal, Replay
 from airgen.metrics import Metrics
 from airgen.sink import Sink
@@ -43,7 +44,7 @@ class Lane:
 
 
 class Scheduler:
-    def __init__(self, flow: Flow, engines: dict[Role, Engine], windows: dict[Role, int], journal: Journal,
+    def __init__(self, flow: Recipe, engines: dict[Role, Engine], windows: dict[Role, int], journal: Journal,
                  sink: Sink, metrics: Metrics, replay: Replay, max_in_flight: int):
         self.flow = flow
         self.journal = journal
@@ -63,7 +64,6 @@ class Scheduler:
         self._seq = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None  # set by run(); tasks are created on it directly
         self._tasks: set[asyncio.Task] = set()
-        self._seen: dict[str, str] = {}  # doc id -> source of its first occurrence
         self._active = 0
         self._units: Iterator[Document | Rejection] = iter(())
         self._exhausted = False
@@ -100,21 +100,18 @@ class Scheduler:
             if unit is None:
                 self._exhausted = True
             elif isinstance(unit, Rejection):
-                self._reject_input(unit.id, unit.source, unit.rule, unit.value)
-            elif unit.id in self._seen:
-                self._reject_input(unit.id, unit.source, "duplicate_id", f"first seen at {self._seen[unit.id]}")
+                self._reject_input(unit)
             else:
-                self._seen[unit.id] = unit.source
                 self._start(unit)
         if self._exhausted and self._active == 0:
             self._finished.set()
 
-    def _reject_input(self, doc_id: str | None, source: str, rule: str, value: object) -> None:
-        unit = f"@{source}"
+    def _reject_input(self, rejection: Rejection) -> None:
+        unit = f"@{rejection.source}"
         if unit in self.replay.finished:
             self.metrics.resumed += 1
             return
-        self.sink.rejected(unit, doc_id, source, "read", rule, value=str(value))
+        self.sink.rejected(unit, rejection.id, rejection.source, "read", rejection.rule, rejection.value)
         self.journal.done(unit)
         self.metrics.finished("rejected", "read")
 
@@ -122,7 +119,7 @@ class Scheduler:
         if doc.id in self.replay.finished:
             self.metrics.resumed += 1
             return
-        sample = Sample(doc.id, doc.text, doc.source)
+        sample = Sample(doc.id, doc.text, source=doc.source)
         self._active += 1
         self.metrics.active = self._active
         # Replay: the journal answers every call it already holds, through the same pure flow.
@@ -136,7 +133,7 @@ class Scheduler:
 
     # -- calls ----------------------------------------------------------------------------------------------------
 
-    def _handle(self, sample: Sample, step: Step) -> None:
+    def _handle(self, sample: Sample, step: Next) -> None:
         if isinstance(step, list):
             for request in step:
                 lane = self._lanes[request.role]
@@ -191,8 +188,8 @@ class Scheduler:
         start = time.perf_counter()
         try:
             if completion is not None:
-                self.journal.call(sample.doc_id, request.key, completion)
-                step: Step = self.flow.advance(sample, request.key, completion)
+                self.journal.call(request.key, completion)
+                step: Next = self.flow.advance(sample, request.key, completion)
             else:
                 step = self.flow.refused(sample, request.key, refusal)
             if self._finished.is_set():

@@ -3,7 +3,7 @@
 Writes into --out:
   manifest.jsonl  the picks in pick order: rank, id, row, source, cosine distance to the set when picked
   selected.jsonl  the picked documents, {"id", "text"}, in pick order: the input of `airgen run`
-  rejected.jsonl  every document not kept: id, source, rule, measured value
+  rejected.jsonl  every document not kept: id, source, stage (read or filter), reason (the rule), measured value
   summary.json    counts per stage and rule, the settings, the time taken
   embeddings.*    the embedding cache (a rerun over the same documents and model does not embed again)
 
@@ -12,21 +12,21 @@ file in --out and read back by offset, never held in memory.
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
-import os
-import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
 import numpy as np
 
-from airgen.corpus import FilterConfig, Rejection, bundled_corpus, filter_documents, read_documents
-from airgen.embed import DEFAULT_BATCH_SIZE, EMBED_DTYPES, embed_documents
-from airgen_kernels import DEVICES, METHODS, Selection, farthest_point_sampling
+from airgen.config import Config, FilterConfig
+from airgen.corpus import FILTER_RULES, Rejection, bundled_corpus, filter_documents, read_documents
+from airgen.embed import embed_documents
+from airgen.files import atomic_text
+from airgen.sink import rejection
+from airgen_kernels import Selection, farthest_point_sampling, resolve_device
 
 MANIFEST = "manifest.jsonl"
 SELECTED = "selected.jsonl"
@@ -34,105 +34,56 @@ REJECTED = "rejected.jsonl"
 SUMMARY = "summary.json"
 _SPOOL = ".candidates.jsonl"
 _CHUNK_ROWS = 65536
-_DEFAULTS = FilterConfig()
 
 
 class SelectError(ValueError):
     """A request `airgen select` cannot carry out; the message says why."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "inputs", nargs="*", type=Path, metavar="INPUT",
-        help="JSONL or Parquet files (a `text` or `document` field, optional `id`), .txt/.cor files (one document "
-        "per line) or folders of .txt files (one document per file); none: the bundled news corpus",
-    )
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the outputs")
-    parser.add_argument("--n", type=_positive_int, required=True, help="number of documents to select")
-    parser.add_argument(
-        "--embeddings", type=Path, metavar="E.npy",
-        help="sample from these precomputed embeddings (rows = documents) instead of reading INPUTs; ids come "
-        "from E.ids.jsonl beside it (one JSON string a line, as airgen writes them), else row numbers",
-    )
-    parser.add_argument(
-        "--method", choices=METHODS, default="maxmin",
-        help="maxmin: farthest from the whole selected set (default); last: farthest from the previous pick "
-        "only, the paper's Algorithm 1 as written",
-    )
-    parser.add_argument("--start", type=int, metavar="INDEX", help="first pick, as a row among the kept documents")
-    parser.add_argument("--seed", type=int, default=0, help="draws the first pick when --start is not given")
-    parser.add_argument("--device", choices=DEVICES, default="auto", help="for embedding and sampling")
-    parser.add_argument("--model", type=Path, metavar="PATH", help="a sentence-transformers folder "
-                        "(default: the bundled all-MiniLM-L6-v2)")
-    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
-                        help="documents per embedding batch (default: %(default)s)")
-    parser.add_argument("--embed-dtype", choices=EMBED_DTYPES, default="auto",
-                        help="compute dtype of the embedding model (auto: float16 on GPU, float32 on CPU)")
-    rules = parser.add_argument_group("document filters")
-    rules.add_argument("--min-words", type=int, default=_DEFAULTS.min_words, help="(default: %(default)s)")
-    rules.add_argument("--max-words", type=int, default=_DEFAULTS.max_words, help="(default: %(default)s)")
-    rules.add_argument("--max-symbol-ratio", type=float, default=_DEFAULTS.max_symbol_ratio,
-                       help="largest share of non-word, non-space characters (default: %(default)s)")
-    rules.add_argument("--max-duplicate-line-share", type=float, default=_DEFAULTS.max_duplicate_line_share,
-                       help="largest share of lines that repeat an earlier line (default: %(default)s)")
-    rules.add_argument("--max-char-run", type=int, default=_DEFAULTS.max_char_run,
-                       help="longest allowed run of one repeated non-space character (default: %(default)s)")
-    rules.add_argument("--no-symbol-filter", action="store_true")
-    rules.add_argument("--no-redundancy-filter", action="store_true")
-    rules.add_argument("--no-dedup", action="store_true", help="keep exact duplicate documents")
+@dataclass(frozen=True)
+class Job:
+    """One `airgen select`: what to read (documents, or precomputed embeddings), where to write, how many to keep."""
+
+    out: Path
+    n: int
+    inputs: tuple[Path, ...] = ()
+    embeddings: Path | None = None
 
 
-def run(args: argparse.Namespace) -> int:
-    try:
-        summary = _run(args)
-    except (ValueError, OSError) as e:  # bad input, settings or paths: all carry a message for the user
-        print(f"airgen select: error: {e}", file=sys.stderr)
-        return 2
-    print(_describe(summary))
-    return 0
-
-
-def _run(args: argparse.Namespace) -> dict:
+def run(job: Job, config: Config) -> dict:
+    """Select `job.n` documents with `config.select`; returns the summary (also written to summary.json)."""
     started = time.perf_counter()
-    if args.embeddings is not None and args.inputs:
+    if job.embeddings is not None and job.inputs:
         raise SelectError("give INPUT files or --embeddings, not both")
-    config = FilterConfig(
-        min_words=args.min_words,
-        max_words=args.max_words,
-        max_symbol_ratio=args.max_symbol_ratio,
-        max_duplicate_line_share=args.max_duplicate_line_share,
-        max_char_run=args.max_char_run,
-        symbol_filter=not args.no_symbol_filter,
-        redundancy_filter=not args.no_redundancy_filter,
-        dedup=not args.no_dedup,
-    )
-    out: Path = args.out
-    if args.embeddings is not None:
-        summary = _select_from_embeddings(args, out)
+    if job.n < 1:
+        raise SelectError(f"--n must be >= 1, got {job.n}")
+    if job.embeddings is not None:
+        summary = _select_from_embeddings(job, config, job.out)
     else:
-        summary = _select_documents(args, config, out)
+        summary = _select_documents(job, config, job.out)
     summary["seconds"]["total"] = round(time.perf_counter() - started, 3)
-    with _atomic(out / SUMMARY) as f:
+    with atomic_text(job.out / SUMMARY) as f:
         f.write(json.dumps(summary, indent=1) + "\n")
     return summary
 
 
-def _select_documents(args: argparse.Namespace, config: FilterConfig, out: Path) -> dict:
-    inputs = args.inputs or [bundled_corpus()]
+def _select_documents(job: Job, config: Config, out: Path) -> dict:
+    args = config.select
+    inputs = list(job.inputs) or [bundled_corpus()]
     items = read_documents(inputs)  # checks every path before anything is written
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     spool_path = out / _SPOOL
     try:
         clock = time.perf_counter()
-        ids, offsets, rejected = _filter_to_spool(items, config, out / REJECTED, spool_path)
+        ids, offsets, rejected = _filter_to_spool(items, args.filters, out / REJECTED, spool_path)
         seconds["read_filter"] = round(time.perf_counter() - clock, 3)
         kept = len(ids)
         read = kept + sum(rejected.values())
         if kept == 0:
             raise SelectError(f"none of the {read} documents read passed the filters (see {out / REJECTED})")
-        if args.n > kept:
-            raise SelectError(f"--n {args.n} is more than the {kept} documents that passed the filters ({read} read)")
+        if job.n > kept:
+            raise SelectError(f"--n {job.n} is more than the {kept} documents that passed the filters ({read} read)")
         _check_start(args.start, kept)
 
         clock = time.perf_counter()
@@ -149,12 +100,12 @@ def _select_documents(args: argparse.Namespace, config: FilterConfig, out: Path)
 
         clock = time.perf_counter()
         selection = farthest_point_sampling(
-            embeddings.matrix, args.n, start=args.start, seed=args.seed, method=args.method, device=args.device
+            embeddings.matrix, job.n, start=args.start, seed=config.seed, method=args.method, device=args.device
         )
         seconds["sample"] = round(time.perf_counter() - clock, 3)
         with spool_path.open("rb") as spool:
             _write_manifest(out, selection, ids, lambda row: _spooled(spool, offsets[row])["source"])
-            with _atomic(out / SELECTED) as f:
+            with atomic_text(out / SELECTED) as f:
                 for row in selection.indices:
                     record = _spooled(spool, offsets[row])
                     f.write(_line({"id": record["id"], "text": record["text"]}))
@@ -170,13 +121,14 @@ def _select_documents(args: argparse.Namespace, config: FilterConfig, out: Path)
         "model": str(embeddings.model),
         "embed_device": embeddings.device,
         "embed_dtype": embeddings.dtype,
-        **_selection_summary(args, selection),
+        **_selection_summary(config, selection),
         "seconds": seconds,
     }
 
 
-def _select_from_embeddings(args: argparse.Namespace, out: Path) -> dict:
-    path: Path = args.embeddings
+def _select_from_embeddings(job: Job, config: Config, out: Path) -> dict:
+    args = config.select
+    path = job.embeddings
     clock = time.perf_counter()
     try:
         raw = np.load(path, mmap_mode="r")
@@ -187,21 +139,21 @@ def _select_from_embeddings(args: argparse.Namespace, out: Path) -> dict:
     if raw.ndim != 2 or raw.shape[0] == 0 or not np.issubdtype(raw.dtype, np.floating):
         raise SelectError(f"{path}: expected a non-empty 2-D float matrix (rows = documents), got {raw.shape} {raw.dtype}")
     ids = _embedding_ids(path, raw.shape[0])
-    if args.n > raw.shape[0]:
-        raise SelectError(f"--n {args.n} is more than the {raw.shape[0]} rows of {path}")
+    if job.n > raw.shape[0]:
+        raise SelectError(f"--n {job.n} is more than the {raw.shape[0]} rows of {path}")
     _check_start(args.start, raw.shape[0])
     unit = _unit_rows(raw, path)
     out.mkdir(parents=True, exist_ok=True)
     loaded = round(time.perf_counter() - clock, 3)
     clock = time.perf_counter()
-    selection = farthest_point_sampling(unit, args.n, start=args.start, seed=args.seed, method=args.method,
+    selection = farthest_point_sampling(unit, job.n, start=args.start, seed=config.seed, method=args.method,
                                         device=args.device)
     sampled = round(time.perf_counter() - clock, 3)
     _write_manifest(out, selection, ids, lambda row: f"{path}:{row}")
     # Documents come from elsewhere here: drop an earlier run's lists so the folder never mixes two runs.
     for stale in (SELECTED, REJECTED):
         (out / stale).unlink(missing_ok=True)
-    return {"rows": raw.shape[0], "embeddings": str(path), **_selection_summary(args, selection),
+    return {"rows": raw.shape[0], "embeddings": str(path), **_selection_summary(config, selection),
             "seconds": {"load": loaded, "sample": sampled}}
 
 
@@ -213,11 +165,12 @@ def _filter_to_spool(
     ids: list[str] = []
     offsets: list[int] = []
     rejected: Counter = Counter()
-    with _atomic(rejected_path) as rejects, spool_path.open("wb") as spool:
+    with atomic_text(rejected_path) as rejects, spool_path.open("wb") as spool:
         for item in filter_documents(items, config):
             if isinstance(item, Rejection):
                 rejected[item.rule] += 1
-                rejects.write(_line({"id": item.id, "source": item.source, "rule": item.rule, "value": item.value}))
+                stage = "filter" if item.rule in FILTER_RULES else "read"
+                rejects.write(_line(rejection(item.id, item.source, stage, item.rule, item.value)))
                 continue
             offsets.append(spool.tell())
             spool.write(_line({"id": item.id, "text": item.text, "source": item.source}).encode("utf-8"))
@@ -238,7 +191,7 @@ def _spooled(spool: IO[bytes], offset: int) -> dict:
 
 
 def _write_manifest(out: Path, selection: Selection, ids: list[str], source_of: Callable[[int], str]) -> None:
-    with _atomic(out / MANIFEST) as f:
+    with atomic_text(out / MANIFEST) as f:
         for rank, (row, distance) in enumerate(zip(selection.indices, selection.distances)):
             row = int(row)
             f.write(_line({
@@ -250,16 +203,13 @@ def _write_manifest(out: Path, selection: Selection, ids: list[str], source_of: 
             }))
 
 
-def _selection_summary(args: argparse.Namespace, selection: Selection) -> dict:
-    import torch
-
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+def _selection_summary(config: Config, selection: Selection) -> dict:
     return {
         "selected": len(selection.indices),
-        "method": args.method,
+        "method": config.select.method,
         "start": int(selection.indices[0]),
-        "seed": args.seed,
-        "sample_device": device,
+        "seed": config.seed,
+        "sample_device": resolve_device(config.select.device),
     }
 
 
@@ -296,7 +246,8 @@ def _check_start(start: int | None, rows: int) -> None:
         raise SelectError(f"--start {start} is outside the {rows} candidate rows (0..{rows - 1})")
 
 
-def _describe(s: dict) -> str:
+def describe(s: dict) -> str:
+    """The few lines `airgen select` prints."""
     lines = []
     if "read" in s:
         rules = ", ".join(f"{rule} {count}" for rule, count in s["rejected"].items()) or "none"
@@ -318,25 +269,3 @@ def _describe(s: dict) -> str:
 
 def _line(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False) + "\n"
-
-
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[IO[str]]:
-    """A text file that appears under `path` only once it is completely written."""
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            yield f
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value

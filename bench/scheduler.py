@@ -30,9 +30,11 @@ from airgen.calls import Completion, Request, Sampling
 from airgen.config import FlowConfig
 from airgen.corpus import Document
 from airgen.engines.scripted import MethodScript
-from airgen.flow import Done, Flow, Sample
+from airgen.air.flow import Flow, Sample
+from airgen.air.steps import load_prompts
 from airgen.metrics import Metrics
 from airgen.prompts import PromptSet
+from airgen.recipe import Done
 from airgen.scheduler import Scheduler
 
 STAGES = ("back_translate", "answer", "check", "merge")
@@ -129,7 +131,7 @@ def peak_rss_mb() -> float:
 
 def memory_child(in_flight: int) -> None:
     """Run `in_flight` samples, all admitted at once, through the AIR flow; print the peak RSS in MiB."""
-    prompts = PromptSet.load()
+    prompts = load_prompts()
     before = peak_rss_mb()
     # Latency makes every sample wait at the engine, so all of them hold state at the same time.
     engine = InstantEngine(method_responder(prompts), latency_s=0.5)
@@ -170,7 +172,7 @@ def main() -> int:
         return 0
     if args.cpu >= 0:
         os.sched_setaffinity(0, {args.cpu})
-    prompts = PromptSet.load()
+    prompts = load_prompts()
     completion = Completion("a fixed answer of several words", "stop", 200, 20, 0, "instant")
     wall, calls = best_of(args.repeat, lambda: (StubFlow(args.calls), InstantEngine(lambda r: completion)),
                           args.samples, args.max_in_flight, args.window)

@@ -31,8 +31,7 @@ def farthest_point_sampling(
     `start` is the first pick; None draws it from `seed` (the paper starts from a random document).
     `device`: "auto" uses the Triton kernel when a CUDA GPU is present, else the CPU path.
     """
-    if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r}; known: {', '.join(DEVICES)}")
+    device = resolve_device(device)
     if len(embeddings.shape) != 2:
         raise ValueError(f"embeddings must be a 2-D matrix (rows = documents), got shape {tuple(embeddings.shape)}")
     m = embeddings.shape[0]
@@ -40,15 +39,22 @@ def farthest_point_sampling(
         start = int(np.random.default_rng(seed).integers(m))
     check_arguments(m, n, start if start is not None else 0, method)
     check_unit_rows(embeddings)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return fps_cpu(embeddings, n, start, method)
-    if not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU")
     from .fps_triton import fps_triton  # deferred: importing triton is slow and only the GPU path needs it
 
     return fps_triton(to_device_half(embeddings, "cuda"), n, start, method)
+
+
+def resolve_device(device: str) -> str:
+    """"cpu" or "cuda" for a device setting: "auto" is the GPU when torch sees one; "cuda" without one is an error."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; known: {', '.join(DEVICES)}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU")
+    return device
 
 
 def check_unit_rows(embeddings) -> None:

@@ -41,6 +41,12 @@ def _ordered_bits(x):
 
 
 @triton.jit
+def _tile_offsets(rows, cols, stride):
+    # int64: at m x d >= 2**31 (5.6M rows of d=384) an int32 row offset wraps and reads another row.
+    return rows.to(tl.int64)[:, None] * stride + cols[None, :]
+
+
+@triton.jit
 def fps_step_kernel(
     emb_ptr,  # (m, d) fp16/bf16, row stride `stride`
     score_ptr,  # (m,) fp32: max similarity to the picked set (maxmin) or to the last pick (last); picked = +inf
@@ -71,7 +77,7 @@ def fps_step_kernel(
                 # The pick's row is re-read per tile: 256 bytes from L1/L2, never from HBM after the first time.
                 q = tl.load(emb_ptr + s * stride + cols, mask=cols < d, other=0.0).to(tl.float32)
                 x = tl.load(
-                    emb_ptr + rows[:, None] * stride + cols[None, :],
+                    emb_ptr + _tile_offsets(rows, cols, stride),
                     mask=live[:, None] & (cols[None, :] < d),
                     other=0.0,
                 )
@@ -148,6 +154,22 @@ def _decode(keys: np.ndarray) -> Selection:
     return Selection((keys & 0x7FFFFFFF).astype(np.int64), distances)
 
 
+@triton.jit
+def _offsets_probe(out_ptr, row0, stride, BLOCK: tl.constexpr):
+    rows = row0 + tl.arange(0, BLOCK)
+    cols = tl.arange(0, BLOCK)
+    tl.store(out_ptr + tl.arange(0, BLOCK)[:, None] * BLOCK + cols[None, :], _tile_offsets(rows, cols, stride))
+
+
+def check_offsets(row0: int = 6_000_000, stride: int = 384) -> None:
+    """The kernel's element offsets are exact past 2**31 (row0 x stride = 2.3e9 by default); raises if not."""
+    block = 16
+    out = torch.empty((block, block), dtype=torch.int64, device="cuda" if torch.cuda.is_available() else "cpu")
+    _offsets_probe[(1,)](out, row0, stride, BLOCK=block)
+    rows, cols = np.arange(row0, row0 + block, dtype=np.int64), np.arange(block, dtype=np.int64)
+    np.testing.assert_array_equal(out.cpu().numpy(), rows[:, None] * stride + cols[None, :])
+
+
 def check(m: int = 300, d: int = 200, n: int = 40, method: str = "maxmin", seed: int = 0) -> None:
     """The kernel picks exactly the reference's rows and distances; raises AssertionError if not."""
     x = random_unit_rows(m, d, seed)
@@ -161,4 +183,5 @@ def check(m: int = 300, d: int = 200, n: int = 40, method: str = "maxmin", seed:
 if __name__ == "__main__":
     for method in ("maxmin", "last"):
         check(method=method)
+    check_offsets()
     print("fps_triton matches the reference")

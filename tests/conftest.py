@@ -4,16 +4,18 @@ from typing import Callable
 
 import pytest
 
-from airgen.calls import Completion, Request
+from airgen.calls import Completion, Request, split_key
 from airgen.config import FlowConfig
 from airgen.engines.scripted import MethodScript
-from airgen.flow import Done, Dropped, Flow, Sample
+from airgen.air.flow import Flow, Sample
+from airgen.air.steps import load_prompts
 from airgen.prompts import PromptSet
+from airgen.recipe import Done, Dropped
 
 
 @pytest.fixture(scope="session")
 def prompts() -> PromptSet:
-    return PromptSet.load()
+    return load_prompts()
 
 
 def completion(text: str, finish: str = "stop") -> Completion:
@@ -42,7 +44,7 @@ def script(prompts: PromptSet, overrides: dict[str, object] | None = None, **kno
     overrides = overrides or {}
 
     def respond(request: Request):
-        stage, n = request.key.split("/")[-2:]
+        _, stage, n = split_key(request.key)
         for key in (f"{stage}/{n}", stage):
             if key in overrides:
                 out = overrides[key]

@@ -4,11 +4,11 @@ import sys
 
 from airgen import run
 from airgen.engines.scripted import MethodScript, ScriptedEngine
-from airgen.prompts import PromptSet
+from airgen.air.steps import load_prompts
 
 
 async def start_engines(guidance, student):
-    engine = ScriptedEngine(MethodScript(PromptSet.load(), fail=1.0), latency=lambda r: random.random() * 0.02)
+    engine = ScriptedEngine(MethodScript(load_prompts(), fail=1.0), latency=lambda r: random.random() * 0.02)
     return {"guidance": engine, "student": engine}
 
 

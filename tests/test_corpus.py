@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from airgen import corpus
+from airgen.config import ConfigError, FilterConfig, load
 from airgen.corpus import (
     CorpusError,
     Document,
-    FilterConfig,
     Rejection,
     bundled_corpus,
     check_document,
@@ -95,8 +95,8 @@ def test_exact_duplicates_and_reused_ids_are_rejected():
                {"max_duplicate_line_share": -0.1}]
 )
 def test_impossible_thresholds_are_refused(kwargs):
-    with pytest.raises(ValueError):
-        FilterConfig(**kwargs)
+    with pytest.raises(ConfigError, match="select.filters"):
+        load(overrides={"select": {"filters": kwargs}})
 
 
 def test_content_id_is_stable_across_unicode_forms():

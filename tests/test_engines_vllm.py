@@ -242,6 +242,8 @@ def recorded_starts(monkeypatch):
 
 
 async def test_two_in_process_models_split_one_gpu(recorded_starts, monkeypatch, tmp_path):
+    """The split decision only: engine starts are recorded, not made, and the GPU is pretended (`_on_gpu`), so this
+    runs on any machine. That the split settings are ones vLLM accepts is `test_engine_arguments_build_vllm_args`."""
     monkeypatch.setattr(build, "_on_gpu", lambda: True)
     engines = await start_engines(ModelConfig(path=str(tmp_path / "big")), ModelConfig(path=str(tmp_path / "small")))
     assert [engines[r].config.gpu_memory_utilization for r in ("guidance", "student")] == [0.45, 0.45]
@@ -276,6 +278,19 @@ def test_engine_arguments_for_cpu_and_gpu(tmp_path):
     assert gpu["enforce_eager"] is False and gpu["gpu_memory_utilization"] == 0.45
     assert "kv_cache_memory_bytes" not in gpu and gpu["dtype"] == "auto"
     assert engine_arguments(ModelConfig(enforce_eager=False), tmp_path, on_cpu=True)["enforce_eager"] is False
+
+
+@pytest.mark.parametrize("on_cpu", [True, False])
+def test_engine_arguments_build_vllm_args(tmp_path, on_cpu):
+    """Every keyword airgen passes is one vLLM's AsyncEngineArgs knows: a field renamed in vLLM fails here, in CI,
+    not at a user's first GPU run."""
+    pytest.importorskip("vllm")
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    config = ModelConfig(gpu_memory_utilization=0.45, max_num_seqs=64, tensor_parallel_size=1)
+    built = AsyncEngineArgs(**engine_arguments(config, tmp_path, on_cpu=on_cpu))
+    assert built.model == str(tmp_path) and built.max_model_len == 8192 and built.enable_prefix_caching is True
+    assert built.gpu_memory_utilization == 0.45 and built.max_num_seqs == 64
 
 
 def test_small_machines_compute_on_every_cpu_unless_told_otherwise(monkeypatch):

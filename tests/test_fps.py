@@ -59,7 +59,8 @@ def test_gpu_path_picks_the_reference_rows(m, d, n, seed, method):
 
 def test_triton_kernel_under_the_interpreter_picks_the_reference_rows():
     # TRITON_INTERPRET must be set before triton is imported, so the kernel runs in its own interpreter.
-    # Shapes cover: masked columns (d=40), two column tiles (d=200), several row tiles per program (m=600).
+    # Shapes cover: masked columns (d=40), two column tiles (d=200), several row tiles per program (m=600); then
+    # the element offsets past 2**31, which a full-size matrix (9 GB at 6M rows) could not show here.
     cases = [
         {"m": 150, "d": 40, "n": 25, "seed": 1, "method": "maxmin"},
         {"m": 150, "d": 40, "n": 25, "seed": 1, "method": "last"},
@@ -68,9 +69,10 @@ def test_triton_kernel_under_the_interpreter_picks_the_reference_rows():
     ]
     script = (
         "import json, sys\n"
-        "from airgen_kernels.fps_triton import check\n"
+        "from airgen_kernels.fps_triton import check, check_offsets\n"
         "for case in json.loads(sys.argv[1]):\n"
         "    check(**case)\n"
+        "check_offsets()\n"
         "print('checked', len(json.loads(sys.argv[1])))\n"
     )
     env = {**os.environ, "TRITON_INTERPRET": "1", "CUDA_VISIBLE_DEVICES": ""}

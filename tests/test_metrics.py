@@ -10,10 +10,11 @@ import pytest
 
 from airgen import config as C
 from airgen import journal, run, sink
+from airgen.air.flow import Flow
+from airgen.calls import Completion, Request
 from airgen.config import FlowConfig
 from airgen.corpus import Document
 from airgen.engines.scripted import MethodScript, ScriptedEngine
-from airgen.flow import Flow
 from airgen.metrics import Metrics, Rates, eta_s
 from airgen.scheduler import Scheduler
 
@@ -146,3 +147,34 @@ def test_funnel_drop_counts_line_up_whatever_the_stage_names():
     metrics.dropped_at.update({"back_translate": 3, "propose": 1})
     lines = [line for line in metrics.funnel().splitlines() if "dropped at" in line]
     assert len(lines) == 2 and len({line.rindex(" ") for line in lines}) == 1
+
+
+def test_prometheus_endpoint_serves_the_counters():
+    import socket
+    import urllib.request
+
+    from airgen.metrics import serve_prometheus
+
+    metrics = Metrics()
+    metrics.call_started(Request("d/score/0", "guidance", "score", (), None))  # type: ignore[arg-type]
+    metrics.call_finished("d", Request("d/score/0", "guidance", "score", (), None),  # type: ignore[arg-type]
+                          Completion("Score: 4/5", "stop", 120, 7, 64))
+    metrics.finished("records", levels=[1], sample_id="d")
+    def free_port() -> int:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+
+    port = free_port()
+    server = serve_prometheus(metrics, port)
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert 'airgen_calls_total{role="guidance"} 1.0' in body
+    assert 'airgen_tokens_total{kind="cached",role="guidance"} 64.0' in body
+    assert 'airgen_samples_total{outcome="records"} 1.0' in body
+    second = serve_prometheus(metrics, free_port())  # a second one in the same process: a registry of its own
+    second.shutdown()
+    second.server_close()

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from airgen import prompts as P
-from airgen.prompts import ParseError, PromptFileError, PromptSet
+from airgen.air import parsers, steps
+from airgen.air.steps import load_prompts
+from airgen.parsing import ParseError, word_count
+from airgen.prompts import PromptFileError, PromptSet
 
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 TABLE_16 = (
@@ -20,7 +22,7 @@ ALLOWED = ("Inclusion", "Tone and Style", "Domain-Specific Format", "Data Format
 
 @pytest.fixture(scope="module")
 def ps() -> PromptSet:
-    return PromptSet.load(PROMPTS)
+    return load_prompts(PROMPTS)
 
 
 @pytest.fixture
@@ -37,7 +39,7 @@ def test_twelve_types_in_order(ps):
     assert tuple(t.name for t in ps.types) == TABLE_16
     for t in ps.types:
         assert len(t.description.split()) >= 8, t.name
-        assert 10 <= P.word_count(t.example) <= 20, t.example
+        assert 10 <= word_count(t.example) <= 20, t.example
 
 
 def test_merge_examples(ps):
@@ -45,28 +47,28 @@ def test_merge_examples(ps):
     assert len({e.instruction for e in ps.merge_examples}) == len(ps.merge_examples)
     for e in ps.merge_examples:
         assert 1 <= len(e.constraints) <= 5
-        assert P.word_count(e.merged) > P.word_count(e.instruction)
+        assert word_count(e.merged) > word_count(e.instruction)
 
 
 def test_fingerprint_tracks_file_bytes(ps, folder):
     assert re.fullmatch(r"[0-9a-f]{16}", ps.fingerprint)
-    assert PromptSet.load(folder).fingerprint == ps.fingerprint
+    assert load_prompts(folder).fingerprint == ps.fingerprint
     path = folder / "dedup_constraint.txt"
     path.write_text(path.read_text() + "\nBe brief.\n")
-    assert PromptSet.load(folder).fingerprint != ps.fingerprint
+    assert load_prompts(folder).fingerprint != ps.fingerprint
 
 
 def test_fingerprint_covers_data_files(ps, folder):
     path = folder / "merge_examples.toml"
     path.write_text(path.read_text().replace("Explain how vaccines", "Explain how antibodies", 1))
-    changed = PromptSet.load(folder)
+    changed = load_prompts(folder)
     assert changed.fingerprint != ps.fingerprint
     assert changed.merge_examples[0].instruction.startswith("Explain how antibodies")
 
 
 def test_bundled_copy_is_the_source_folder(ps):
     pytest.importorskip("airgen_prompts", reason="airgen is not installed")
-    assert PromptSet.load().fingerprint == ps.fingerprint
+    assert load_prompts().fingerprint == ps.fingerprint
 
 
 @pytest.mark.parametrize("name, edit, message", [
@@ -97,13 +99,13 @@ def test_bad_folder_is_a_clear_error(folder, name, edit, message):
     else:
         path.write_text(edit(path.read_text()))
     with pytest.raises(PromptFileError, match=re.escape(message)):
-        PromptSet.load(folder)
+        load_prompts(folder)
 
 
 def test_not_utf8(folder):
     (folder / "system.txt").write_bytes(b"\xff\xfe helpful")
     with pytest.raises(PromptFileError, match="not UTF-8"):
-        PromptSet.load(folder)
+        load_prompts(folder)
 
 
 def test_no_sentences_from_the_paper():
@@ -121,7 +123,7 @@ def test_no_sentences_from_the_paper():
 # --- rendering ---------------------------------------------------------------------------------------------
 
 def test_every_template_renders_its_fields(ps):
-    for name, fields in P.TEMPLATE_FIELDS.items():
+    for name, fields in steps.TEMPLATES.items():
         values = {f: f"<<{f.upper()}-VALUE>>" for f in fields}
         system, user = ps.messages(name, **values)
         assert system == {"role": "system", "content": ps.system}
@@ -157,9 +159,9 @@ def test_judge_prompt_keeps_the_repeated_part_first(ps):
     """Across rounds only the answer and the shuffled type list change: everything before the answer is shared."""
     types = list(ps.types)
     first = ps.messages("propose_constraint", instruction="Explain tides.", reference="Tides follow the moon.",
-                        answer="Water moves.", types=P.format_types(types[:6]))[1]["content"]
+                        answer="Water moves.", types=steps.format_types(types[:6]))[1]["content"]
     later = ps.messages("propose_constraint", instruction="Explain tides.", reference="Tides follow the moon.",
-                        answer="The sea rises.", types=P.format_types(types[6:][::-1]))[1]["content"]
+                        answer="The sea rises.", types=steps.format_types(types[6:][::-1]))[1]["content"]
     shared = first[:first.index("Water moves.")]
     assert later.startswith(shared)
     assert shared.index("Explain tides.") < shared.index("Tides follow the moon.")
@@ -168,17 +170,17 @@ def test_judge_prompt_keeps_the_repeated_part_first(ps):
 
 
 def test_helpers(ps):
-    assert P.with_constraints(" Write a poem. ", ["Use rhyme.", " Be short. "]) == \
+    assert steps.with_constraints(" Write a poem. ", ["Use rhyme.", " Be short. "]) == \
         "Write a poem.\n\nUse rhyme.\n\nBe short."
-    assert P.with_constraints("Write a poem.", []) == "Write a poem."
-    assert P.format_numbered(["a", "b "]) == "1. a\n2. b"
-    listed = P.format_types(ps.types[:2])
+    assert steps.with_constraints("Write a poem.", []) == "Write a poem."
+    assert steps.format_numbered(["a", "b "]) == "1. a\n2. b"
+    listed = steps.format_types(ps.types[:2])
     for t in ps.types[:2]:
         assert t.name in listed and t.description in listed and t.example in listed
-    assert P.format_examples([]) == ""
-    block = P.format_examples(ps.merge_examples[:2])
+    assert steps.format_examples([]) == ""
+    block = steps.format_examples(ps.merge_examples[:2])
     assert block.count("[Merged Instruction]") == 2 and ps.merge_examples[1].merged in block
-    assert P.word_count("  one two\nthree\tfour ") == 4
+    assert word_count("  one two\nthree\tfour ") == 4
 
 
 # --- parse_instruction ---------------------------------------------------------------------------------------
@@ -199,13 +201,13 @@ def test_helpers(ps):
     ("Generated instruction - 'Write a guide to composting at home.'", "Write a guide to composting at home."),
 ])
 def test_parse_instruction(text, expected):
-    assert P.parse_instruction(text) == expected
+    assert parsers.parse_instruction(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "  \n\n", "Here is the instruction:", "Instruction:\n\"\"\n---"])
 def test_parse_instruction_rejects(text):
     with pytest.raises(ParseError, match="no instruction line"):
-        P.parse_instruction(text)
+        parsers.parse_instruction(text)
 
 
 # --- parse_refined ---------------------------------------------------------------------------------------------
@@ -213,39 +215,39 @@ def test_parse_instruction_rejects(text):
 def test_parse_refined_strips_label_and_note():
     text = ("**Enhanced Response:**\n\nTides are caused by the moon.\n\n- Spring tides\n- Neap tides\n\n"
             "Note: I removed the unrelated paragraph about boats.\n")
-    assert P.parse_refined(text) == "Tides are caused by the moon.\n\n- Spring tides\n- Neap tides"
+    assert parsers.parse_refined(text) == "Tides are caused by the moon.\n\n- Spring tides\n- Neap tides"
 
 
 def test_parse_refined_preamble_then_label():
     text = "Sure, here is the improved response:\r\nImproved response: Tides rise twice a day.\r\n---\r\n"
-    assert P.parse_refined(text) == "Tides rise twice a day."
+    assert parsers.parse_refined(text) == "Tides rise twice a day."
 
 
 def test_parse_refined_keeps_the_answers_own_lead_in():
     text = "Here are five tips for better sleep:\n1. Keep a schedule.\n2. Avoid caffeine late.\n"
-    assert P.parse_refined(text) == text.strip()
+    assert parsers.parse_refined(text) == text.strip()
 
 
 def test_parse_refined_cuts_a_note_about_the_edit_with_its_list():
     text = ("Preheat the oven.\n\nNote: ovens vary, so check early.\n\nBake for 20 minutes.\n\n"
             "**Note:** Changes made:\n\n- removed the ad\n- added steps")
-    assert P.parse_refined(text) == "Preheat the oven.\n\nNote: ovens vary, so check early.\n\nBake for 20 minutes."
+    assert parsers.parse_refined(text) == "Preheat the oven.\n\nNote: ovens vary, so check early.\n\nBake for 20 minutes."
 
 
 def test_parse_refined_keeps_a_note_inside_the_content():
     text = "Preheat the oven.\n\nNote: ovens vary, so check early.\n\nBake for 20 minutes."
-    assert P.parse_refined(text) == text
+    assert parsers.parse_refined(text) == text
 
 
 def test_parse_refined_keeps_an_inner_note_word():
     text = "Note that the moon matters.\nTides rise twice a day."
-    assert P.parse_refined(text) == text
+    assert parsers.parse_refined(text) == text
 
 
 @pytest.mark.parametrize("text", ["", "Enhanced Response:", "Enhanced Response:\n\n(Note: nothing to change.)"])
 def test_parse_refined_empty(text):
     with pytest.raises(ParseError, match="empty response"):
-        P.parse_refined(text)
+        parsers.parse_refined(text)
 
 
 # --- parse_score ------------------------------------------------------------------------------------------------
@@ -260,14 +262,14 @@ def test_parse_refined_empty(text):
     ("Points: task, knowledge.\nScore: 2", 2),
 ])
 def test_parse_score(text, expected):
-    assert P.parse_score(text) == expected
+    assert parsers.parse_score(text) == expected
 
 
 def test_parse_score_errors():
     with pytest.raises(ParseError, match=r"no 'Score: N/5' line"):
-        P.parse_score("This instruction deserves four points.")
+        parsers.parse_score("This instruction deserves four points.")
     with pytest.raises(ParseError, match="outside 0..5"):
-        P.parse_score("Score: 7/5")
+        parsers.parse_score("Score: 7/5")
 
 
 # --- parse_constraint ------------------------------------------------------------------------------------------
@@ -285,7 +287,7 @@ GOOD = "Mention at least two concrete historical examples and the year each even
     f"**analysis**: gap\n**selected type**: INCLUSION.\n**constraint**: {GOOD}",
 ])
 def test_parse_constraint_messy(text):
-    assert P.parse_constraint(text, ALLOWED) == ("Inclusion", GOOD)
+    assert parsers.parse_constraint(text, ALLOWED) == ("Inclusion", GOOD)
 
 
 @pytest.mark.parametrize("written, expected", [
@@ -295,7 +297,7 @@ def test_parse_constraint_messy(text):
 ])
 def test_parse_constraint_type_spelling(written, expected):
     text = f"**Analysis**: a\n**Selected Type**: {written}\n**Constraint**: {GOOD}"
-    assert P.parse_constraint(text, ALLOWED) == (expected, GOOD)
+    assert parsers.parse_constraint(text, ALLOWED) == (expected, GOOD)
 
 
 @pytest.mark.parametrize("text, reason", [
@@ -315,7 +317,7 @@ def test_parse_constraint_type_spelling(written, expected):
 ])
 def test_parse_constraint_reasons(text, reason):
     with pytest.raises(ParseError, match=re.escape(reason)):
-        P.parse_constraint(text, ALLOWED)
+        parsers.parse_constraint(text, ALLOWED)
 
 
 def test_parse_constraints_one_shot():
@@ -327,17 +329,17 @@ def test_parse_constraints_one_shot():
         "**Selected Type 4**: Tone and Style\n**Constraint 4**: Keep a formal tone.\n"
         "**Selected Type 5**: Data Format\n**Constraint 5**: Answer as a table.\n"
     )
-    assert P.parse_constraints(text, ALLOWED, 2) == [("Inclusion", "Name two examples."),
+    assert parsers.parse_constraints(text, ALLOWED, 2) == [("Inclusion", "Name two examples."),
                                                      ("Tone and Style", "Keep a formal tone.")]
-    assert [t for t, _ in P.parse_constraints(text, ALLOWED, 5)] == ["Inclusion", "Tone and Style", "Data Format"]
+    assert [t for t, _ in parsers.parse_constraints(text, ALLOWED, 5)] == ["Inclusion", "Tone and Style", "Data Format"]
 
 
 def test_parse_constraints_none_valid():
     text = "**Analysis**: a\n**Selected Type**: Citation\n**Constraint**: Cite.\n**Selected Type**: None\n"
     with pytest.raises(ParseError, match=r"no valid constraint: type 'Citation' is not one.*None"):
-        P.parse_constraints(text, ALLOWED, 2)
+        parsers.parse_constraints(text, ALLOWED, 2)
     with pytest.raises(ParseError, match="no valid constraint: no type given"):
-        P.parse_constraints("nothing here", ALLOWED, 2)
+        parsers.parse_constraints("nothing here", ALLOWED, 2)
 
 
 # --- parse_duplicate -------------------------------------------------------------------------------------------
@@ -348,12 +350,12 @@ def test_parse_constraints_none_valid():
     ("No, the new requirement asks for citations.", False), ("Yes.", True),
 ])
 def test_parse_duplicate(text, expected):
-    assert P.parse_duplicate(text) is expected
+    assert parsers.parse_duplicate(text) is expected
 
 
 def test_parse_duplicate_unclear():
     with pytest.raises(ParseError, match="no 'Answer: Yes/No' verdict"):
-        P.parse_duplicate("The two requirements are related.")
+        parsers.parse_duplicate("The two requirements are related.")
 
 
 # --- parse_check -----------------------------------------------------------------------------------------------
@@ -369,12 +371,12 @@ def test_parse_duplicate_unclear():
     ("| Use a formal tone | 2 |\n| Keep it under 100 words | 0 |", [2, 0]),
 ])
 def test_parse_check(text, expected):
-    assert P.parse_check(text, len(expected)) == expected
+    assert parsers.parse_check(text, len(expected)) == expected
 
 
 def test_parse_check_ignores_numbers_inside_criteria():
     text = "List exactly 3 reasons\t1\n\nKeep it under 3\n\nUse 2 examples\t0"
-    assert P.parse_check(text, 2) == [1, 0]
+    assert parsers.parse_check(text, 2) == [1, 0]
 
 
 @pytest.mark.parametrize("text, count, reason", [
@@ -385,7 +387,7 @@ def test_parse_check_ignores_numbers_inside_criteria():
 ])
 def test_parse_check_errors(text, count, reason):
     with pytest.raises(ParseError, match=re.escape(reason)):
-        P.parse_check(text, count)
+        parsers.parse_check(text, count)
 
 
 # --- parse_merged ----------------------------------------------------------------------------------------------
@@ -399,13 +401,13 @@ def test_parse_check_errors(text, count, reason):
     "Write a formal poem about rain in French.\n\n[Response]\nLa pluie tombe...",
 ])
 def test_parse_merged(text):
-    assert P.parse_merged(text) == "Write a formal poem about rain in French."
+    assert parsers.parse_merged(text) == "Write a formal poem about rain in French."
 
 
 @pytest.mark.parametrize("text", ["", "[Merged Instruction]", "Merged instruction:\n\n"])
 def test_parse_merged_empty(text):
     with pytest.raises(ParseError, match="empty merged instruction"):
-        P.parse_merged(text)
+        parsers.parse_merged(text)
 
 
 # --- decode-time formats ---------------------------------------------------------------------------------------
@@ -414,10 +416,17 @@ TYPES = list(TABLE_16)
 
 
 def _plain(regex: str) -> bool:
-    """No lookarounds, backreferences, lazy quantifiers or long counted repeats (slow to compile in xgrammar)."""
+    """No lookarounds, backreferences, lazy quantifiers or counted repeats above 200 (xgrammar compiles a state
+    per count: {1,800} took over vLLM's 5 s compile limit, while the tiny preset's {1,150} compiles at once)."""
     bare = re.sub(r"\\.", "", regex)           # drop escapes
     bare = re.sub(r"\[[^\]]*\]", "C", bare)      # drop character classes
-    return not re.search(r"\(\?[=!<]|[+*}]\?|\{\d*,?\d{3,}\}", bare)
+    counts = [int(hi) for hi in re.findall(r"\{\d*,(\d+)\}", bare)]
+    return not re.search(r"\(\?[=!<]|[+*}]\?", bare) and all(hi <= 200 for hi in counts)
+
+
+def _sent(regex: str) -> list[str]:
+    """`regex` as the default settings send it and as the tiny preset does (free-text lines capped)."""
+    return [regex, steps.shorten(regex)]
 
 
 def _samples():
@@ -427,15 +436,15 @@ def _samples():
             "**Selected Type**: Tone and Style\n**Constraint**: Keep the tone formal throughout.")
     check = "Use a formal tone.\t2\n\nMention two examples.\t0\n\nKeep it under 100 words.\t3"
     return [
-        (P.SCORE_REGEX, "Clear task (+1), general knowledge (+1), self-contained (+1).\nScore: 3/5",
-         P.parse_score, 3),
-        (P.SCORE_REGEX, "Justification: a task (+1).\n\nScore: 1/5", P.parse_score, 1),
-        (P.propose_regex(TYPES), one, lambda t: P.parse_constraint(t, TYPES), ("Inclusion", GOOD)),
-        (P.propose_many_regex(TYPES, 2), many, lambda t: P.parse_constraints(t, TYPES, 2),
+        (steps.SCORE_REGEX, "Clear task (+1), general knowledge (+1), self-contained (+1).\nScore: 3/5",
+         parsers.parse_score, 3),
+        (steps.SCORE_REGEX, "Justification: a task (+1).\n\nScore: 1/5", parsers.parse_score, 1),
+        (steps.propose_regex(TYPES), one, lambda t: parsers.parse_constraint(t, TYPES), ("Inclusion", GOOD)),
+        (steps.propose_many_regex(TYPES, 2), many, lambda t: parsers.parse_constraints(t, TYPES, 2),
          [("Inclusion", "Name two examples."), ("Tone and Style", "Keep the tone formal throughout.")]),
-        (P.check_regex(3), check, lambda t: P.parse_check(t, 3), [2, 0, 3]),
-        ("(" + "|".join(map(re.escape, P.DUPLICATE_CHOICES)) + ")", "Answer: Yes", P.parse_duplicate, True),
-        ("(" + "|".join(map(re.escape, P.DUPLICATE_CHOICES)) + ")", "Answer: No", P.parse_duplicate, False),
+        (steps.check_regex(3), check, lambda t: parsers.parse_check(t, 3), [2, 0, 3]),
+        ("(" + "|".join(map(re.escape, steps.DUPLICATE_CHOICES)) + ")", "Answer: Yes", parsers.parse_duplicate, True),
+        ("(" + "|".join(map(re.escape, steps.DUPLICATE_CHOICES)) + ")", "Answer: No", parsers.parse_duplicate, False),
     ]
 
 
@@ -447,34 +456,40 @@ def test_regex_outputs_parse(index):
 
 
 def test_regexes_reject_wrong_formats():
-    assert not re.fullmatch(P.SCORE_REGEX, "Looks good.\nScore: 6/5")
-    assert not re.fullmatch(P.propose_regex(TYPES), "**Analysis**: a\n**Selected Type**: Style\n**Constraint**: b")
-    assert re.fullmatch(P.propose_regex(TYPES), "**Analysis**: a\n**Selected Type**: None\n**Constraint**: None")
-    assert not re.fullmatch(P.check_regex(2), "A\t1")
-    assert not re.fullmatch(P.check_regex(1), "A\t4")
-    assert not re.fullmatch(P.propose_many_regex(TYPES, 2), _samples()[2][1])
+    assert not re.fullmatch(steps.SCORE_REGEX, "Looks good.\nScore: 6/5")
+    assert not re.fullmatch(steps.propose_regex(TYPES), "**Analysis**: a\n**Selected Type**: Style\n**Constraint**: b")
+    assert re.fullmatch(steps.propose_regex(TYPES), "**Analysis**: a\n**Selected Type**: None\n**Constraint**: None")
+    assert not re.fullmatch(steps.check_regex(2), "A\t1")
+    assert not re.fullmatch(steps.check_regex(1), "A\t4")
+    assert not re.fullmatch(steps.propose_many_regex(TYPES, 2), _samples()[2][1])
     with pytest.raises(ValueError):
-        P.check_regex(0)
+        steps.check_regex(0)
     with pytest.raises(ValueError):
-        P.propose_regex([])
+        steps.propose_regex([])
 
 
 def test_regex_type_names_are_literal():
-    regex = P.propose_regex(["A.B (x)", "C|D"])
+    regex = steps.propose_regex(["A.B (x)", "C|D"])
     assert re.fullmatch(regex, "**Analysis**: a\n**Selected Type**: A.B (x)\n**Constraint**: c")
     assert not re.fullmatch(regex, "**Analysis**: a\n**Selected Type**: AxB (x)\n**Constraint**: c")
-    assert P.parse_constraint("**Selected Type**: C|D\n**Constraint**: c", ["A.B (x)", "C|D"]) == ("C|D", "c")
+    assert parsers.parse_constraint("**Selected Type**: C|D\n**Constraint**: c", ["A.B (x)", "C|D"]) == ("C|D", "c")
+
+
+SENT = [r for base in (steps.SCORE_REGEX, steps.propose_regex(TYPES), steps.propose_many_regex(TYPES, 5),
+                        steps.check_regex(4), steps.SENTENCES_REGEX) for r in _sent(base)]
 
 
 def test_regexes_are_in_the_structured_output_subset():
-    for regex in (P.SCORE_REGEX, P.propose_regex(TYPES), P.propose_many_regex(TYPES, 5), P.check_regex(4)):
+    assert steps.SHORT_LINE in steps.shorten(steps.SCORE_REGEX)
+    for regex in SENT:
         assert _plain(regex), regex
     assert not _plain("a{1,800}") and not _plain("(?=a)b") and not _plain("a{1,3}?") and _plain("a+")
+    assert _plain("[^\\n]{1,150}")
 
 
 def test_regexes_validate_in_llguidance():
     llguidance = pytest.importorskip("llguidance")
-    for regex, _, _, _ in _samples():
+    for regex in [*(r for r, _, _, _ in _samples()), *SENT]:
         assert llguidance.LLMatcher.validate_grammar(llguidance.grammar_from("regex", regex)) == "", regex
 
 
@@ -485,10 +500,12 @@ def test_regexes_compile_in_xgrammar():
         grammar = xgr.Grammar.from_regex(regex)
         assert _is_grammar_accept_string(grammar, sample), regex
         assert not _is_grammar_accept_string(grammar, sample + "\nextra"), regex
+    for regex in SENT:
+        xgr.Grammar.from_regex(regex)
 
 
 def test_type_regex_is_the_same_for_the_same_set_in_any_order():
     shuffled = list(reversed(TYPES))
-    assert P.propose_regex(shuffled) == P.propose_regex(TYPES)
-    assert P.propose_many_regex(shuffled, 2) == P.propose_many_regex(TYPES, 2)
-    assert P.propose_regex(TYPES[1:]) != P.propose_regex(TYPES)
+    assert steps.propose_regex(shuffled) == steps.propose_regex(TYPES)
+    assert steps.propose_many_regex(shuffled, 2) == steps.propose_many_regex(TYPES, 2)
+    assert steps.propose_regex(TYPES[1:]) != steps.propose_regex(TYPES)

@@ -11,10 +11,10 @@ import pytest
 
 from airgen import journal, sink
 from airgen.config import FlowConfig
-from airgen.corpus import Document, Rejection
+from airgen.corpus import Document, Rejection, first_ids
 from airgen.engines import RequestRejected
 from airgen.engines.scripted import MethodScript, ScriptedEngine
-from airgen.flow import Flow
+from airgen.air.flow import Flow
 from airgen.metrics import Metrics
 from airgen.scheduler import EngineFailed, Scheduler
 
@@ -99,7 +99,7 @@ async def test_bad_input_and_duplicate_ids_are_recorded(prompts, tmp_path):
         yield Document("doc00001", "the same id again " * 10, "in.jsonl:5")
 
     scheduler, j, s = build(tmp_path, prompts, engines)
-    await scheduler.run(units())
+    await scheduler.run(first_ids(units()))
     j.close()
     s.close()
     rejected = read(tmp_path / "rejected.jsonl")
@@ -170,7 +170,8 @@ async def test_an_error_in_our_own_handling_stops_the_run(prompts, tmp_path):
 
 
 @pytest.mark.parametrize("refused, latency, also_asked", [
-    ("doc00001/refine/0", None, "doc00001/score/0"),
+    # The refinement goes out with round 1's answer: the sample ends once that call is back too.
+    ("doc00001/refine/0", None, "doc00001/answer/1"),
     # Round 1's check goes out with round 2's proposal: the sample ends once that call is back too.
     ("doc00001/check/1", lambda r: 0.02 if r.stage == "propose" else 0.001, "doc00001/propose/2"),
 ])
@@ -192,3 +193,27 @@ async def test_refused_request_drops_only_its_sample(prompts, tmp_path, refused,
     done = [e["done"] for e in read(tmp_path / "journal.jsonl") if "done" in e]
     assert sorted(done) == ["doc00000", "doc00001", "doc00002"]
     assert {r["meta"]["doc_id"] for r in read(tmp_path / "records.jsonl")} == {"doc00000", "doc00002"}
+
+
+async def test_the_sample_closest_to_done_goes_first(prompts, tmp_path):
+    engine, engines = shared_engine(prompts, latency=lambda r: 0.0005)
+    scheduler, j, s = build(tmp_path, prompts, engines, windows={"guidance": 1, "student": 1})
+    lane = scheduler._lanes["guidance"]
+    served, finished = [], []
+    respond = engine._respond
+
+    def watch(request):
+        # At the moment a request is served, nothing waiting is closer to done (the heap holds -progress).
+        served.append((request.progress, -lane.queue[0][0] if lane.queue else None))
+        if request.stage == "respond":
+            finished.append(request.unit)
+        return respond(request)
+
+    engine._respond = watch
+    await scheduler.run(docs(6))
+    j.close()
+    s.close()
+    assert all(waiting is None or progress >= waiting for progress, waiting in served)
+    assert any(waiting is not None for _, waiting in served)
+    # Started samples are finished before new ones take the engine: the first document is done first.
+    assert finished[0] == "doc00000" and len(set(finished)) == 6

@@ -1,7 +1,6 @@
 """`airgen select` end to end on real news articles with real MiniLM embeddings."""
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -9,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from airgen import select
+from airgen import cli, select
 from airgen.corpus import Document, bundled_corpus, read_documents
 from airgen_kernels import farthest_point_sampling
 
@@ -18,9 +17,7 @@ N_PICK = 5
 
 
 def run_select(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="airgen select")
-    select.add_arguments(parser)
-    return select.run(parser.parse_args([str(a) for a in argv]))
+    return cli.main(["select", *(str(a) for a in argv)])
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -70,7 +67,8 @@ def test_outputs_name_the_picks_in_order(first_run, articles):
 
 def test_every_rejection_is_recorded_with_its_rule(first_run, corpus_file):
     rejected = read_jsonl(first_run / select.REJECTED)
-    assert [(r["id"], r["rule"]) for r in rejected] == [("short", "words"), ("copy", "duplicate"), (None, "bad_json")]
+    assert [(r["id"], r["stage"], r["reason"]) for r in rejected] == [
+        ("short", "filter", "words"), ("copy", "filter", "duplicate"), (None, "read", "bad_json")]
     assert rejected[0]["value"] == 5 and rejected[1]["value"] == "news-3" and rejected[2]["source"] == f"{corpus_file}:{N_ARTICLES + 3}"
     summary = json.loads((first_run / select.SUMMARY).read_text())
     assert summary["read"] == N_ARTICLES + 3 and summary["kept"] == N_ARTICLES

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from airgen.calls import ROLES, Role
 from airgen.config import ConfigError, ModelConfig
-from airgen.engines import Engine
+from airgen.engines import Engine, model_identity
 
 # Two different in-process models on one GPU: each takes a little under half of it.
 SHARED_GPU_FRACTION = 0.45
@@ -19,10 +18,10 @@ async def start_engines(guidance: ModelConfig, student: ModelConfig) -> dict[Rol
     """
     configs = _split_gpu(_shared({"guidance": _resolve(guidance), "student": _resolve(student)}))
     engines: dict[Role, Engine] = {}
-    started: dict[tuple[str, ...], Engine] = {}
+    started: dict[str, Engine] = {}
     try:
         for role in ROLES:
-            identity = _identity(configs[role])
+            identity = model_identity(configs[role])
             if identity not in started:
                 started[identity] = await _start(configs[role])
             engines[role] = started[identity]
@@ -44,16 +43,6 @@ async def close_engines(engines: dict) -> None:
         raise failure
 
 
-def _identity(config: ModelConfig) -> tuple[str, ...]:
-    """What names a model: the server and its model name, or the resolved folder."""
-    if config.url:
-        from airgen.engines.openai import base_url
-
-        return ("url", base_url(config.url), config.model or "")
-    assert config.path is not None, "resolve the embedded model first"
-    return ("path", str(Path(config.path).expanduser().resolve()))
-
-
 def _resolve(config: ModelConfig) -> ModelConfig:
     if config.url or config.path:
         return config
@@ -66,7 +55,7 @@ def _shared(configs: dict[Role, ModelConfig]) -> dict[Role, ModelConfig]:
     """One engine serves a model both roles name (however its path or url is spelled), so their settings must
     agree."""
     guidance, student = configs["guidance"], configs["student"]
-    if _identity(guidance) == _identity(student):
+    if model_identity(guidance) == model_identity(student):
         differing = [
             f.name
             for f in dataclasses.fields(ModelConfig)
@@ -81,7 +70,7 @@ def _shared(configs: dict[Role, ModelConfig]) -> dict[Role, ModelConfig]:
 
 
 def _split_gpu(configs: dict[Role, ModelConfig]) -> dict[Role, ModelConfig]:
-    in_process = {_identity(c) for c in configs.values() if not c.url}
+    in_process = {model_identity(c) for c in configs.values() if not c.url}
     if len(in_process) < 2 or not _on_gpu():
         return configs
     return {

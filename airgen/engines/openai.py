@@ -14,7 +14,7 @@ from asyncio_throttle import Throttler
 
 from airgen.calls import Completion, Request, Sampling
 from airgen.config import ModelConfig
-from airgen.engines import RequestRejected
+from airgen.engines import RequestRejected, base_url
 
 # Backoff between attempts: doubling from the base, capped, half of it random so that clients spread out.
 _BACKOFF_BASE_S = 0.5
@@ -133,12 +133,6 @@ class OpenAIEngine:
         if self._config.dialect == "vllm":
             body.update(_vllm_fields(sampling))
         return body
-
-
-def base_url(url: str) -> str:
-    """The server's root: the url without a trailing slash or /v1."""
-    url = url.rstrip("/")
-    return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
 def _vllm_fields(sampling: Sampling) -> dict[str, Any]:

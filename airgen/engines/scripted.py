@@ -7,8 +7,8 @@ import hashlib
 import random
 from typing import Callable
 
-from airgen import prompts as P
-from airgen.calls import Completion, Request
+from airgen.calls import Completion, Request, split_key
+from airgen.prompts import PromptSet
 
 Responder = Callable[[Request], "str | Completion"]
 
@@ -49,7 +49,7 @@ class MethodScript:
     `duplicate`: share of dedup verdicts that say "duplicate".
     """
 
-    def __init__(self, prompts: P.PromptSet, *, score: int = 5, fail: float = 0.7, duplicate: float = 0.0):
+    def __init__(self, prompts: PromptSet, *, score: int = 5, fail: float = 0.7, duplicate: float = 0.0):
         self.prompts = prompts
         self.score = score
         self.fail = fail
@@ -57,8 +57,7 @@ class MethodScript:
 
     def __call__(self, request: Request) -> str:
         rng = random.Random(hashlib.blake2b(request.key.encode(), digest_size=8).digest())
-        user = request.messages[-1]["content"]
-        topic = request.key.split("/")[0]
+        topic = split_key(request.key)[0]
         match request.stage:
             case "back_translate":
                 return f"Write a short practical guide about topic {topic} for a general reader."
@@ -67,20 +66,17 @@ class MethodScript:
             case "score":
                 return f"The instruction is a clear general task.\nScore: {self.score}/5"
             case "propose":
-                types = [t for t in self.prompts.types if P.format_types([t]) in user]
-                if not types:
+                # The first of the offered types in the prompt set's order.
+                kind = next((t.name for t in self.prompts.types if t.name in request.args["allowed"]), None)
+                if kind is None:
                     return "**Analysis**: nothing to add.\n**Selected Type**: None\n**Constraint**: None"
-                kind = types[0].name
                 return (f"**Analysis**: the answer lacks {kind.lower()} features.\n**Selected Type**: {kind}\n"
                         f"**Constraint**: The answer must follow the {kind.lower()} rule number {rng.randint(1, 999)}"
                         " throughout.")
             case "dedup":
                 return "Answer: Yes" if rng.random() < self.duplicate else "Answer: No"
             case "check":
-                # The check regex encodes how many lines are wanted.
-                count = next((n for n in range(1, 13) if request.sampling.regex == P.check_regex(n)), None)
-                if count is None:
-                    raise ValueError("MethodScript answers the check step only with structured outputs on")
+                count = request.args["count"]
                 return "\n\n".join(f"criterion {i}\t{0 if rng.random() < self.fail else 3}" for i in range(count))
             case "merge":
                 return f"Write a practical guide about topic {topic} that meets every listed rule."

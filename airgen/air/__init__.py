@@ -1,0 +1,1 @@
+"""AIR (Automatic Iterative Refinement): the steps (`air.steps`) and the state machine that orders them (`air.flow`)."""

@@ -1,0 +1,111 @@
+"""How airgen writes files, in one place: whole files appear atomically, logs only ever grow by whole lines.
+
+- `atomic_write` / `atomic_text`: the file appears under its name only once completely written (temporary file in
+  the same folder, fsync, rename, fsync of the folder), so a kill never leaves a half-written file behind its name.
+- `AppendLog`: one orjson line per `write`, a single os.write on an O_APPEND descriptor, fsync on close. A SIGKILL
+  leaves whole lines plus at most one torn last line, which `repair_tail` cuts off when the file is opened again.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import orjson
+
+_LINE = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+
+
+def line(obj: Any) -> bytes:
+    """One JSON line, as every airgen JSONL file holds them."""
+    return orjson.dumps(obj, option=_LINE)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_text(path: Path) -> Iterator[IO[str]]:
+    """A text file, written through the yielded handle, that appears under `path` only once complete."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def repair_tail(path: Path) -> None:
+    """Cut a torn last line (a write interrupted by a kill) so that appends start on a fresh line."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        # Walk back to the last newline; lines are short relative to the file, so read in blocks.
+        pos = size
+        while pos > 0:
+            start = max(0, pos - 65536)
+            f.seek(start)
+            block = f.read(pos - start)
+            i = block.rfind(b"\n")
+            if i >= 0:
+                f.truncate(start + i + 1)
+                return
+            pos = start
+        f.truncate(0)
+
+
+class AppendLog:
+    """An append-only JSONL file: whole lines only, durable once closed."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        repair_tail(self.path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, *objs: Any) -> None:
+        """Append each object as one line, all of them in one write."""
+        if objs:
+            write_all(self._fd, b"".join(line(obj) for obj in objs))
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
