@@ -2,7 +2,7 @@
 
 - Counters: calls and tokens per role and stage, samples by outcome, records by level.
 - Goodput: every token is charged to its sample; when the sample ends, its tokens move to "records" or to the stage
-  it was dropped at, so the final summary says how much of the engines' work produced records.
+  it was rejected at, so the final summary says how much of the engines' work produced records.
 - Engine time: each engine's wall time is split into busy (>= 1 request outstanding) and idle, and idle by cause:
   `airgen` (samples exist but all wait on our own work: parsing, journaling, admission), `other_model` (samples wait
   on the other engine) and `no_samples` (nothing admitted yet, or the input is exhausted). A scheduler regression
@@ -60,11 +60,11 @@ class Metrics:
     in_flight_by_stage: collections.Counter = field(default_factory=collections.Counter)
     # Funnel: how far samples got. "records" counts samples with >= 1 record; levels counts records by level.
     outcomes: collections.Counter = field(default_factory=collections.Counter)
-    dropped_at: collections.Counter = field(default_factory=collections.Counter)
+    rejected_at: collections.Counter = field(default_factory=collections.Counter)
     records_by_level: collections.Counter = field(default_factory=collections.Counter)
     resumed: int = 0  # units already finished before this run started
     replayed_calls: int = 0
-    # Goodput: "records" or the stage a sample was dropped at -> tokens its calls used in this run.
+    # Goodput: "records" or the stage a sample was rejected at -> tokens its calls used in this run.
     spend: dict[str, Spend] = field(default_factory=lambda: collections.defaultdict(Spend))
     engines: dict[str, EngineTime] = field(default_factory=dict)
     handling_s: float = 0.0  # our own work after each completion: journal, flow, sink, dispatch
@@ -99,10 +99,10 @@ class Metrics:
                  sample_id: str | None = None) -> None:
         self.outcomes[outcome] += 1
         if stage is not None:
-            self.dropped_at[stage] += 1
+            self.rejected_at[stage] += 1
         for level in levels or ():
             self.records_by_level[level] += 1
-        spend = self.spend[RECORDS if outcome == RECORDS else f"dropped at {stage}"]
+        spend = self.spend[RECORDS if outcome == RECORDS else f"rejected at {stage}"]
         spend.samples += 1
         prompt, output = self._open.pop(sample_id, (0, 0)) if sample_id is not None else (0, 0)
         spend.prompt_tokens += prompt
@@ -145,7 +145,7 @@ class Metrics:
         return max(time.monotonic() - self.started, 1e-9)
 
     def goodput(self) -> dict[str, Any]:
-        """Tokens on samples with records vs dropped ones (by stage) vs still unfinished."""
+        """Tokens on samples with records vs rejected ones (by stage) vs still unfinished."""
         groups = {name: {"samples": s.samples, "prompt_tokens": s.prompt_tokens, "output_tokens": s.output_tokens}
                   for name, s in sorted(self.spend.items())}
         if self._open:
@@ -168,10 +168,10 @@ class Metrics:
         return {
             "time": time.time(),
             "elapsed_s": round(self.elapsed, 3),
-            "samples": {"records": self.outcomes[RECORDS], "dropped": self.done - self.outcomes[RECORDS],
+            "samples": {"records": self.outcomes[RECORDS], "rejected": self.done - self.outcomes[RECORDS],
                         "resumed": self.resumed, "total": self.total, "in_flight": self.active},
             "in_flight_by_stage": {s: n for s, n in self.in_flight_by_stage.items() if n},
-            "dropped_at": dict(self.dropped_at),
+            "rejected_at": dict(self.rejected_at),
             "roles": {role: {"calls": c.calls, "prompt_tokens": c.prompt_tokens, "output_tokens": c.output_tokens,
                              "cached_tokens": c.cached_tokens} for role, c in sorted(self.roles.items())},
             "engines": self.engine_time(),
@@ -183,9 +183,9 @@ class Metrics:
         lines.append(f"  finished this run   {self.done}" + (f" (+{self.resumed} before)" if self.resumed else ""))
         for outcome, n in sorted(self.outcomes.items()):
             lines.append(f"  {outcome:<19} {n}")
-        width = max(map(len, self.dropped_at), default=0)
-        for stage, n in self.dropped_at.most_common():
-            lines.append(f"    dropped at {stage:<{width}} {n}")
+        width = max(map(len, self.rejected_at), default=0)
+        for stage, n in self.rejected_at.most_common():
+            lines.append(f"    rejected at {stage:<{width}} {n}")
         for level in sorted(self.records_by_level):
             lines.append(f"  records at level {level:<2} {self.records_by_level[level]}")
         elapsed = self.elapsed
@@ -242,7 +242,7 @@ class Rates:
                 "output_tok_s": round((c["output_tokens"] - before.get("output_tokens", 0)) / dt, 1),
                 "cache_hit": round(cached / prompt, 4) if prompt else None,
             }
-        finished = lambda s: s["samples"]["records"] + s["samples"]["dropped"]  # noqa: E731
+        finished = lambda s: s["samples"]["records"] + s["samples"]["rejected"]  # noqa: E731
         rates["samples_per_s"] = round((finished(snap) - finished(first)) / dt, 3)
         return rates
 
@@ -251,7 +251,7 @@ def eta_s(snap: dict[str, Any], rates: dict[str, Any]) -> float | None:
     samples = snap["samples"]
     if not samples["total"] or not rates.get("samples_per_s"):
         return None
-    left = samples["total"] - samples["records"] - samples["dropped"] - samples["resumed"]
+    left = samples["total"] - samples["records"] - samples["rejected"] - samples["resumed"]
     return max(left, 0) / rates["samples_per_s"]
 
 
@@ -263,7 +263,7 @@ def progress_line(snap: dict[str, Any], rates: dict[str, Any]) -> str:
                    + (f" hit {r['cache_hit']:.0%}" if r["cache_hit"] is not None else "")
                    for role, r in rates["roles"].items()) or "-"
     eta = eta_s(snap, rates)
-    return (f"[{snap['elapsed_s']:,.0f}s] done {s['records']} dropped {s['dropped']}{total} | in flight {flight} | "
+    return (f"[{snap['elapsed_s']:,.0f}s] done {s['records']} rejected {s['rejected']}{total} | in flight {flight} | "
             f"prompt/output {tps}" + (f" | eta {eta:,.0f}s" if eta is not None else ""))
 
 
@@ -298,15 +298,15 @@ def _panel(snap: dict[str, Any], rates: dict[str, Any]):
 
     s = snap["samples"]
     eta = eta_s(snap, rates)
-    title = (f"{snap['elapsed_s']:,.0f}s  records {s['records']}  dropped {s['dropped']}"
+    title = (f"{snap['elapsed_s']:,.0f}s  records {s['records']}  rejected {s['rejected']}"
              + (f" of {s['total']}" if s["total"] else "") + (f"  resumed {s['resumed']}" if s["resumed"] else "")
              + (f"  eta {eta:,.0f}s" if eta is not None else ""))
     table = Table(title=title, title_justify="left", box=None, pad_edge=False)
-    for column in ("", "in flight", "dropped", "prompt tok/s", "output tok/s", "cache hit", "busy"):
+    for column in ("", "in flight", "rejected", "prompt tok/s", "output tok/s", "cache hit", "busy"):
         table.add_column(column, justify="left" if not column else "right")
     for stage, n in snap["in_flight_by_stage"].items():
-        table.add_row(stage, str(n), str(snap["dropped_at"].get(stage, 0)), "", "", "", "")
-    for stage, n in snap["dropped_at"].items():
+        table.add_row(stage, str(n), str(snap["rejected_at"].get(stage, 0)), "", "", "", "")
+    for stage, n in snap["rejected_at"].items():
         if stage not in snap["in_flight_by_stage"]:
             table.add_row(stage, "0", str(n), "", "", "", "")
     busy = {name: t["busy_share"] for name, t in snap["engines"].items()}
@@ -333,7 +333,7 @@ def serve_prometheus(metrics: Metrics, port: int):
                 for kind in ("prompt", "output", "cached"):
                     tokens.add_metric([role, kind], c[f"{kind}_tokens"])
             samples = CounterMetricFamily("airgen_samples", "finished samples by outcome", labels=["outcome"])
-            for outcome in ("records", "dropped"):
+            for outcome in ("records", "rejected"):
                 samples.add_metric([outcome], snap["samples"][outcome])
             flight = GaugeMetricFamily("airgen_in_flight", "calls in flight by stage", labels=["stage"])
             for stage, n in snap["in_flight_by_stage"].items():

@@ -2,7 +2,7 @@
 
 Parsers are lenient about presentation (bold markers, headings, quotes, Windows newlines, preambles, trailing notes)
 because guidance models of every size add them; they are strict about content. Each one returns its value or raises
-`ParseError` with a short reason, which the flow records as the reason a sample or a level was dropped.
+`ParseError` with a short reason: why a sample was rejected or a level dropped.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ A recipe turns one unit (a document, an instruction-response pair) into records 
 knows it only through three events:
 
   start(sample)                        -> the first requests
-  advance(sample, key, completion)     -> the requests it unlocks (none while others are in flight) | Done | Dropped
+  advance(sample, key, completion)     -> the requests it unlocks (none while others are in flight) | Done | Rejected
   refused(sample, key, reason)         -> the same, after an engine refused one request for good
 
 A handler builds requests and returns them; `advance` commits what is returned (the sample's `pending`), so a
@@ -37,14 +37,14 @@ class Done:
 
 
 @dataclass(frozen=True, slots=True)
-class Dropped:
+class Rejected:
     stage: str
     reason: str
     level_drops: list[dict[str, Any]] = field(default_factory=list)
 
 
 # Requests to ask (an empty list: wait for the calls in flight), or the unit's end.
-Next = list[Request] | Done | Dropped
+Next = list[Request] | Done | Rejected
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,7 @@ class Unit:
     pending: dict[str, Request] = field(default_factory=dict)  # key -> request in flight
     calls: int = 0
     # Set when an engine refused one of the sample's requests: the sample ends with it once its other calls return.
-    refusal: Dropped | None = None
+    refusal: Rejected | None = None
 
 
 class Recipe:
@@ -99,11 +99,11 @@ class Recipe:
         return self._commit(sample, self._conclude(sample, self.on[request.stage](sample, request, value)))
 
     def refused(self, sample: Unit, key: str, reason: str) -> Next:
-        """The engine refused a request (a prompt longer than its context, say): the sample is dropped at that
+        """The engine refused a request (a prompt longer than its context, say): the sample is rejected at that
         stage, once the calls it still has in flight have returned."""
         request = self._take(sample, key)
         if sample.refusal is None:
-            sample.refusal = Dropped(request.stage, f"engine refused the request: {reason}")
+            sample.refusal = Rejected(request.stage, f"engine refused the request: {reason}")
         return self._commit(sample, self._conclude(sample, []))
 
     # -- what a recipe implements -------------------------------------------------------------------------------
@@ -117,11 +117,11 @@ class Recipe:
         """Requests that any event may unlock (AIR: the levels whose rounds are settled); none by default."""
         return []
 
-    def finish(self, sample: Unit) -> Done | Dropped:
+    def finish(self, sample: Unit) -> Done | Rejected:
         """The sample's end, once nothing is in flight and nothing more is asked."""
         raise NotImplementedError
 
-    def end_refused(self, sample: Unit) -> Dropped:
+    def end_refused(self, sample: Unit) -> Rejected:
         assert sample.refusal is not None
         return sample.refusal
 

@@ -10,7 +10,7 @@ from airgen.engines.scripted import MethodScript
 from airgen.air.flow import Flow, Sample
 from airgen.air.steps import load_prompts
 from airgen.prompts import PromptSet
-from airgen.recipe import Done, Dropped
+from airgen.recipe import Done, Rejected
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +32,7 @@ def drive(flow: Flow, sample: Sample, respond: Callable[[Request], str | Complet
         request = todo.pop(pick(todo) if pick else 0)
         out = respond(request)
         step = flow.advance(sample, request.key, out if isinstance(out, Completion) else completion(out))
-        if isinstance(step, (Done, Dropped)):
+        if isinstance(step, (Done, Rejected)):
             return step, requests
         todo.extend(step)
         requests.extend(step)

@@ -7,7 +7,7 @@ import pytest
 
 from airgen.air.flow import Sample
 from airgen.calls import Completion
-from airgen.recipe import Done, Dropped, FlowError
+from airgen.recipe import Done, Rejected, FlowError
 from tests.conftest import completion, drive, make_flow, script
 
 DOC = "A long human-written article about gardening in small urban spaces. " * 8
@@ -26,7 +26,7 @@ def answered_before(flow, sample, respond, pick=None):
         out = respond(request)
         step = flow.advance(sample, request.key, out if isinstance(out, Completion) else completion(out))
         answered.append(keys([request])[0])
-        if isinstance(step, (Done, Dropped)):
+        if isinstance(step, (Done, Rejected)):
             return step, asked
         asked += [(r, set(answered)) for r in step]
         todo.extend(step)
@@ -143,7 +143,7 @@ def test_judge_sees_initial_instruction_and_refined_document(prompts):
 )
 def test_drops_before_any_constraint(prompts, overrides, stage, reason):
     step, _ = drive(make_flow(prompts, rounds=3), Sample("d1", DOC), script(prompts, overrides, fail=1.0))
-    assert isinstance(step, Dropped)
+    assert isinstance(step, Rejected)
     assert step.stage == stage
     assert reason.lower() in step.reason.lower()
 
@@ -185,7 +185,7 @@ def test_check_decides_failed_set(prompts):
 
 def test_student_meets_everything_drops_sample(prompts):
     step, _ = drive(make_flow(prompts, rounds=2), Sample("d1", DOC), script(prompts, fail=0.0))
-    assert isinstance(step, Dropped) and step.stage == "check"
+    assert isinstance(step, Rejected) and step.stage == "check"
     assert "no level produced a record" in step.reason
 
 
@@ -294,7 +294,7 @@ def test_impossible_events_are_loud(prompts):
 
 def test_score_comes_before_the_refinement(prompts):
     step, requests = drive(make_flow(prompts), Sample("d1", DOC), script(prompts, score=2))
-    assert isinstance(step, Dropped) and step.stage == "score"
+    assert isinstance(step, Rejected) and step.stage == "score"
     assert keys(requests) == ["back_translate/0", "score/0"]
 
 
@@ -371,7 +371,7 @@ def test_calls_asked_together_fail_in_stage_order(prompts, overrides, stage):
     respond = script(prompts, overrides, fail=1.0)
     for pick in (lambda todo: 0, lambda todo: len(todo) - 1):
         step, requests = drive(make_flow(prompts, judge="model"), Sample("d1", DOC), respond, pick)
-        assert isinstance(step, Dropped) and step.stage == stage and "empty output" in step.reason
+        assert isinstance(step, Rejected) and step.stage == stage and "empty output" in step.reason
         assert {"refine/0", "reference/0", "answer/1"} <= set(keys(requests)) and "propose/1" not in keys(requests)
 
 
@@ -385,7 +385,7 @@ def test_refused_request_ends_the_sample_once_its_other_calls_return(prompts):
     check, propose = todo
     assert flow.refused(sample, check.key, "prompt longer than the context") == []
     step = flow.advance(sample, propose.key, completion(respond(propose)))
-    assert isinstance(step, Dropped) and step.stage == "check"
+    assert isinstance(step, Rejected) and step.stage == "check"
     assert "engine refused the request: prompt longer than the context" in step.reason
     assert not sample.pending
 

@@ -56,15 +56,15 @@ async def test_goodput_splits_tokens_by_outcome_and_drop_stage(prompts, tmp_path
     s.sink.close()
     spent = journal_tokens(tmp_path)
     good = s.metrics.goodput()["by_outcome"]
-    assert set(good) == {"records", "dropped at score"}
-    assert good["records"]["samples"] == 20 and good["dropped at score"]["samples"] == 20
-    for bucket, parity in (("records", 0), ("dropped at score", 1)):
+    assert set(good) == {"records", "rejected at score"}
+    assert good["records"]["samples"] == 20 and good["rejected at score"]["samples"] == 20
+    for bucket, parity in (("records", 0), ("rejected at score", 1)):
         expected = sum(n for doc, n in spent.items() if int(doc[3:]) % 2 == parity)
         assert good[bucket]["prompt_tokens"] + good[bucket]["output_tokens"] == expected
     total = sum(spent.values())
     assert s.metrics.goodput()["share"] == pytest.approx(
         (good["records"]["prompt_tokens"] + good["records"]["output_tokens"]) / total)
-    assert "dropped at score" in s.metrics.funnel() and "goodput:" in s.metrics.funnel()
+    assert "rejected at score" in s.metrics.funnel() and "goodput:" in s.metrics.funnel()
 
 
 async def test_idle_time_counts_our_own_work(prompts, tmp_path):
@@ -105,7 +105,7 @@ async def test_idle_time_waiting_on_the_other_model(prompts, tmp_path):
 
 
 def snap(t: float, output: int, prompt: int, cached: int, done: int, total: int | None = 100) -> dict:
-    return {"elapsed_s": t, "samples": {"records": done, "dropped": 0, "resumed": 0, "total": total},
+    return {"elapsed_s": t, "samples": {"records": done, "rejected": 0, "resumed": 0, "total": total},
             "roles": {"guidance": {"prompt_tokens": prompt, "output_tokens": output, "cached_tokens": cached}}}
 
 
@@ -144,8 +144,8 @@ async def test_metrics_jsonl_written_during_a_run(prompts, tmp_path):
 
 def test_funnel_drop_counts_line_up_whatever_the_stage_names():
     metrics = Metrics()
-    metrics.dropped_at.update({"back_translate": 3, "propose": 1})
-    lines = [line for line in metrics.funnel().splitlines() if "dropped at" in line]
+    metrics.rejected_at.update({"back_translate": 3, "propose": 1})
+    lines = [line for line in metrics.funnel().splitlines() if "rejected at" in line]
     assert len(lines) == 2 and len({line.rindex(" ") for line in lines}) == 1
 
 

@@ -5,7 +5,7 @@ One `Sample` per document, in one of four phases:
   INITIAL   back_translate -> score (keep >= threshold) -> refine [+ reference, judge="model"] + round 1's answer
   ROUNDS    rounds 1..R: answer -> propose -> dedup (round >= 2) -> answer_with -> check
   SETTLING  the rounds are over; checks and levels still in flight
-  ENDED     Done (one record per level) or Dropped (stage and reason)
+  ENDED     Done (one record per level) or Rejected (stage and reason)
 
 and levels 1..K (merge -> respond) run alongside ROUNDS and SETTLING. What each step asks and accepts is in
 `air.steps`; this module holds when each one is asked. Every transition is one handler in `Flow.on`, and what a
@@ -31,7 +31,7 @@ from airgen.air.steps import (
 from airgen.calls import Request
 from airgen.config import FlowConfig
 from airgen.prompts import PromptSet
-from airgen.recipe import Done, Dropped, Fault, FlowError, Next, Recipe, Unit
+from airgen.recipe import Done, Rejected, Fault, FlowError, Next, Recipe, Unit
 
 # What a call waits for besides the answer that unlocks it: a round's proposal goes out once none of these is in
 # flight (their faults are weighed in this order, so the outcome does not depend on which came back first). A level
@@ -121,13 +121,13 @@ class Flow(Recipe):
 
     def _on_back_translate(self, s: Sample, request: Request, value: str | Fault) -> Next:
         if isinstance(value, Fault):
-            return Dropped(BACK_TRANSLATE, value.reason)
+            return Rejected(BACK_TRANSLATE, value.reason)
         s.instruction = value
         return [self.ask(s, SCORE, 0, {"instruction": s.instruction})]
 
     def _on_score(self, s: Sample, request: Request, value: int | Fault) -> Next:
         if isinstance(value, Fault):
-            return Dropped(SCORE, value.reason)
+            return Rejected(SCORE, value.reason)
         s.score = value
         requests = [self.ask(s, REFINE, 0, {"instruction": s.instruction, "document": s.document})]
         if self.config.judge == "model":
@@ -172,7 +172,7 @@ class Flow(Recipe):
             if stage in s.faults:
                 if stage == ANSWER:
                     return self._end_rounds(s, ANSWER, s.faults[ANSWER])
-                return Dropped(stage, s.faults[stage])
+                return Rejected(stage, s.faults[stage])
         return [self._propose(s)]
 
     @staticmethod
@@ -260,7 +260,7 @@ class Flow(Recipe):
         s.rounds_end = f"round {s.round} {stage}: {reason}"
         s.phase = Phase.SETTLING
         if not s.constraints:
-            return Dropped(stage, f"round {s.round}: {reason}")
+            return Rejected(stage, f"round {s.round}: {reason}")
         return []
 
     # -- 3. final records, one per level ----------------------------------------------------------------------------
@@ -316,12 +316,12 @@ class Flow(Recipe):
         s.level_drops.append({"level": k, "stage": stage, "reason": reason})
         return []
 
-    def end_refused(self, s: Sample) -> Dropped:
+    def end_refused(self, s: Sample) -> Rejected:
         s.phase = Phase.ENDED
         s.level_drops.sort(key=_level)
         return dataclasses.replace(s.refusal, level_drops=s.level_drops)
 
-    def finish(self, s: Sample) -> Done | Dropped:
+    def finish(self, s: Sample) -> Done | Rejected:
         s.phase = Phase.ENDED
         # Levels finish in any order; the output does not.
         s.level_drops.sort(key=_level)
@@ -329,7 +329,7 @@ class Flow(Recipe):
             # Built last: a record's meta tells how the rounds ended.
             return Done([self._record(s, k, s.responses[k]) for k in sorted(s.responses)], s.level_drops)
         last = s.level_drops[-1]
-        return Dropped(last["stage"], f"no level produced a record; level {last['level']}: {last['reason']}",
+        return Rejected(last["stage"], f"no level produced a record; level {last['level']}: {last['reason']}",
                        s.level_drops)
 
     def _record(self, s: Sample, level: int, response: str) -> dict[str, Any]:
