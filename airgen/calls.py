@@ -59,6 +59,14 @@ class Request:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """An engine's final no to one request (HTTP 400/413/422, a prompt over the context). Journaled like a
+    completion: the call is finished, and a resume never sends it again."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Completion:
     text: str
     finish_reason: str  # "stop" | "length" | ...

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-from airgen.calls import Completion, split_key
+from airgen.calls import Completion, Refusal, split_key
 from airgen.files import AppendLog, repair_tail
 
 
@@ -23,7 +23,7 @@ class JournalError(RuntimeError):
 class Replay:
     """What a journal holds for a resumed run."""
 
-    completions: dict[str, Completion]  # call key -> completion, for samples not finished yet
+    completions: dict[str, Completion | Refusal]  # call key -> its answer, for samples not finished yet
     finished: set[str]  # unit ids (samples, input rejections) whose output lines are complete
     calls: int  # calls on record, finished samples included
 
@@ -40,7 +40,9 @@ def _events(path: Path):
                 raise JournalError(f"{path}:{n} is not a journal line; the journal is damaged beyond its last line") from None
 
 
-def _completion(e: dict) -> Completion:
+def _completion(e: dict) -> Completion | Refusal:
+    if "r" in e:
+        return Refusal(e["r"])
     return Completion(e["t"], e["f"], e["p"], e["o"], e["c"], e.get("m", ""))
 
 
@@ -57,8 +59,8 @@ def load(path: Path) -> Replay:
 
 
 def load_all(path: Path) -> dict[str, Completion]:
-    """Every journaled completion, finished samples included (benchmarks replay a whole run)."""
-    return {e["k"]: _completion(e) for e in _events(path) if "k" in e}
+    """Every journaled completion, finished samples included (benchmarks replay a whole run's engine work)."""
+    return {e["k"]: _completion(e) for e in _events(path) if "k" in e and "r" not in e}
 
 
 class Journal:
@@ -68,6 +70,9 @@ class Journal:
     def call(self, key: str, c: Completion) -> None:
         self._log.write({"s": split_key(key)[0], "k": key, "t": c.text, "f": c.finish_reason, "p": c.prompt_tokens,
                          "o": c.output_tokens, "c": c.cached_tokens, "m": c.model})
+
+    def refused(self, key: str, reason: str) -> None:
+        self._log.write({"s": split_key(key)[0], "k": key, "r": reason})
 
     def done(self, unit_id: str) -> None:
         """Written after the unit's output lines: a unit with this marker is never redone."""

@@ -20,7 +20,7 @@ import random
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Callable, Mapping
 
-from airgen.calls import Completion, Request, Sampling, call_key
+from airgen.calls import Completion, Refusal, Request, Sampling, call_key
 from airgen.prompts import PromptSet
 from airgen.step import Reject, Step
 
@@ -171,17 +171,20 @@ class Recipe:
 
 
 def replay(flow: Recipe, sample: Unit, requests: list[Request],
-           answer: Callable[[Request], Completion | None]) -> Next:
-    """Advance `sample` through every request `answer` knows (a journal's completions); give what is left to ask,
-    or the sample's end."""
+           answer: Callable[[Request], Completion | Refusal | None]) -> Next:
+    """Advance `sample` through every request `answer` knows (a journal's completions and refusals); give what is
+    left to ask, or the sample's end."""
     todo, ask = list(requests), []
     while todo:
         request = todo.pop()
-        completion = answer(request)
-        if completion is None:
+        known = answer(request)
+        if known is None:
             ask.append(request)
             continue
-        step = flow.advance(sample, request.key, completion)
+        if isinstance(known, Refusal):
+            step = flow.refused(sample, request.key, known.reason)
+        else:
+            step = flow.advance(sample, request.key, known)
         if not isinstance(step, list):
             return step
         todo.extend(step)

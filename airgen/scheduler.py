@@ -6,8 +6,8 @@
   beyond it wait in a priority queue where the sample closest to done goes first, which keeps in-flight state small
   and puts one document's calls close together in time (prefix-cache hits).
 - Documents are admitted from a stream (`corpus.admitted`) while fewer than `max_in_flight` samples are active.
-- Every completion is journaled before the flow sees it; a finished sample's lines are written before its done
-  marker. Resume replays journaled completions through the same flow, so nothing finished is asked again.
+- Every completion and refusal is journaled before the flow sees it; a finished sample's lines are written before
+  its done marker. Resume replays the journal through the same flow, so nothing finished is asked again.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from airgen.calls import Completion, Request, Role
+from airgen.calls import Completion, Refusal, Request, Role
 from airgen.corpus import Document, Rejection
 from airgen.engines import Engine, RequestRejected
 from airgen.air.flow import Sample
@@ -125,7 +125,7 @@ class Scheduler:
         # Replay: the journal answers every call it already holds, through the same pure flow.
         self._handle(sample, replay(self.flow, sample, self.flow.start(sample), self._replayed))
 
-    def _replayed(self, request: Request) -> Completion | None:
+    def _replayed(self, request: Request) -> Completion | Refusal | None:
         completion = self.replay.completions.pop(request.key, None)
         if completion is not None:
             self.metrics.replayed_calls += 1
@@ -191,6 +191,7 @@ class Scheduler:
                 self.journal.call(request.key, completion)
                 step: Next = self.flow.advance(sample, request.key, completion)
             else:
+                self.journal.refused(request.key, refusal)
                 step = self.flow.refused(sample, request.key, refusal)
             if self._finished.is_set():
                 return

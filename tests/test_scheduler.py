@@ -217,3 +217,45 @@ async def test_the_sample_closest_to_done_goes_first(prompts, tmp_path):
     assert any(waiting is not None for _, waiting in served)
     # Started samples are finished before new ones take the engine: the first document is done first.
     assert finished[0] == "doc00000" and len(set(finished)) == 6
+
+
+async def test_a_refused_request_is_journaled_and_never_sent_again(prompts, tmp_path):
+    """Killed after a refusal but before its sample ended (round 2's proposal still in flight), the resumed run
+    rejects the sample with the refusal, without asking the engine again."""
+    refused, hung = "doc00001/check/1", "doc00001/propose/2"
+    first_done = asyncio.Event()
+
+    async def never():
+        await asyncio.Event().wait()
+
+    def respond(request):
+        if request.key == refused:
+            raise RequestRejected("prompt longer than the context")
+        return MethodScript(prompts, fail=1.0)(request)
+
+    class Hanging(ScriptedEngine):
+        async def generate(self, request):
+            if request.key == hung:
+                first_done.set()
+                await never()
+            return await super().generate(request)
+
+    engine = Hanging(respond)
+    scheduler, j, s = build(tmp_path, prompts, {"guidance": engine, "student": engine})
+    task = asyncio.create_task(scheduler.run(docs(2)))
+    await asyncio.wait_for(first_done.wait(), 30)
+    await asyncio.sleep(0.2)  # the refusal came back before the proposal went out; let it be handled
+    scheduler.stop()  # the kill: calls in flight are cancelled
+    await task
+    j.close()
+    s.close()
+
+    again = ScriptedEngine(MethodScript(prompts, fail=1.0))
+    scheduler, j, s = build(tmp_path, prompts, {"guidance": again, "student": again})
+    await scheduler.run(docs(2))
+    j.close()
+    s.close()
+    assert refused not in [r.key for r in again.calls] and hung in [r.key for r in again.calls]
+    rejected = read(tmp_path / "rejected.jsonl")
+    assert [(r["id"], r["stage"]) for r in rejected] == [("doc00001", "check")]
+    assert "prompt longer than the context" in rejected[0]["reason"]
