@@ -127,6 +127,8 @@ class RunConfig:
     progress: bool = True
     # Serve the run's counters for Prometheus on 127.0.0.1:PORT (off by default).
     prometheus_port: int | None = None
+    # A metrics.jsonl line every this many seconds, and a last one at the end.
+    metrics_every_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,7 @@ class Config:
         self.student.validate("student")
         _check(self.run.max_in_flight >= 1, "run.max_in_flight must be >= 1")
         _check(self.run.limit is None or self.run.limit >= 0, "run.limit must be >= 0")
+        _check(self.run.metrics_every_s > 0, "run.metrics_every_s must be > 0")
         _check(self.run.prometheus_port is None or 1 <= self.run.prometheus_port <= 65535,
                "run.prometheus_port must be 1..65535")
         self.select.validate()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import signal
 import sys
 import time
@@ -30,7 +29,9 @@ from airgen.scheduler import Scheduler
 RUN_FILE = "run.json"
 JOURNAL = "journal.jsonl"
 METRICS = "metrics.jsonl"
-METRICS_EVERY_S = 5.0  # metrics.jsonl; the display refreshes every second
+DISPLAY_EVERY_S = 1.0
+
+
 def default_out() -> Path:
     return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
 
@@ -138,7 +139,7 @@ async def generate(config: Config, out: Path, inputs: list[Path], prompts: Promp
     log = AppendLog(out / METRICS)
     display = Progress() if config.run.progress else None
     rates = Rates()
-    observer = asyncio.create_task(_observe(scheduler, log, display, rates))
+    observer = asyncio.create_task(_observe(scheduler, log, display, rates, config.run.metrics_every_s))
     try:
         await scheduler.run(units)
     finally:
@@ -165,7 +166,13 @@ def _observe_once(scheduler: Scheduler, log: AppendLog, display: Progress | None
         display.update(snap, snap["rates"])
 
 
-async def _observe(scheduler: Scheduler, log: AppendLog, display: Progress | None, rates: Rates) -> None:
-    for tick in itertools.count(1):
-        await asyncio.sleep(1.0)
-        _observe_once(scheduler, log, display, rates, write=tick % int(METRICS_EVERY_S) == 0)
+async def _observe(scheduler: Scheduler, log: AppendLog, display: Progress | None, rates: Rates,
+                   every_s: float) -> None:
+    """The display every second (or faster), a metrics.jsonl line every `every_s`."""
+    tick, written = min(DISPLAY_EVERY_S, every_s), time.monotonic()
+    while True:
+        await asyncio.sleep(tick)
+        due = time.monotonic() - written >= every_s - tick / 2
+        if due:
+            written = time.monotonic()
+        _observe_once(scheduler, log, display, rates, write=due)

@@ -127,12 +127,17 @@ async def test_metrics_jsonl_written_during_a_run(prompts, tmp_path):
     data = tmp_path / "docs.jsonl"
     data.write_bytes(b"".join(orjson.dumps({"id": f"d{i}", "text": f"document {i} " * 12}) + b"\n"
                               for i in range(30)))
-    config = C.load(overrides={"flow": {"rounds": 2}, "run": {"progress": False}})
+    config = C.load(overrides={"flow": {"rounds": 2}, "run": {"progress": False, "metrics_every_s": 0.2,
+                                                               "max_in_flight": 4}})
     out = tmp_path / "run"
     inputs = run.prepare(out, [data], config, prompts)
-    engine = ScriptedEngine(MethodScript(prompts, fail=1.0), latency=lambda r: 0.0005)
+    engine = ScriptedEngine(MethodScript(prompts, fail=1.0), latency=lambda r: 0.01)
     s = await run.generate(config, out, inputs, prompts, {"guidance": engine, "student": engine})
     lines = [orjson.loads(x) for x in (out / run.METRICS).read_bytes().splitlines()]
+    # Periodic lines while the run went on (not only the last one), each later than the one before.
+    during = [line for line in lines[:-1] if 0 < line["samples"]["records"] < 30]
+    assert len(during) >= 2 and all(a["elapsed_s"] < b["elapsed_s"] for a, b in zip(lines, lines[1:]))
+    assert all(0.1 < b["elapsed_s"] - a["elapsed_s"] < 1.0 for a, b in zip(lines[:-2], lines[1:-1]))
     last = lines[-1]
     assert last["samples"]["records"] == 30 and last["samples"]["in_flight"] == 0
     assert last["roles"]["guidance"]["calls"] + last["roles"]["student"]["calls"] == len(engine.calls)
