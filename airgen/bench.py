@@ -29,7 +29,7 @@ from typing import Any, Awaitable, Callable
 import orjson
 
 from airgen import journal, run
-from airgen.air.flow import Flow, Sample
+from airgen.air.flow import Flow
 from airgen.air.steps import INITIAL_STAGES, LEVEL_STAGES, STAGES
 from airgen.calls import Completion, Request, Role
 from airgen.config import Config, ConfigError
@@ -57,7 +57,7 @@ def recorded_calls(config: Config, prompts: PromptSet, out: Path, inputs: list[P
     for doc in admitted(inputs, config.run.limit):
         if not isinstance(doc, Document):
             continue
-        sample, calls = Sample(doc.id, doc.text), []
+        sample, calls = flow.sample(doc), []
 
         def answer(request: Request) -> Completion | None:
             completion = done.get(request.key)

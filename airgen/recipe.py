@@ -20,7 +20,8 @@ import random
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Callable, Mapping
 
-from airgen.calls import Completion, Refusal, Request, Sampling, call_key
+from airgen.calls import Completion, Refusal, Request, call_key
+from airgen.corpus import Document
 from airgen.prompts import PromptSet
 from airgen.step import Reject, Step
 
@@ -79,6 +80,9 @@ class Recipe:
         self.prompts = prompts
         self.seed = seed
         self.on: Mapping[str, Callable[[Any, Request, Any], Next]] = {}
+        # Every call's decoding settings, before its step's format and max_tokens.
+        self._sampling = {"max_tokens": config.max_tokens, "temperature": config.temperature, "top_p": config.top_p,
+                          "repetition_penalty": config.repetition_penalty}
 
     # -- the events ---------------------------------------------------------------------------------------------
 
@@ -110,6 +114,10 @@ class Recipe:
 
     keep_cut = False  # free text cut at max_tokens is kept (a recipe setting)
 
+    def sample(self, doc: Document) -> Unit:
+        """The state of one unit read from the input."""
+        raise NotImplementedError
+
     def begin(self, sample: Unit) -> list[Request]:
         raise NotImplementedError
 
@@ -130,11 +138,9 @@ class Recipe:
     def ask(self, sample: Unit, stage: str, n: int, inputs: Mapping[str, str | int],
             args: Mapping[str, Any] | None = None) -> Request:
         """Build (never register) the call of step `stage` for round or level `n`."""
-        c = self.config
-        sampling = Sampling(max_tokens=c.max_tokens, temperature=c.temperature, top_p=c.top_p,
-                            repetition_penalty=c.repetition_penalty)
-        return self.steps[stage].request(self.prompts, call_key(sample.doc_id, stage, n), inputs, sampling, c,
-                                         structured=c.structured, args=args, progress=sample.calls)
+        return self.steps[stage].request(self.prompts, call_key(sample.doc_id, stage, n), inputs, self._sampling,
+                                         self.config, structured=self.config.structured, args=args,
+                                         progress=sample.calls)
 
     def rng(self, sample: Unit, key: str) -> random.Random:
         digest = hashlib.blake2b(f"{self.seed}/{sample.doc_id}/{key}".encode(), digest_size=8).digest()

@@ -21,8 +21,7 @@ from typing import Iterable, Iterator
 from airgen.calls import Completion, Refusal, Request, Role
 from airgen.corpus import Document, Rejection
 from airgen.engines import Engine, RequestRejected
-from airgen.air.flow import Sample
-from airgen.recipe import Done, Next, Recipe, replay
+from airgen.recipe import Done, Next, Recipe, Unit, replay
 from airgen.journal import Journal, Replay
 from airgen.metrics import Metrics
 from airgen.sink import Sink
@@ -119,7 +118,7 @@ class Scheduler:
         if doc.id in self.replay.finished:
             self.metrics.resumed += 1
             return
-        sample = Sample(doc.id, doc.text, source=doc.source)
+        sample = self.flow.sample(doc)
         self._active += 1
         self.metrics.active = self._active
         # Replay: the journal answers every call it already holds, through the same pure flow.
@@ -133,7 +132,7 @@ class Scheduler:
 
     # -- calls ----------------------------------------------------------------------------------------------------
 
-    def _handle(self, sample: Sample, step: Next) -> None:
+    def _handle(self, sample: Unit, step: Next) -> None:
         if isinstance(step, list):
             for request in step:
                 lane = self._lanes[request.role]
@@ -166,7 +165,7 @@ class Scheduler:
         if sent:
             self.metrics.engine_load(lane.name, sent, True)
 
-    async def _call(self, lane: Lane, sample: Sample, request: Request) -> None:
+    async def _call(self, lane: Lane, sample: Unit, request: Request) -> None:
         completion: Completion | None = None
         refusal = ""
         try:

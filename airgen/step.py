@@ -53,22 +53,21 @@ class Step:
     # (config) -> max_tokens of this step's calls; None: the recipe's default.
     max_tokens: Callable[[Any], int] | None = field(default=None)
 
-    def request(self, prompts: PromptSet, key: str, inputs: Mapping[str, str | int], sampling: Sampling,
+    def request(self, prompts: PromptSet, key: str, inputs: Mapping[str, str | int], sampling: Mapping[str, Any],
                 config: Any, *, structured: bool, args: Mapping[str, Any] | None = None, progress: int = 0) -> Request:
-        """The call for `inputs` (the template's fields); `args` go to the decode format and, with the request, to
-        the parser and the accept rule when the answer comes back."""
+        """The call for `inputs` (the template's fields), with the recipe's `sampling` settings; `args` go to the
+        decode format and, with the request, to the parser and the accept rule when the answer comes back."""
         args = dict(args or {})
         messages = (prompts.chat(str(inputs["text"])) if self.template is None
                     else prompts.messages(self.template, **inputs))
         fmt = self.decode(config, args) if self.decode is not None and structured else None
-        changes: dict[str, Any] = {}
-        if fmt is not None:
-            changes.update(regex=fmt.regex, choice=fmt.choice)
-        if self.max_tokens is not None:
-            changes["max_tokens"] = self.max_tokens(config)
-        if changes:
-            sampling = Sampling(**{**_fields(sampling), **changes})
-        return Request(key=key, role=self.role, stage=self.name, messages=messages, sampling=sampling,
+        if fmt is not None or self.max_tokens is not None:
+            sampling = dict(sampling)
+            if fmt is not None:
+                sampling.update(regex=fmt.regex, choice=fmt.choice)
+            if self.max_tokens is not None:
+                sampling["max_tokens"] = self.max_tokens(config)
+        return Request(key=key, role=self.role, stage=self.name, messages=messages, sampling=Sampling(**sampling),
                        progress=progress, args=args)
 
     def read(self, request: Request, completion: Completion, config: Any, *, keep_cut: bool = False) -> Any:
@@ -84,6 +83,3 @@ class Step:
             raise Reject(str(e)) from None
         return self.accept(value, config, request.args)
 
-
-def _fields(sampling: Sampling) -> dict[str, Any]:
-    return {name: getattr(sampling, name) for name in Sampling.__slots__}

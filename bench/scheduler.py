@@ -48,6 +48,9 @@ class StubFlow:
         self._messages = ({"role": "user", "content": "a fixed prompt of a few words"},)
         self._sampling = Sampling(max_tokens=64)
 
+    def sample(self, doc: Document) -> Sample:
+        return Sample(doc.id, doc.text, source=doc.source)
+
     def start(self, sample: Sample) -> list[Request]:
         return [self._request(sample)]
 

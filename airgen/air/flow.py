@@ -30,6 +30,7 @@ from airgen.air.steps import (
 )
 from airgen.calls import Request
 from airgen.config import FlowConfig
+from airgen.corpus import Document
 from airgen.prompts import PromptSet
 from airgen.recipe import Done, Rejected, Fault, FlowError, Next, Recipe, Unit
 
@@ -113,6 +114,9 @@ class Flow(Recipe):
             MERGE: self._on_merge,
             RESPOND: self._on_respond,
         }
+
+    def sample(self, doc: Document) -> Sample:
+        return Sample(doc.id, doc.text, source=doc.source)
 
     # -- 1. initial instruction -----------------------------------------------------------------------------------
 
