@@ -37,12 +37,11 @@ def _fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_text(path: Path) -> Iterator[IO[str]]:
-    """A text file, written through the yielded handle, that appears under `path` only once complete."""
+def _atomic(path: Path, mode: str) -> Iterator[IO]:
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
     try:
-        with tmp.open("w", encoding="utf-8") as f:
+        with tmp.open(mode, encoding="utf-8" if "b" not in mode else None) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -52,18 +51,14 @@ def atomic_text(path: Path) -> Iterator[IO[str]]:
         tmp.unlink(missing_ok=True)
 
 
+def atomic_text(path: Path) -> contextlib.AbstractContextManager[IO[str]]:
+    """A text file, written through the yielded handle, that appears under `path` only once complete."""
+    return _atomic(path, "w")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _atomic(path, "wb") as f:
+        f.write(data)
 
 
 def repair_tail(path: Path) -> None:
