@@ -41,6 +41,9 @@ class FlowConfig:
     # authors count it as empty and drop the sample (or the level).
     keep_cut_text: bool = False
     repetition_penalty: float = 1.0
+    # The duplicate check asks "is it a duplicate?" (the authors' question) or "is it new?" (the same check the other
+    # way round, for models that answer Yes to any question: the tiny preset).
+    dedup_asks: Literal["duplicate", "new"] = "duplicate"
     # The judge may answer "None" (no gap found), which ends the rounds; off, decoding forces a type.
     judge_may_decline: bool = True
     # Decode back-translated and merged instructions as 1..4 plain sentences (small models otherwise ramble).
@@ -228,6 +231,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "sentence_instructions": True,
             "short_lines": True,
             "judge_may_decline": False,
+            "dedup_asks": "new",
         },
         "run": {"limit": 12},
     },

@@ -394,3 +394,14 @@ def test_structured_outputs_can_be_switched_off(prompts):
     _, requests = drive(make_flow(prompts, rounds=1, structured=False), Sample("d1", DOC),
                         script(prompts, {"check": "c\t0"}, fail=1.0))
     assert all(r.sampling.regex is None and r.sampling.choice is None for r in requests)
+
+
+@pytest.mark.parametrize("asks", ["duplicate", "new"])
+def test_the_duplicate_check_asked_either_way_round(prompts, asks):
+    flow = make_flow(prompts, rounds=3, dedup_asks=asks)
+    yes = "Answer: Yes"
+    # "Yes" to every question: a duplicate (ends the rounds at round 2) or a new constraint (all 3 rounds).
+    step, requests = drive(flow, Sample("d1", DOC), script(prompts, {"dedup": yes}, fail=1.0))
+    dedup = [r for r in requests if r.stage == "dedup"][0].messages[-1]["content"]
+    assert ("is new" in dedup) == (asks == "new")
+    assert [r["meta"]["level"] for r in step.records] == ([1] if asks == "duplicate" else [1, 2, 3])

@@ -342,20 +342,20 @@ def test_parse_constraints_none_valid():
         parsers.parse_constraints("nothing here", ALLOWED, 2)
 
 
-# --- parse_duplicate -------------------------------------------------------------------------------------------
+# --- parse_verdict -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, expected", [
     ("Answer: Yes", True), ("Answer: No", False), ("**Answer:** yes", True), ("answer:no\r\n", False),
     ("Both ask for a formal tone.\n\nAnswer: Yes\n\nNote: reworded only.", True),
     ("No, the new requirement asks for citations.", False), ("Yes.", True),
 ])
-def test_parse_duplicate(text, expected):
-    assert parsers.parse_duplicate(text) is expected
+def test_parse_verdict(text, expected):
+    assert parsers.parse_verdict(text) is expected
 
 
-def test_parse_duplicate_unclear():
+def test_parse_verdict_unclear():
     with pytest.raises(ParseError, match="no 'Answer: Yes/No' verdict"):
-        parsers.parse_duplicate("The two requirements are related.")
+        parsers.parse_verdict("The two requirements are related.")
 
 
 # --- parse_check -----------------------------------------------------------------------------------------------
@@ -443,8 +443,8 @@ def _samples():
         (steps.propose_many_regex(TYPES, 2), many, lambda t: parsers.parse_constraints(t, TYPES, 2),
          [("Inclusion", "Name two examples."), ("Tone and Style", "Keep the tone formal throughout.")]),
         (steps.check_regex(3), check, lambda t: parsers.parse_check(t, 3), [2, 0, 3]),
-        ("(" + "|".join(map(re.escape, steps.DUPLICATE_CHOICES)) + ")", "Answer: Yes", parsers.parse_duplicate, True),
-        ("(" + "|".join(map(re.escape, steps.DUPLICATE_CHOICES)) + ")", "Answer: No", parsers.parse_duplicate, False),
+        ("(" + "|".join(map(re.escape, steps.DUPLICATE_CHOICES)) + ")", "Answer: Yes", parsers.parse_verdict, True),
+        ("(" + "|".join(map(re.escape, steps.DUPLICATE_CHOICES)) + ")", "Answer: No", parsers.parse_verdict, False),
     ]
 
 

@@ -180,8 +180,8 @@ def parse_constraints(text: str, allowed: Sequence[str], count: int) -> list[tup
 _VERDICT = re.compile(r"answer[\s*_]*[:=\uff1a]?[\s*_\"']*(yes|no)\b", re.I)
 
 
-def parse_duplicate(text: str) -> bool:
-    """True for 'Answer: Yes' (a duplicate), False for 'Answer: No'; the last verdict counts."""
+def parse_verdict(text: str) -> bool:
+    """True for 'Answer: Yes', False for 'Answer: No'; the last verdict counts."""
     found = _VERDICT.findall(text)
     if found:
         return found[-1].lower() == "yes"

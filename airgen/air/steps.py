@@ -220,7 +220,15 @@ STEP_PROPOSE_MANY = Step(
 STEP_DEDUP = Step(
     DEDUP, "guidance", "dedup_constraint", frozenset({"constraint", "existing"}),
     decode=lambda c, args: Format(choice=DUPLICATE_CHOICES),
-    parse=_text(parsers.parse_duplicate),
+    parse=_text(parsers.parse_verdict),  # "Yes": a duplicate
+    accept=_not_duplicate,
+)
+# dedup_asks = "new": the same check asked the other way round ("Yes": it asks for something new). The bundled 135M
+# model answers "Yes" to either question whatever the pair (24 of 24), so the tiny preset asks this one.
+STEP_DEDUP_NEW = Step(
+    DEDUP, "guidance", "dedup_constraint_new", frozenset({"constraint", "existing"}),
+    decode=STEP_DEDUP.decode,
+    parse=lambda text, args: not parsers.parse_verdict(text),
     accept=_not_duplicate,
 )
 STEP_ANSWER_WITH = Step(ANSWER_WITH, "student", free_text=True)
@@ -245,15 +253,17 @@ STEP_RESPOND = Step(
 )
 
 ALL_STEPS = (STEP_BACK_TRANSLATE, STEP_SCORE, STEP_REFINE, STEP_REFERENCE, STEP_ANSWER, STEP_PROPOSE,
-             STEP_PROPOSE_BLIND, STEP_PROPOSE_MANY, STEP_DEDUP, STEP_ANSWER_WITH, STEP_CHECK, STEP_MERGE, STEP_RESPOND)
+             STEP_PROPOSE_BLIND, STEP_PROPOSE_MANY, STEP_DEDUP, STEP_DEDUP_NEW, STEP_ANSWER_WITH, STEP_CHECK,
+             STEP_MERGE, STEP_RESPOND)
 # Template -> the fields it fills: what the prompt set checks its files against.
 TEMPLATES: Mapping[str, frozenset[str]] = {s.template: s.fields for s in ALL_STEPS if s.template is not None}
 
 
 def steps_for(config: FlowConfig) -> dict[str, Step]:
-    """Stage -> the step that answers it under `config` (the propose step depends on the judge settings)."""
+    """Stage -> the step that answers it under `config` (propose: the judge settings; dedup: `dedup_asks`)."""
     propose = STEP_PROPOSE_MANY if config.one_shot else STEP_PROPOSE_BLIND if config.judge == "none" else STEP_PROPOSE
-    return {s.name: s for s in ALL_STEPS if s.name != PROPOSE} | {PROPOSE: propose}
+    dedup = STEP_DEDUP_NEW if config.dedup_asks == "new" else STEP_DEDUP
+    return {s.name: s for s in ALL_STEPS if s.name not in (PROPOSE, DEDUP)} | {PROPOSE: propose, DEDUP: dedup}
 
 
 def load_prompts(folder: Path | None = None) -> PromptSet:

@@ -74,7 +74,11 @@ class MethodScript:
                         f"**Constraint**: The answer must follow the {kind.lower()} rule number {rng.randint(1, 999)}"
                         " throughout.")
             case "dedup":
-                return "Answer: Yes" if rng.random() < self.duplicate else "Answer: No"
+                duplicate = rng.random() < self.duplicate
+                # The question asked the other way round (dedup_asks = "new"): "Yes" means new.
+                asks_new = self.prompts.templates["dedup_constraint_new"].template.split("\n")[0] in \
+                    request.messages[-1]["content"]
+                return "Answer: Yes" if duplicate != asks_new else "Answer: No"
             case "check":
                 count = request.args["count"]
                 return "\n\n".join(f"criterion {i}\t{0 if rng.random() < self.fail else 3}" for i in range(count))
