@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -396,9 +395,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write(result: dict[str, Any], out: Path) -> None:
-    """DIR/bench.json and DIR/bench.png, and the table on stdout."""
+def write(result: dict[str, Any], out: Path) -> str:
+    """DIR/bench.json and DIR/bench.png; returns the table."""
     atomic_write(out / BENCH_JSON, orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    print(table(result))
     plot(result, out / BENCH_PNG)
-    print(f"{out / BENCH_JSON}, {out / BENCH_PNG}", file=sys.stderr)
+    return f"{table(result)}\n{out / BENCH_JSON}, {out / BENCH_PNG}"

@@ -13,11 +13,11 @@
 from __future__ import annotations
 
 import collections
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from airgen import console
 from airgen.calls import Completion, Request
 
 RECORDS = "records"
@@ -274,11 +274,12 @@ class Progress:
         self._live = None
         self._log_every_s = log_every_s
         self._last_log = float("-inf")
-        if sys.stderr.isatty():
+        self._stream = console.stream()
+        if self._stream.isatty():
             from rich.console import Console
             from rich.live import Live
 
-            self._live = Live(console=Console(stderr=True), refresh_per_second=2, transient=False)
+            self._live = Live(console=Console(file=self._stream), refresh_per_second=2, transient=False)
             self._live.start()
 
     def update(self, snap: dict[str, Any], rates: dict[str, Any]) -> None:
@@ -286,7 +287,7 @@ class Progress:
             self._live.update(_panel(snap, rates))
         elif snap["elapsed_s"] - self._last_log >= self._log_every_s:
             self._last_log = snap["elapsed_s"]
-            print(progress_line(snap, rates), file=sys.stderr, flush=True)
+            print(progress_line(snap, rates), file=self._stream, flush=True)
 
     def close(self) -> None:
         if self._live is not None:

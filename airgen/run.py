@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from airgen import corpus, journal, sink
 from airgen.air.flow import Flow
 from airgen.calls import Role
 from airgen.config import Config, ConfigError
+from airgen.console import say
 from airgen.engines import Engine, model_identity
 from airgen.engines.build import close_engines, start_engines
 from airgen.files import AppendLog, atomic_write
@@ -103,13 +103,12 @@ async def execute(config: Config, out: Path, inputs: list[Path], prompts: Prompt
         scheduler = await generate(config, out, inputs, prompts, engines)
     finally:
         await close_engines(engines)
-    print(scheduler.metrics.funnel(), file=sys.stderr)
+    say(scheduler.metrics.funnel())
     records, with_records, rejected = count_outputs(out)
-    print(f"{out}: {records} records from {with_records} documents; {rejected} documents rejected "
-          f"({out / sink.REJECTED})", file=sys.stderr)
+    say(f"{out}: {records} records from {with_records} documents; {rejected} documents rejected "
+        f"({out / sink.REJECTED})")
     if scheduler.interrupted:
-        print(f"interrupted: calls in flight were cancelled; run the same command again to resume {out}",
-              file=sys.stderr)
+        say(f"interrupted: calls in flight were cancelled; run the same command again to resume {out}")
         return 130
     return 0
 

@@ -1,14 +1,34 @@
-"""`airgen run` with scripted engines in place of models, for tests that kill a real process."""
+"""`airgen run` with scripted engines in place of models, for tests that run a real process.
+
+SCRIPTED_ENGINE=chatty: the engines' start writes to stdout and stderr, from this process and a child, as vLLM does.
+SCRIPTED_ENGINE=failing: every call after the first 30 fails as a dead engine does.
+"""
+import os
 import random
+import subprocess
 import sys
 
 from airgen import run
-from airgen.engines.scripted import MethodScript, ScriptedEngine
 from airgen.air.steps import load_prompts
+from airgen.engines.scripted import MethodScript, ScriptedEngine
 
 
 async def start_engines(guidance, student):
-    engine = ScriptedEngine(MethodScript(load_prompts(), fail=1.0), latency=lambda r: random.random() * 0.02)
+    kind = os.environ.get("SCRIPTED_ENGINE", "")
+    script = MethodScript(load_prompts(), fail=1.0)
+    if kind == "chatty":
+        print("INFO engine chatter on stdout", flush=True)
+        print("WARNING engine chatter on stderr", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-c", "import sys; print('INFO chatter from an engine process', "
+                        "file=sys.stderr)"], check=True)
+    calls = iter(range(10**9))
+
+    def respond(request):
+        if kind == "failing" and next(calls) >= 30:
+            raise RuntimeError("the engine core died")
+        return script(request)
+
+    engine = ScriptedEngine(respond, latency=lambda r: random.random() * 0.02)
     return {"guidance": engine, "student": engine}
 
 
