@@ -20,7 +20,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: install
-	$(VENV)/bin/airgen run
+	$(VENV)/bin/airgen run --out runs/demo
+	$(VENV)/bin/airgen report runs/demo
 
 test: install
 	$(PY) -m pytest -q

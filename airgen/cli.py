@@ -6,10 +6,12 @@ import argparse
 import sys
 import time
 import tomllib
+import traceback
 from pathlib import Path
 from typing import Any
 
 from airgen.config import Config, ConfigError, load
+from airgen.console import engine_log, say
 from airgen.corpus import CorpusError
 
 
@@ -51,6 +53,8 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{role}-url", metavar="URL", help=f"{role} model: OpenAI-compatible server")
         p.add_argument(f"--{role}-model", metavar="NAME", help=f"model name on the {role} server")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show the engines' own output here instead of in OUT/engine.log")
     p.add_argument("--prometheus", type=int, metavar="PORT", help="serve metrics for Prometheus on 127.0.0.1:PORT")
 
 
@@ -141,9 +145,9 @@ def run_config(args: argparse.Namespace) -> Config:
         # The bundled 135M model cannot pass the method's thresholds; the demo uses the documented preset.
         config = load(args.config, overrides, "tiny")
         limit = "all" if config.run.limit is None else config.run.limit
-        print(f"airgen: bundled tiny model -> preset 'tiny' (rounds {config.flow.rounds}, score threshold "
-              f"{config.flow.score_threshold}, constraint set {config.flow.constraint_set}, short outputs, "
-              f"{limit} documents); see README 'The bundled demo'", file=sys.stderr)
+        say(f"airgen: bundled tiny model -> preset 'tiny' (rounds {config.flow.rounds}, score threshold "
+            f"{config.flow.score_threshold}, constraint set {config.flow.constraint_set}, short outputs, "
+            f"{limit} documents); see README 'The bundled demo'")
         return config
     return load(args.config, overrides, args.preset)
 
@@ -160,6 +164,14 @@ def _ints(text: str, name: str) -> list[int]:
 
 # -- commands ----------------------------------------------------------------------------------------------------------
 
+def _stopped(error: BaseException, log: Path | None, out: Path) -> int:
+    """One clear message for a run that stopped on an error; the traceback goes to the engine log."""
+    traceback.print_exception(error)  # fd 2: the engine log, or the terminal with -v
+    where = f"; details in {log}" if log is not None else ""
+    say(f"airgen: the run stopped: {error}{where}\nairgen: run the same command again to resume {out}")
+    return 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import uvloop
 
@@ -170,8 +182,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     prompts = load_prompts()
     out = args.out or run.default_out()
     inputs = run.prepare(out, list(args.inputs), config, prompts)
-    print(f"airgen: run {out} on {', '.join(map(str, inputs))}", file=sys.stderr)
-    return uvloop.run(run.execute(config, out, inputs, prompts))
+    say(f"airgen: run {out} on {', '.join(map(str, inputs))}")
+    with engine_log(out, args.verbose) as log:
+        if log is not None:
+            say(f"airgen: engine output goes to {log} (-v shows it here)")
+        try:
+            code = uvloop.run(run.execute(config, out, inputs, prompts))
+        except (ConfigError, CorpusError):
+            raise
+        except Exception as e:  # noqa: BLE001 - an engine or the disk failed: say so in one line, keep the journal
+            return _stopped(e, log, out)
+    if code == 0:
+        say(f"airgen: `airgen report {out}` shows what the run made; `airgen export {out} --to DIR` writes "
+            "training files")
+    return code
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -186,13 +210,40 @@ def cmd_bench(args: argparse.Namespace) -> int:
     sweep = {"max_in_flight": _ints(args.sweep_in_flight, "--sweep-in-flight"),
              "window": _ints(args.sweep_window, "--sweep-window")} if args.sweep else {}
     out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
+    with engine_log(out, args.verbose):
+        try:
+            result = uvloop.run(bench.bench(config, load_prompts(), out, list(args.inputs), sweep, start_engines,
+                                            close_engines, args.repeat))
+        except bench.Interrupted as e:
+            say(f"airgen bench: {e}; nothing written")
+            return 130
+        table = bench.write(result, out)
+    print(table)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from airgen import report
+
+    _, text = report.write_report(args.out)
+    print(text)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from airgen import export
+
+    levels = tuple(_ints(args.levels, "--levels")) if args.levels else None
+    job = export.Job(out=args.out, to=args.to, format=args.format, levels=levels,
+                     min_constraints=args.min_constraints, constraint_set=args.constraint_set,
+                     dedupe=not args.keep_duplicates)
     try:
-        result = uvloop.run(bench.bench(config, load_prompts(), out, list(args.inputs), sweep, start_engines,
-                                        close_engines, args.repeat))
-    except bench.Interrupted as e:
-        print(f"airgen bench: {e}; nothing written", file=sys.stderr)
-        return 130
-    bench.write(result, out)
+        counts = export.export(job)
+    except export.ExportError as e:
+        print(f"airgen export: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.to}: " + ", ".join(f"level {k}: {n} records" for k, n in counts.items() if n)
+          + f" ({args.format}); dataset_info.json for LlamaFactory, README.md dataset card")
     return 0
 
 
@@ -217,8 +268,23 @@ def main(argv: list[str] | None = None) -> int:
     _select_arguments(commands.add_parser("select", help="filter documents and pick the most diverse ones"))
     _bench_arguments(commands.add_parser(
         "bench", help="throughput: airgen vs the engines' ceiling vs a stage-barrier schedule, same documents"))
+    report_parser = commands.add_parser("report", help="plots, an HTML page and a dataset card of a run folder")
+    report_parser.add_argument("out", type=Path, metavar="OUT", help="a run folder (finished, running or killed)")
+    export_parser = commands.add_parser("export", help="a run's records as training files (HF folder, LlamaFactory)")
+    export_parser.add_argument("out", type=Path, metavar="OUT", help="a run folder")
+    export_parser.add_argument("--to", type=Path, required=True, metavar="DIR", help="the dataset folder to write")
+    export_parser.add_argument("--format", default="alpaca", help="alpaca (default), sharegpt or messages")
+    export_parser.add_argument("--levels", help="comma-separated levels to keep, e.g. 1,3,5 (default: all)")
+    export_parser.add_argument("--min-constraints", type=int, default=0, metavar="N",
+                               help="keep records with at least N constraints")
+    export_parser.add_argument("--constraint-set", default="all",
+                               help="all (default), or failed: only records whose merged constraints the student "
+                                    "all failed")
+    export_parser.add_argument("--keep-duplicates", action="store_true",
+                               help="keep records whose instruction repeats another document's")
     args = parser.parse_args(argv)
-    handlers = {"run": cmd_run, "bench": cmd_bench, "select": cmd_select}
+    handlers = {"run": cmd_run, "bench": cmd_bench, "select": cmd_select, "report": cmd_report,
+                "export": cmd_export}
     try:
         return handlers[args.command](args)
     except (ConfigError, CorpusError) as e:

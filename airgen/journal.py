@@ -40,7 +40,7 @@ def _events(path: Path):
                 raise JournalError(f"{path}:{n} is not a journal line; the journal is damaged beyond its last line") from None
 
 
-def _completion(e: dict) -> Completion | Refusal:
+def completion(e: dict) -> Completion | Refusal:
     if "r" in e:
         return Refusal(e["r"])
     return Completion(e["t"], e["f"], e["p"], e["o"], e["c"], e.get("m", ""))
@@ -54,13 +54,13 @@ def load(path: Path) -> Replay:
             finished.add(event["done"])
         else:
             calls.append(event)
-    completions = {e["k"]: _completion(e) for e in calls if e["s"] not in finished}
+    completions = {e["k"]: completion(e) for e in calls if e["s"] not in finished}
     return Replay(completions, finished, len(calls))
 
 
 def load_all(path: Path) -> dict[str, Completion]:
     """Every journaled completion, finished samples included (benchmarks replay a whole run's engine work)."""
-    return {e["k"]: _completion(e) for e in _events(path) if "k" in e and "r" not in e}
+    return {e["k"]: completion(e) for e in _events(path) if "k" in e and "r" not in e}
 
 
 class Journal:

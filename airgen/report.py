@@ -1,0 +1,382 @@
+"""`airgen report OUT`: what a run made, in the paper's own views, from the run folder alone.
+
+Writes OUT/report/: summary.json (every figure below), PNG plots, report.html (one static page with the plots and
+tables) and README.md (a dataset card), and returns a short text summary. The views (paper section 4, appendix):
+the funnel (Table 8), constraint types per round (Figure 3b, Table 10), instruction and response lengths per level
+(Figure 4) with mean unique word trigrams (Figure 6a), the judge (C' against C per round, check scores, how rounds
+ended), rejections and dropped levels by stage with one example each, throughput from the journal and metrics, and
+how the run was made. Works on a finished run, on one still going or killed, and on one with no record yet.
+"""
+from __future__ import annotations
+
+import html
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from airgen import card
+from airgen.engines import EMBEDDED
+from airgen.files import atomic_text, atomic_write
+from airgen.parsing import word_count
+from airgen.runview import RunView, defaults_first, load_run, stage_of
+
+REPORT_DIR = "report"
+
+
+# -- figures ----------------------------------------------------------------------------------------------------------
+
+def _trigrams(text: str) -> int:
+    words = text.lower().split()
+    return len({tuple(words[i:i + 3]) for i in range(len(words) - 2)})
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _kind(reason: str) -> str:
+    """A reason without its particulars (quoted text, numbers), so that reasons of one kind count together."""
+    reason = re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", reason)
+    return re.sub(r"(?<!round )(?<!completed )\d+", "N", reason)[:160]
+
+
+def _by_kind(lines: list[dict[str, Any]], example_key: str) -> dict[str, list[dict[str, Any]]]:
+    """stage -> [{reason kind, count, one example}], most common first."""
+    groups: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for line in lines:
+        groups[line["stage"]][_kind(str(line["reason"]))].append(line)
+    return {stage: [{"reason": kind, "count": len(items), "example": {
+        "id": items[0].get(example_key), "reason": items[0]["reason"], "value": items[0].get("value")}}
+        for kind, items in sorted(kinds.items(), key=lambda kv: -len(kv[1]))]
+        for stage, kinds in sorted(groups.items(), key=lambda kv: -sum(len(v) for v in kv[1].values()))}
+
+
+def _wall_s(metrics: list[dict[str, Any]]) -> float:
+    """Wall time over every process that worked on the run: metrics.jsonl's elapsed restarts with each resume."""
+    total, last = 0.0, 0.0
+    for line in metrics:
+        if line["elapsed_s"] < last:
+            total += last
+        last = line["elapsed_s"]
+    return total + last
+
+
+def figures(view: RunView) -> dict[str, Any]:
+    """Every figure of the report, JSON-able."""
+    flow = view.config.flow
+    records, samples = view.records, view.samples
+    docs_with_records = {r["meta"]["doc_id"] for r in records}
+    rejected_units = {line.get("unit", line.get("id")) for line in view.rejected}
+    levels = sorted({r["meta"]["level"] for r in records})
+    rounds = 1 if flow.one_shot else flow.rounds
+
+    funnel: list[list[Any]] = []
+    if view.selection:
+        sel = view.selection
+        funnel += [["read by airgen select", sel.get("read")], ["passed the rule filters", sel.get("kept")],
+                   ["selected (farthest-point)", sel.get("selected")]]
+    read = len(docs_with_records | rejected_units | set(view.in_flight))
+    unreadable = sum(1 for line in view.rejected if line["stage"] == "read")
+    kept = [s for s in samples.values() if s.score >= flow.score_threshold]
+    funnel += [["documents read by the run", read], ["read as documents", read - unreadable],
+               [f"instruction kept (score >= {flow.score_threshold})", len(kept)]]
+    for r in range(1, rounds + 1):
+        funnel.append([f"finished round {r}", sum(1 for s in samples.values() if any(c.round == r for c in s.constraints))])
+    by_level = Counter(r["meta"]["level"] for r in records)
+    funnel += [[f"records at level {k}", by_level[k]] for k in levels]
+    funnel.append(["documents with records", len(docs_with_records)])
+
+    types: dict[int, Counter] = defaultdict(Counter)
+    checked: dict[int, list[bool]] = defaultdict(list)
+    scores: Counter = Counter()
+    ends: Counter = Counter()
+    for s in samples.values():
+        for c in s.constraints:
+            types[c.round][c.type] += 1
+            if c.score is not None:
+                checked[c.round].append(bool(c.failed))
+                scores[c.score] += 1
+        if s.rounds_end:
+            ends[_kind(s.rounds_end)] += 1
+
+    initial = {r["meta"]["doc_id"]: r["meta"]["initial_instruction"] for r in records}
+    lengths = {"init": {"instruction_words": [word_count(t) for t in initial.values()]}}
+    trigrams = {"init": _mean([_trigrams(t) for t in initial.values()])}
+    for k in levels:
+        at = [r for r in records if r["meta"]["level"] == k]
+        lengths[str(k)] = {"instruction_words": [word_count(r["instruction"]) for r in at],
+                           "response_words": [word_count(r["output"]) for r in at]}
+        trigrams[str(k)] = _mean([_trigrams(r["instruction"]) for r in at])
+
+    tokens: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(Counter))
+    spend: dict[str, Counter] = defaultdict(Counter)
+    outcome = {line.get("unit", line.get("id")): f"rejected at {line['stage']}" for line in view.rejected}
+    outcome.update({d: "records" for d in docs_with_records})
+    for e in view.calls:
+        if "r" in e:
+            continue
+        stage = stage_of(e["k"])
+        t = tokens[view.roles.get(stage, "?")][stage]
+        t["calls"] += 1
+        t["prompt_tokens"] += e["p"]
+        t["output_tokens"] += e["o"]
+        t["cached_tokens"] += e["c"]
+        group = spend[outcome.get(e["s"], "unfinished")]
+        group["prompt_tokens"] += e["p"]
+        group["output_tokens"] += e["o"]
+    prompt = sum(t["prompt_tokens"] for role in tokens.values() for t in role.values())
+    cached = sum(t["cached_tokens"] for role in tokens.values() for t in role.values())
+    output = sum(t["output_tokens"] for role in tokens.values() for t in role.values())
+    total = sum(g["prompt_tokens"] + g["output_tokens"] for g in spend.values())
+    useful = spend["records"]["prompt_tokens"] + spend["records"]["output_tokens"] if "records" in spend else 0
+    wall = _wall_s(view.metrics)
+
+    settings = view.run_info.get("settings", {})
+    models = settings.get("models", {})
+    names = records[0]["meta"].get("models", {}) if records else {}
+    return {
+        "out": str(view.out),
+        "records": len(records),
+        "levels": levels,
+        "records_by_level": {str(k): by_level[k] for k in levels},
+        "in_flight": len(view.in_flight),
+        "funnel": funnel,
+        "constraint_types": {str(r): dict(c.most_common()) for r, c in sorted(types.items())},
+        "lengths": lengths,
+        "mean_unique_trigrams": trigrams,
+        "judge": {
+            "constraint_set": flow.constraint_set,
+            "failed_share_by_round": {str(r): sum(v) / len(v) for r, v in sorted(checked.items()) if v},
+            "checked_by_round": {str(r): len(v) for r, v in sorted(checked.items())},
+            "check_scores": {str(k): scores[k] for k in range(4)},
+            "rounds_end": dict(ends.most_common()),
+        },
+        "rejected": _by_kind(view.rejected, "id"),
+        "dropped_levels": _by_kind(view.dropped_levels, "unit"),
+        "throughput": {
+            "tokens": {role: {stage: dict(t) for stage, t in stages.items()} for role, stages in tokens.items()},
+            "prompt_tokens": prompt, "output_tokens": output, "cached_tokens": cached,
+            "prefix_cache_hit": cached / prompt if prompt else None,
+            "goodput": useful / total if total else None,
+            "spend": {k: dict(v) for k, v in sorted(spend.items())},
+            "wall_s": wall, "output_tok_s": output / wall if wall else None,
+        },
+        "made": {
+            "models": {role: names.get(role) or models.get(role) for role in ("guidance", "student")},
+            "model_identities": models,
+            "prompts": settings.get("prompts"), "prompts_match": view.prompts_match,
+            "preset": view.run_info.get("preset"),
+            "settings": [[name, value, default] for name, value, default in defaults_first(view.config)],
+        },
+        "limits": _limits(view, models),
+    }
+
+
+def _limits(view: RunView, models: dict[str, str]) -> list[str]:
+    notes = []
+    if EMBEDDED in models.values():
+        notes.append("Made with the bundled 135M demo model (SmolLM2-135M-Instruct) and the 'tiny' preset: it shows "
+                     "the method at work, it is not training data.")
+    if view.in_flight:
+        notes.append(f"The run is not finished: {len(view.in_flight)} samples were in flight when this report was "
+                     "made (rerun the same `airgen run` command to finish it).")
+    if not view.prompts_match:
+        notes.append("The bundled prompt set differs from the one the run was made with: the rounds shown are "
+                     "rebuilt with the current one and may differ from what the run did.")
+    return notes
+
+
+# -- the text summary ---------------------------------------------------------------------------------------------------
+
+def text_summary(f: dict[str, Any], folder: Path) -> str:
+    lines = [f"report of {f['out']}: {f['records']} records"
+             + (f" at levels {', '.join(map(str, f['levels']))}" if f["levels"] else "")
+             + (f"; {f['in_flight']} samples still in flight" if f["in_flight"] else "")]
+    width = max(len(label) for label, _ in f["funnel"])
+    lines += [f"  {label:<{width}}  {'-' if n is None else n}" for label, n in f["funnel"]]
+    for r, counts in f["constraint_types"].items():
+        top = ", ".join(f"{t} {n}" for t, n in list(counts.items())[:3])
+        lines.append(f"  round {r} types: {top}")
+    judge = f["judge"]
+    if judge["failed_share_by_round"]:
+        lines.append("  student failed (C'/C): " + ", ".join(
+            f"round {r} {share:.0%}" for r, share in judge["failed_share_by_round"].items()))
+    for stage, kinds in f["rejected"].items():
+        lines.append(f"  rejected at {stage}: {sum(k['count'] for k in kinds)} ({kinds[0]['reason']})")
+    t = f["throughput"]
+    if t["output_tokens"]:
+        hit = f", prefix-cache hit {t['prefix_cache_hit']:.0%}" if t["prefix_cache_hit"] is not None else ""
+        good = f", goodput {t['goodput']:.0%}" if t["goodput"] is not None else ""
+        lines.append(f"  {t['prompt_tokens']} prompt + {t['output_tokens']} output tokens{hit}{good}")
+    lines += [f"  note: {n}" for n in f["limits"]]
+    if not f["records"]:
+        lines.append("  no records yet: the report shows how far the run got")
+    lines.append(f"  {folder / 'report.html'} (open it in a browser), {folder / 'README.md'} (dataset card)")
+    return "\n".join(lines)
+
+
+# -- plots --------------------------------------------------------------------------------------------------------------
+
+def plots(f: dict[str, Any], folder: Path) -> dict[str, str]:
+    """name -> PNG file written into `folder`; a view without data has no plot."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return {}
+    made: dict[str, str] = {}
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(folder / f"{name}.png", dpi=100)
+        plt.close(fig)
+        made[name] = f"{name}.png"
+
+    labels = [label for label, n in f["funnel"] if n is not None]
+    if labels:
+        counts = [n for _, n in f["funnel"] if n is not None]
+        fig, ax = plt.subplots(figsize=(7, 0.35 * len(labels) + 1))
+        ax.barh(labels[::-1], counts[::-1], color="tab:blue")
+        for y, n in enumerate(counts[::-1]):
+            ax.text(n, y, f" {n}", va="center")
+        ax.set_xlabel("documents (records for the level rows)")
+        ax.set_title("funnel (paper Table 8)")
+        save(fig, "funnel")
+
+    rounds = f["constraint_types"]
+    if rounds:
+        kinds = sorted({t for c in rounds.values() for t in c})
+        cmap = plt.get_cmap("tab20")
+        fig, ax = plt.subplots(figsize=(8, 0.5 * len(rounds) + 2))
+        for i, (r, counts) in enumerate(rounds.items()):
+            total, left = sum(counts.values()), 0.0
+            for j, kind in enumerate(kinds):
+                share = counts.get(kind, 0) / total
+                ax.barh(f"round {r}", share, left=left, color=cmap(j % 20), label=kind if i == 0 else None)
+                left += share
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("share of the round's constraints")
+        ax.set_title("constraint types per round (paper Figure 3b)")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3)
+        save(fig, "constraint_types")
+
+    lengths = {k: v for k, v in f["lengths"].items() if v["instruction_words"]}
+    if len(lengths) > 1:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        keys = list(lengths)
+        axes[0].boxplot([lengths[k]["instruction_words"] for k in keys], tick_labels=[_level_label(k) for k in keys])
+        axes[0].set_title("instruction length (words)")
+        levels = [k for k in keys if k != "init"]
+        axes[1].boxplot([lengths[k]["response_words"] for k in levels], tick_labels=[_level_label(k) for k in levels])
+        axes[1].set_title("response length (words)")
+        save(fig, "lengths")
+        trigrams = {k: v for k, v in f["mean_unique_trigrams"].items() if v is not None}
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.plot([_level_label(k) for k in trigrams], list(trigrams.values()), marker="o")
+        ax.set_ylabel("mean unique word trigrams per instruction")
+        ax.set_title("diversity across levels (paper Figure 6a)")
+        save(fig, "trigrams")
+
+    judge = f["judge"]
+    if any(judge["check_scores"].values()) or judge["rounds_end"]:
+        fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+        shares = judge["failed_share_by_round"]
+        axes[0].bar([f"round {r}" for r in shares], list(shares.values()), color="tab:orange")
+        axes[0].set_ylim(0, 1)
+        axes[0].set_title("constraints the student still failed (C'/C)" if shares else
+                          "no check step (constraint set C)")
+        axes[1].bar(list(judge["check_scores"]), list(judge["check_scores"].values()), color="tab:green")
+        axes[1].set_xlabel("check score (0..3)")
+        axes[1].set_title("check scores")
+        ends = judge["rounds_end"]
+        axes[2].barh([_short(k) for k in ends][::-1], list(ends.values())[::-1], color="tab:gray")
+        axes[2].set_title("how the rounds ended")
+        axes[2].tick_params(axis="y", labelsize=7)
+        save(fig, "judge")
+    return made
+
+
+def _level_label(key: str) -> str:
+    return "init" if key == "init" else f"level {key}"
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+# -- the page -----------------------------------------------------------------------------------------------------------
+
+_CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;"
+        "text-align:left;vertical-align:top}th{background:#f3f3f3}img{max-width:100%;margin:.5em 0}"
+        ".note{background:#fff6d6;padding:.5em 1em;border-left:4px solid #e0b000}td.n{text-align:right}")
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        text = "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+        return f'<td class="n">{html.escape(text)}</td>' if isinstance(v, (int, float)) else f"<td>{html.escape(text)}</td>"
+    return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
+            + "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows) + "</table>")
+
+
+def page(f: dict[str, Any], images: dict[str, str]) -> str:
+    img = lambda name: f'<img src="{images[name]}" alt="{name}">' if name in images else ""  # noqa: E731
+    parts = [f"<h1>airgen report: {html.escape(f['out'])}</h1>",
+             *(f'<p class="note">{html.escape(n)}</p>' for n in f["limits"]),
+             f"<p>{f['records']} records at levels {', '.join(map(str, f['levels'])) or '-'}.</p>",
+             "<h2>Funnel</h2>", img("funnel"), _table(["stage", "count"], f["funnel"]),
+             "<h2>Constraint types per round</h2>", img("constraint_types"),
+             _table(["round", "type", "count"], [[r, t, n] for r, c in f["constraint_types"].items()
+                                                  for t, n in c.items()]),
+             "<h2>Lengths and diversity per level</h2>", img("lengths"), img("trigrams"),
+             _table(["level", "records", "mean instruction words", "mean response words", "mean unique trigrams"],
+                    [[_level_label(k), len(v["instruction_words"]), _mean(v["instruction_words"]),
+                      _mean(v.get("response_words", [])), f["mean_unique_trigrams"].get(k)]
+                     for k, v in f["lengths"].items()]),
+             "<h2>The judge</h2>", img("judge")]
+    judge = f["judge"]
+    parts.append(_table(["round", "checked", "failed share"],
+                        [[r, judge["checked_by_round"].get(r), s] for r, s in judge["failed_share_by_round"].items()]))
+    parts.append(_table(["check score", "constraints"], [[k, v] for k, v in judge["check_scores"].items()]))
+    parts.append(_table(["how the rounds ended", "samples"], [[k, v] for k, v in judge["rounds_end"].items()]))
+    for title, key in (("Rejected documents", "rejected"), ("Dropped levels", "dropped_levels")):
+        parts.append(f"<h2>{title}</h2>")
+        parts.append(_table(["stage", "reason", "count", "example"],
+                            [[stage, k["reason"], k["count"], f"{k['example']['id']}: {k['example']['reason']}"]
+                             for stage, kinds in f[key].items() for k in kinds]))
+    t = f["throughput"]
+    parts += ["<h2>Throughput</h2>",
+              _table(["role", "stage", "calls", "prompt tokens", "output tokens", "cached tokens"],
+                     [[role, stage, v.get("calls"), v.get("prompt_tokens"), v.get("output_tokens"),
+                       v.get("cached_tokens")] for role, stages in t["tokens"].items() for stage, v in stages.items()]),
+              _table(["figure", "value"], [["prefix-cache hit", t["prefix_cache_hit"]], ["goodput", t["goodput"]],
+                                           ["wall s (all processes)", t["wall_s"]],
+                                           ["output tokens/s", t["output_tok_s"]]]),
+              "<h2>How it was made</h2>",
+              _table(["", ""], [["guidance model", f["made"]["models"]["guidance"]],
+                                ["student model", f["made"]["models"]["student"]],
+                                ["prompt set", f["made"]["prompts"]], ["preset", f["made"]["preset"]]]),
+              _table(["setting", "value", "default"], f["made"]["settings"])]
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>airgen report</title><style>{_CSS}</style>"
+            f"</head><body>{''.join(parts)}</body></html>\n")
+
+
+def write_report(out: Path) -> tuple[Path, str]:
+    """Write OUT/report/ and return (the folder, the text summary)."""
+    view = load_run(out)
+    f = figures(view)
+    folder = Path(out) / REPORT_DIR
+    folder.mkdir(exist_ok=True)
+    images = plots(f, folder)
+    atomic_write(folder / "summary.json", orjson.dumps(f, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    with atomic_text(folder / "report.html") as handle:
+        handle.write(page(f, images))
+    with atomic_text(folder / "README.md") as handle:
+        handle.write(card.dataset_card(f, images={k: v for k, v in images.items()}))
+    return folder, text_summary(f, folder)

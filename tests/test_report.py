@@ -1,0 +1,185 @@
+"""`airgen report` and `airgen export` on run folders made by scripted engines: finished, killed, empty, not a run."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import orjson
+import pytest
+
+from airgen import cli, run
+from airgen import config as C
+from airgen.engines.scripted import MethodScript, ScriptedEngine
+from airgen.report import figures, write_report
+from airgen.runview import load_run
+
+DOCS = 12
+
+
+def make_docs(tmp_path, n=DOCS):
+    data = tmp_path / "docs.jsonl"
+    lines = [orjson.dumps({"id": f"d{i:02d}", "text": f"document {i} about a topic " * 12}) for i in range(n)]
+    data.write_bytes(b"\n".join([*lines, b"not json", lines[0]]) + b"\n")  # one unreadable line, one repeated id
+    return data
+
+
+async def make_run(prompts, tmp_path, *, score=5, fail=1.0, rounds=3, constraint_set="failed", stop_after=None):
+    data = make_docs(tmp_path)
+    config = C.load(overrides={"flow": {"rounds": rounds, "constraint_set": constraint_set},
+                               "run": {"progress": False}})
+    out = tmp_path / "run"
+    inputs = run.prepare(out, [data], config, prompts)
+    script = MethodScript(prompts, fail=fail, score=score)
+    # Documents d00..d02 score 2/5 and are rejected at the score step; d03's merge of level 2 is unreadable.
+    def respond(request):
+        if request.stage == "score" and request.unit in ("d00", "d01", "d02"):
+            return "A question that needs a document.\nScore: 2/5"
+        if request.key == "d03/merge/2":
+            return " "
+        if request.stage == "merge":  # longer at each level, as a real merge of more constraints is
+            return f"Write a guide about {request.unit} that " + " and ".join(f"keeps rule {j}" for j in range(request.n))
+        return script(request)
+
+    engine = ScriptedEngine(respond, latency=lambda r: 0.002)
+    task = asyncio.create_task(run.generate(config, out, inputs, prompts, {"guidance": engine, "student": engine}))
+    if stop_after is not None:
+        while len(engine.calls) < stop_after:
+            await asyncio.sleep(0.005)
+        task.cancel()  # stopped mid-run: the calls in flight are lost, the journal holds the rest
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    else:
+        await task
+    return out
+
+
+async def test_report_of_a_finished_run_holds_the_papers_views(prompts, tmp_path, capsys):
+    out = await make_run(prompts, tmp_path)
+    assert cli.main(["report", str(out)]) == 0
+    text = capsys.readouterr().out
+    folder = out / "report"
+    f = json.loads((folder / "summary.json").read_text())
+    funnel = dict(f["funnel"])
+    assert funnel["documents read by the run"] == DOCS + 2 and funnel["read as documents"] == DOCS
+    assert funnel["instruction kept (score >= 4)"] == DOCS - 3
+    assert [funnel[f"finished round {r}"] for r in (1, 2, 3)] == [DOCS - 3] * 3
+    assert funnel["records at level 2"] == DOCS - 4 and funnel["documents with records"] == DOCS - 3
+    assert sum(sum(c.values()) for c in f["constraint_types"].values()) == 3 * (DOCS - 3)
+    assert f["judge"]["failed_share_by_round"] == {"1": 1.0, "2": 1.0, "3": 1.0}
+    assert f["judge"]["rounds_end"] == {"completed 3 rounds": DOCS - 3}
+    assert [k["count"] for k in f["rejected"]["score"]] == [3]
+    assert sorted(k["reason"] for k in f["rejected"]["read"]) == ["bad_json", "duplicate_id"]
+    assert f["dropped_levels"]["merge"][0]["example"]["id"] == "d03"
+    assert f["throughput"]["goodput"] < 1 and f["throughput"]["output_tokens"] > 0
+    trigrams = f["mean_unique_trigrams"]
+    assert trigrams["1"] < trigrams["2"] < trigrams["3"]
+    level3 = [r["instruction"].lower().split() for r in load_run(out).records if r["meta"]["level"] == 3]
+    assert trigrams["3"] == sum(len({tuple(w[i:i + 3]) for i in range(len(w) - 2)}) for w in level3) / len(level3)
+    for name in ("funnel", "constraint_types", "lengths", "trigrams", "judge"):
+        assert (folder / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (folder / "report.html").read_text()
+    assert page.count("<table>") >= 8 and 'src="funnel.png"' in page
+    assert "records at level 3" in text and "report.html" in text
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlicense: other  # SET THIS") and "size_categories:\n- n<1K" in card
+    assert "- config_name: level-3\n  data_files: data/level-3.jsonl" in card and "- synthetic" in card
+
+
+async def test_report_of_a_killed_run_shows_how_far_it_got(prompts, tmp_path):
+    out = await make_run(prompts, tmp_path, stop_after=40)
+    folder, text = write_report(out)
+    f = json.loads((folder / "summary.json").read_text())
+    assert f["in_flight"] > 0 and "still in flight" in text
+    assert any("not finished" in note for note in f["limits"])
+    assert dict(f["funnel"])["instruction kept (score >= 4)"] > 0
+
+
+@pytest.mark.parametrize("make", ["empty", "not a run", "missing"])
+def test_report_and_export_refuse_what_is_not_a_run(tmp_path, capsys, make):
+    folder = tmp_path / "x"
+    if make != "missing":
+        folder.mkdir()
+    if make == "not a run":
+        (folder / "notes.txt").write_text("hello")
+    for argv in (["report", str(folder)], ["export", str(folder), "--to", str(tmp_path / "e")]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "not" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_of_a_run_that_made_nothing_yet(prompts, tmp_path, capsys):
+    out = tmp_path / "run"
+    run.prepare(out, [make_docs(tmp_path)], C.load(overrides={"run": {"progress": False}}), prompts)
+    assert cli.main(["report", str(out)]) == 0
+    assert "no records yet" in capsys.readouterr().out
+    assert (out / "report" / "report.html").exists() and (out / "report" / "README.md").exists()
+    assert cli.main(["export", str(out), "--to", str(tmp_path / "e")]) == 2
+    assert "no records yet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt, columns", [
+    ("alpaca", {"id", "instruction", "input", "output", "meta"}),
+    ("sharegpt", {"id", "conversations", "meta"}),
+    ("messages", {"id", "messages", "meta"}),
+])
+async def test_exports_load_in_datasets_and_llamafactory(prompts, tmp_path, fmt, columns, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    out = await make_run(prompts, tmp_path)
+    to = tmp_path / "export"
+    assert cli.main(["export", str(out), "--to", str(to), "--format", fmt]) == 0
+    view = load_run(out)
+    for level in (1, 2, 3):
+        want = sum(1 for r in view.records if r["meta"]["level"] == level)
+        ds = datasets.load_dataset("json", data_files=str(to / "data" / f"level-{level}.jsonl"), split="train")
+        assert set(ds.column_names) == columns and len(ds) == want
+        # The folder itself, through the card's configs.
+        assert len(datasets.load_dataset(str(to), f"level-{level}", split="train")) == want
+    info = json.loads((to / "dataset_info.json").read_text())
+    entry = info["export_level_2"]
+    assert entry["file_name"] == "data/level-2.jsonl"
+    row = json.loads((to / "data" / "level-2.jsonl").read_text().splitlines()[0])
+    if fmt == "alpaca":
+        assert entry["columns"] == {"prompt": "instruction", "query": "input", "response": "output"}
+        assert "formatting" not in entry and all(row[c] is not None for c in entry["columns"].values())
+    else:
+        tags, messages = entry["tags"], row[entry["columns"]["messages"]]
+        assert entry["formatting"] == "sharegpt"
+        assert [m[tags["role_tag"]] for m in messages] == [tags["user_tag"], tags["assistant_tag"]]
+        assert all(m[tags["content_tag"]].strip() for m in messages)
+    assert (to / "README.md").read_text().count("config_name: level-") == 3
+
+
+async def test_export_filters(prompts, tmp_path, capsys):
+    out = await make_run(prompts, tmp_path)
+    to = tmp_path / "e"
+    assert cli.main(["export", str(out), "--to", str(to), "--levels", "1,3", "--min-constraints", "3"]) == 0
+    assert sorted(p.name for p in (to / "data").iterdir()) == ["level-3.jsonl"]  # level 1 has one constraint
+    assert cli.main(["export", str(out), "--to", str(tmp_path / "f"), "--levels", "7"]) == 2
+    assert "no records at level 7" in capsys.readouterr().err
+    # Identical instructions across documents are kept once unless asked otherwise.
+    view = load_run(out)
+    level1 = [r for r in view.records if r["meta"]["level"] == 1]
+    assert len(level1) == len({r["instruction"] for r in level1}) == DOCS - 3  # the script varies them by topic
+
+
+async def test_export_dedupes_identical_instructions(prompts, tmp_path):
+    out = await make_run(prompts, tmp_path)
+    records = (out / "records.jsonl").read_bytes().splitlines()
+    same = [orjson.loads(x) for x in records]
+    for r in same:
+        if r["meta"]["level"] == 1:
+            r["instruction"] = "Write one identical instruction."
+    (out / "records.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in same))
+    assert cli.main(["export", str(out), "--to", str(tmp_path / "a")]) == 0
+    assert len((tmp_path / "a" / "data" / "level-1.jsonl").read_text().splitlines()) == 1
+    assert cli.main(["export", str(out), "--to", str(tmp_path / "b"), "--keep-duplicates"]) == 0
+    assert len((tmp_path / "b" / "data" / "level-1.jsonl").read_text().splitlines()) == DOCS - 3
+
+
+async def test_constraint_set_failed_needs_a_checked_run(prompts, tmp_path, capsys):
+    out = await make_run(prompts, tmp_path, constraint_set="all")
+    assert cli.main(["export", str(out), "--to", str(tmp_path / "e"), "--constraint-set", "failed"]) == 2
+    assert "skipped the check step" in capsys.readouterr().err
+    assert figures(load_run(out))["judge"]["failed_share_by_round"] == {}
