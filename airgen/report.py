@@ -262,7 +262,7 @@ def plots(f: dict[str, Any], folder: Path) -> dict[str, str]:
         ax.set_xlim(0, 1)
         ax.set_xlabel("share of the round's constraints")
         ax.set_title("constraint types per round (paper Figure 3b)")
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         save(fig, "constraint_types")
 
     lengths = {k: v for k, v in f["lengths"].items() if v["instruction_words"]}
@@ -284,19 +284,21 @@ def plots(f: dict[str, Any], folder: Path) -> dict[str, str]:
 
     judge = f["judge"]
     if any(judge["check_scores"].values()) or judge["rounds_end"]:
-        fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-        shares = judge["failed_share_by_round"]
-        axes[0].bar([f"round {r}" for r in shares], list(shares.values()), color="tab:orange")
-        axes[0].set_ylim(0, 1)
-        axes[0].set_title("constraints the student still failed (C'/C)" if shares else
-                          "no check step (constraint set C)")
-        axes[1].bar(list(judge["check_scores"]), list(judge["check_scores"].values()), color="tab:green")
-        axes[1].set_xlabel("check score (0..3)")
-        axes[1].set_title("check scores")
+        checked = any(judge["check_scores"].values())  # no check step (constraint set C): no scores to show
+        fig, axes = plt.subplots(1, 3 if checked else 1, figsize=(14 if checked else 6, 3.8), squeeze=False)
+        axes = axes[0]
+        if checked:
+            shares = judge["failed_share_by_round"]
+            axes[0].bar([f"round {r}" for r in shares], list(shares.values()), color="tab:orange")
+            axes[0].set_ylim(0, 1)
+            axes[0].set_title("constraints the student still failed (C'/C)")
+            axes[1].bar(list(judge["check_scores"]), list(judge["check_scores"].values()), color="tab:green")
+            axes[1].set_xlabel("check score (0..3)")
+            axes[1].set_title("check scores")
         ends = judge["rounds_end"]
-        axes[2].barh([_short(k) for k in ends][::-1], list(ends.values())[::-1], color="tab:gray")
-        axes[2].set_title("how the rounds ended")
-        axes[2].tick_params(axis="y", labelsize=7)
+        axes[-1].barh([_short(k) for k in ends][::-1], list(ends.values())[::-1], color="tab:gray")
+        axes[-1].set_title("how the rounds ended")
+        axes[-1].tick_params(axis="y", labelsize=7)
         save(fig, "judge")
     return made
 

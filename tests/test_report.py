@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 
 import orjson
 import pytest
@@ -183,3 +185,15 @@ async def test_constraint_set_failed_needs_a_checked_run(prompts, tmp_path, caps
     assert cli.main(["export", str(out), "--to", str(tmp_path / "e"), "--constraint-set", "failed"]) == 2
     assert "skipped the check step" in capsys.readouterr().err
     assert figures(load_run(out))["judge"]["failed_share_by_round"] == {}
+
+
+async def test_the_page_renders_in_headless_chromium(prompts, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium on this machine (Debian: apt-get install chromium)")
+    out = await make_run(prompts, tmp_path)
+    folder, _ = write_report(out)
+    shot = tmp_path / "page.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1200,2000", (folder / "report.html").as_uri()], capture_output=True, timeout=120)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000  # more than a blank page
