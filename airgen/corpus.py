@@ -303,11 +303,18 @@ def _read_lines(path: Path) -> Iterator[Document | Rejection]:
 
 def _read_folder(folder: Path) -> Iterator[Document | Rejection]:
     # Sorted by relative path so the order (and so the default random start) does not depend on the file system.
-    files = sorted((p for p in folder.rglob("*.txt") if p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
-    for path in files:
+    # Every *.txt entry is read or rejected: a folder named x.txt, a dangling link, a file that cannot be opened.
+    for path in sorted(folder.rglob("*.txt"), key=lambda p: p.relative_to(folder).as_posix()):
+        if path.is_dir():
+            yield Rejection(None, str(path), "not_a_file", "a folder")
+            continue
         try:
             text = path.read_bytes().decode("utf-8").strip()
         except UnicodeDecodeError as e:
             yield Rejection(None, str(path), "not_utf8", f"byte {e.start}")
+            continue
+        except OSError as e:
+            why = "a link to nothing" if path.is_symlink() and not path.exists() else e.strerror or type(e).__name__
+            yield Rejection(None, str(path), "unreadable", why)
             continue
         yield _document(text, None, str(path))

@@ -1,10 +1,12 @@
 """Readers, rule filters and ids: every malformed entry and every filtered document is recorded with its reason."""
 from __future__ import annotations
 
+import errno
 import importlib.metadata
 import json
 import tracemalloc
 import unicodedata
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -217,3 +219,27 @@ def test_bundled_corpus_missing_gives_a_clear_error(monkeypatch):
     monkeypatch.setattr(corpus.importlib.metadata, "distribution", no_gensim)
     with pytest.raises(CorpusError, match="pip install --no-deps gensim"):
         bundled_corpus()
+
+
+def test_a_folder_rejects_what_it_cannot_read(tmp_path, monkeypatch):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("A readable document about gardens.")
+    (folder / "dangling.txt").symlink_to(tmp_path / "gone.txt")
+    (folder / "x.txt").mkdir()
+    (folder / "bad-disk.txt").write_text("a sector that cannot be read")
+    read_bytes = Path.read_bytes
+
+    def failing(path):
+        if path.name == "bad-disk.txt":
+            raise OSError(errno.EIO, "Input/output error")
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", failing)
+    out = list(read_documents([folder]))
+    by_source = {Path(u.source).name: u for u in out}
+    assert isinstance(by_source["a.txt"], Document)
+    assert (by_source["dangling.txt"].rule, by_source["dangling.txt"].value) == ("unreadable", "a link to nothing")
+    assert (by_source["x.txt"].rule, by_source["x.txt"].value) == ("not_a_file", "a folder")
+    assert (by_source["bad-disk.txt"].rule, by_source["bad-disk.txt"].value) == ("unreadable", "Input/output error")
+    assert len(out) == 4

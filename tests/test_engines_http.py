@@ -115,6 +115,21 @@ async def test_retries_429_and_500_honours_retry_after_and_parses_usage(serve):
     assert (completion.prompt_tokens, completion.output_tokens, completion.cached_tokens) == (21, 2, 16)
 
 
+async def test_garbage_answers_are_retried_like_server_errors(serve):
+    server = await serve(
+        lambda request: web.Response(text="<html>502 from a proxy</html>", status=200),
+        reply(body={"model": "m", "choices": []}),
+        reply(body={"error": {"message": "worker lost"}}),
+        reply(body=ok_body("3")),
+    )
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", max_retries=3))
+    try:
+        completion = await engine.generate(make_request())
+    finally:
+        await engine.close()
+    assert len(server.calls) == 4 and completion.text == "3"
+
+
 async def test_bad_request_fails_at_once_with_the_servers_message(serve):
     server = await serve(reply(400, {"error": {"message": "invalid regex '[bad'", "code": 400}}))
     engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", max_retries=5))

@@ -80,7 +80,7 @@ class OpenAIEngine:
                 await asyncio.sleep(_delay(attempt, retry_after))
             try:
                 return _completion(await self._post(url, body), self.name)
-            except _Retryable as e:
+            except _Retryable as e:  # also a 200 whose body is garbage: a proxy's hiccup, asked again
                 last, retry_after = str(e), e.retry_after
         raise HTTPEngineError(
             f"{request.key}: {url} failed {self._config.max_retries + 1} times; last: {last}"
@@ -167,9 +167,12 @@ async def _read(response: aiohttp.ClientResponse) -> dict[str, Any]:
     status = response.status
     if status < 300:
         try:
-            return await response.json(content_type=None)
-        except ValueError as e:
-            raise HTTPEngineError(f"{response.url} answered {status} with a body that is not JSON") from e
+            payload = await response.json(content_type=None)
+        except ValueError:
+            raise _Retryable(f"HTTP {status} with a body that is not JSON") from None
+        if isinstance(payload, dict) and payload.get("error") and not payload.get("choices"):
+            raise _Retryable(f"HTTP {status} with an error: {_server_message(json.dumps(payload))}")
+        return payload
     message = _server_message(await response.text())
     if status in _RETRYABLE_STATUS or status >= 500:
         raise _Retryable(f"HTTP {status}: {message}", _retry_after(response.headers.get("Retry-After")))
@@ -217,7 +220,7 @@ def _completion(payload: dict[str, Any], model: str) -> Completion:
         choice = payload["choices"][0]
         text = choice["message"].get("content") or ""
     except (KeyError, IndexError, TypeError, AttributeError):
-        raise HTTPEngineError(f"the server's answer has no choices[0].message: {str(payload)[:300]}") from None
+        raise _Retryable(f"an answer without choices[0].message: {str(payload)[:300]}") from None
     usage = payload.get("usage") or {}
     details = usage.get("prompt_tokens_details") or {}
     return Completion(
