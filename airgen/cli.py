@@ -146,7 +146,7 @@ def run_config(args: argparse.Namespace) -> Config:
         config = load(args.config, overrides, "tiny")
         limit = "all" if config.run.limit is None else config.run.limit
         say(f"airgen: bundled tiny model -> preset 'tiny' (rounds {config.flow.rounds}, score threshold "
-            f"{config.flow.score_threshold}, constraint set {config.flow.constraint_set}, short outputs, "
+            f"{config.flow.score_threshold}, constraint set {config.flow.constraint_set} with pass score {config.flow.pass_score}, short outputs, "
             f"{limit} documents); see README 'The bundled demo'")
         return config
     return load(args.config, overrides, args.preset)

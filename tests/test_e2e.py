@@ -42,7 +42,8 @@ def test_default_run_end_to_end(tmp_path):
         assert record["messages"][1]["content"] == record["output"]
     events = lines(out / "journal.jsonl")
     stages = {e["k"].split("/")[-2] for e in events if "k" in e}
-    # Every stage of the tiny preset's method (constraint set C: no check step) that a record passes through.
-    assert {"back_translate", "score", "refine", "answer", "propose", "merge", "respond"} <= stages
+    # Every stage a record passes through, the check step included.
+    assert {"back_translate", "score", "refine", "answer", "propose", "answer_with", "check", "merge",
+            "respond"} <= stages
     assert {e["done"] for e in events if "done" in e} == with_records | {r["unit"] for r in rejected}
     assert sum(e["p"] for e in events if "k" in e) > 0 and sum(e["o"] for e in events if "k" in e) > 0

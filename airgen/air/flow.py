@@ -279,7 +279,9 @@ class Flow(Recipe):
             chosen = [c for c in s.constraints if c.round <= k and (self.config.constraint_set == "all" or c.failed)]
             previous = s.levels[max(s.levels)] if s.levels else None
             if not chosen:
-                s.level_drops.append({"level": k, "stage": CHECK, "reason": "the student met every constraint"})
+                unread = any(c.failed is None for c in s.constraints if c.round <= k)
+                s.level_drops.append({"level": k, "stage": CHECK, "reason": "no constraint is known to be failed: "
+                                      "a check could not be read" if unread else "the student met every constraint"})
             elif chosen == previous:
                 s.level_drops.append({"level": k, "stage": CHECK, "reason": "no new failed constraint at this level"})
             else:

@@ -43,8 +43,10 @@ STAGES = INITIAL_STAGES + ROUND_STAGES + LEVEL_STAGES
 # Unbounded repeats on purpose: xgrammar compiles a bounded one like [^\n]{1,800} into a state per count, which took
 # over vLLM's 5 s compile limit; max_tokens bounds the length anyway.
 _LINE = "[^\\n]+"
+_CRITERION = "[^\\t\\n]+"  # a check line's text, before its TAB and score
 # For small models that never end a line on their own: the same formats with free-text lines capped.
 SHORT_LINE = "[^\\n]{1,150}"
+_SHORT_CRITERION = "[^\\t\\n]{1,150}"
 # One to three plain sentences on one line: the sentence end lets decoding stop (small models otherwise ramble).
 _SENTENCE = "[A-Z][^\\n.?!]{2,150}[.?!]"
 SENTENCES_REGEX = f"{_SENTENCE}( {_SENTENCE}){{0,2}}"
@@ -56,8 +58,8 @@ _REGEX_SPECIAL = frozenset("\\.^$*+?{}[]|()/")
 
 
 def shorten(regex: str) -> str:
-    """`regex` with its free-text lines capped at SHORT_LINE."""
-    return regex.replace(_LINE, SHORT_LINE)
+    """`regex` with its free-text lines (and check-line texts) capped at 150 characters."""
+    return regex.replace(_LINE, SHORT_LINE).replace(_CRITERION, _SHORT_CRITERION)
 
 
 def _literal(text: str) -> str:
@@ -91,7 +93,7 @@ def check_regex(count: int) -> str:
     """`count` lines of criterion text, a TAB and a 0..3 score, separated by blank lines."""
     if count < 1:
         raise ValueError("count must be >= 1")
-    return "\\n\\n".join(["[^\\t\\n]+\\t[0-3]"] * count)
+    return "\\n\\n".join([f"{_CRITERION}\\t[0-3]"] * count)
 
 
 def _regex(config: FlowConfig, regex: str) -> Format:
