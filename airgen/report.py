@@ -380,5 +380,5 @@ def write_report(out: Path) -> tuple[Path, str]:
     with atomic_text(folder / "report.html") as handle:
         handle.write(page(f, images))
     with atomic_text(folder / "README.md") as handle:
-        handle.write(card.dataset_card(f, images={k: v for k, v in images.items()}))
+        handle.write(card.dataset_card(f, images))
     return folder, text_summary(f, folder)

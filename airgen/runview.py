@@ -96,7 +96,7 @@ def _replay(config: Config, prompts, calls: list[dict[str, Any]]) -> dict[str, S
     the keys the flow asks for)."""
     answers: dict[str, dict[str, Completion | Refusal]] = defaultdict(dict)
     for e in calls:
-        answers[e["s"]][e["k"]] = Refusal(e["r"]) if "r" in e else journal.completion(e)
+        answers[e["s"]][e["k"]] = journal.completion(e)
     flow = Flow(config.flow, prompts, config.seed)
     samples = {}
     for unit, known in answers.items():

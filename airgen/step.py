@@ -7,7 +7,7 @@ the scheduler, engines and journal never see a step, only the `Request` it build
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from airgen.calls import Completion, Request, Role, Sampling
@@ -16,7 +16,7 @@ from airgen.prompts import PromptSet
 
 
 class Reject(Exception):
-    """An answer the method does not accept; str(e) is the reason recorded for the drop."""
+    """An answer the method does not accept; str(e) is the reason recorded (a rejection, a drop, a round's end)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +51,7 @@ class Step:
     # Free text may be kept when cut at max_tokens (the recipe's `keep_cut_text`); formatted answers never are.
     free_text: bool = False
     # (config) -> max_tokens of this step's calls; None: the recipe's default.
-    max_tokens: Callable[[Any], int] | None = field(default=None)
+    max_tokens: Callable[[Any], int] | None = None
 
     def request(self, prompts: PromptSet, key: str, inputs: Mapping[str, str | int], sampling: Mapping[str, Any],
                 config: Any, *, structured: bool, args: Mapping[str, Any] | None = None, progress: int = 0) -> Request:
