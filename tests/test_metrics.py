@@ -101,7 +101,11 @@ async def test_idle_time_waiting_on_the_other_model(prompts, tmp_path):
     # One sample at a time: while the student answers, the guidance engine waits on it.
     assert g.idle_s["other_model"] >= 0.9 * len(student.calls) * 0.01
     assert g.idle_s["other_model"] == pytest.approx(st.busy_s, rel=0.1)
-    assert st.idle_s["other_model"] == pytest.approx(g.busy_s, rel=0.2)
+    # Guidance calls also run beside the student's answers (refinement, reference, checks), so the student's wait is
+    # the guidance's busy time less that overlap, and the overlap is the student's busy time the guidance did not wait.
+    both_busy = st.busy_s - g.idle_s["other_model"]
+    assert both_busy > 0
+    assert st.idle_s["other_model"] == pytest.approx(g.busy_s - both_busy, rel=1e-6, abs=1e-9)
 
 
 def snap(t: float, output: int, prompt: int, cached: int, done: int, total: int | None = 100) -> dict:
