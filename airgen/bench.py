@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import statistics
 import time
 from pathlib import Path
@@ -28,16 +29,15 @@ from typing import Any, Awaitable, Callable
 import orjson
 
 from airgen import journal, run
-from airgen.air.flow import Flow
-from airgen.air.steps import INITIAL_STAGES, LEVEL_STAGES, STAGES
 from airgen.calls import Completion, Request, Role
 from airgen.config import Config, ConfigError
-from airgen.corpus import Document, admitted
+from airgen.corpus import Rejection
 from airgen.engines import Engine
 from airgen.files import atomic_write
 from airgen.metrics import Metrics
 from airgen.prompts import PromptSet
 from airgen.recipe import replay
+from airgen.recipes import recipe_of
 
 BENCH_JSON = "bench.json"
 BENCH_PNG = "bench.png"
@@ -51,10 +51,11 @@ def recorded_calls(config: Config, prompts: PromptSet, out: Path, inputs: list[P
     """Each sample's (request, completion) pairs in the stage-barrier order, rebuilt by replaying the run's journal
     through the flow."""
     done = journal.load_all(out / run.JOURNAL)
-    flow = Flow(config.flow, prompts, config.seed)
+    kind = recipe_of(config)
+    flow = kind.flow(config, prompts)
     samples = []
-    for doc in admitted(inputs, config.run.limit):
-        if not isinstance(doc, Document):
+    for doc in kind.read(inputs, config.run.limit):
+        if isinstance(doc, Rejection):
             continue
         sample, calls = flow.sample(doc), []
 
@@ -66,7 +67,7 @@ def recorded_calls(config: Config, prompts: PromptSet, out: Path, inputs: list[P
 
         replay(flow, sample, flow.start(sample), answer)
         if calls:
-            samples.append(sorted(calls, key=lambda call: barrier_key(call[0])))
+            samples.append(sorted(calls, key=lambda call: kind.barrier(call[0])))
     return samples
 
 
@@ -76,12 +77,6 @@ def replay_request(request: Request, completion: Completion, mode: str) -> Reque
     that it stays a call key and an engine never mistakes it for the live call."""
     return dataclasses.replace(request, key=f"{mode}:{request.key}", sampling=dataclasses.replace(
         request.sampling, max_tokens=max(completion.output_tokens, 1), regex=None, choice=None, ignore_eos=True))
-
-
-def barrier_key(request: Request) -> tuple[int, int, int]:
-    """Order of the authors' per-stage batches: initial stages, then rounds 1..R stage by stage, then levels."""
-    phase = 0 if request.stage in INITIAL_STAGES else 2 if request.stage in LEVEL_STAGES else 1
-    return phase, request.n, STAGES.index(request.stage)
 
 
 # -- measuring ---------------------------------------------------------------------------------------------------
@@ -153,8 +148,10 @@ async def run_raw(engines: dict[Role, Engine], samples: list[list[Call]]) -> dic
     return {**summary(metrics, wall), "recorded_output_tokens": recorded_tokens(samples)}
 
 
-async def run_stage_barrier(engines: dict[Role, Engine], samples: list[list[Call]]) -> dict[str, Any]:
-    """One batch per (stage, round) over all samples; a batch starts only when the one before it has finished."""
+async def run_stage_barrier(engines: dict[Role, Engine], samples: list[list[Call]],
+                            barrier_key: Callable[[Request], tuple[int, int, int]]) -> dict[str, Any]:
+    """One batch per `barrier_key` (AIR: stage and round) over all samples, in its order; a batch starts only when
+    the one before it has finished."""
     metrics = Metrics()
     meters = metered(engines, metrics)
     pending = [list(reversed(sample)) for sample in samples]  # each sample's next call at the end
@@ -163,7 +160,10 @@ async def run_stage_barrier(engines: dict[Role, Engine], samples: list[list[Call
     async def all_batches() -> None:
         while any(pending):
             key = min(barrier_key(calls[-1][0]) for calls in pending if calls)
-            batch = [calls.pop() for calls in pending if calls and barrier_key(calls[-1][0]) == key]
+            batch = []  # every sample's calls of this batch (CRAB: all of a pair's checks)
+            for calls in pending:
+                while calls and barrier_key(calls[-1][0]) == key:
+                    batch.append(calls.pop())
             first = batch[0][0]
             started = time.perf_counter()
             await asyncio.gather(*(meters[r.role].generate(replay_request(r, c, "barrier")) for r, c in batch))
@@ -244,10 +244,11 @@ async def bench(config: Config, prompts: PromptSet, out: Path, inputs: list[Path
     out.mkdir(parents=True, exist_ok=True)
     inputs = run.prepare(run_dir, inputs, config, prompts)
     start = time.perf_counter()
-    engines = await start_engines(config.guidance, config.student)
+    kind = recipe_of(config)
+    engines = await start_engines(config.guidance, config.student if "student" in kind.roles else None)
     start_s = time.perf_counter() - start
     load_s = start_s / len({id(e) for e in engines.values()})
-    replays = {"raw": run_raw, "stage-barrier": run_stage_barrier}
+    replays = {"raw": run_raw, "stage-barrier": functools.partial(run_stage_barrier, barrier_key=kind.barrier)}
     rounds: list[dict[str, Any]] = []
     try:
         for i in range(repeat):

@@ -1,5 +1,6 @@
 """The dataset card: a Hugging Face style README.md (YAML header, then how the data was made, its funnel, its plots and
-its limits), for the folder `airgen export` lays out: one config per level, data/level-K.jsonl."""
+its limits), for the folder `airgen export` lays out: one config per split, data/SPLIT.jsonl (AIR: level-K; CRAB:
+forward, reverse)."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,15 +13,15 @@ def size_category(n: int) -> str:
     return "1M<n<10M" if n < 10_000_000 else "n>10M"
 
 
-def data_file(level: int) -> str:
-    return f"data/level-{level}.jsonl"
+def data_file(split: str) -> str:
+    return f"data/{split}.jsonl"
 
 
-def dataset_card(f: dict[str, Any], images: dict[str, str], counts: dict[int, int] | None = None) -> str:
-    """The card for the report's figures `f`; `counts` (level -> records) where an export kept fewer than the run
+def dataset_card(f: dict[str, Any], images: dict[str, str], counts: dict[str, int] | None = None) -> str:
+    """The card for the report's figures `f`; `counts` (split -> records) where an export kept fewer than the run
     made, `images` (name -> path relative to the card) the plots to show."""
-    counts = counts if counts is not None else {int(k): v for k, v in f["records_by_level"].items()}
-    levels = sorted(k for k, n in counts.items() if n)
+    counts = counts if counts is not None else dict(f["records_by_split"])
+    splits = [k for k, n in counts.items() if n]
     total = sum(counts.values())
     made = f["made"]
     header = [
@@ -34,46 +35,38 @@ def dataset_card(f: dict[str, Any], images: dict[str, str], counts: dict[int, in
         f"- {size_category(total)}",
         "tags:",
         "- synthetic",
-        "- air",
-        "- instruction-following",
-        "- complex-instructions",
+        *(f"- {tag}" for tag in f["tags"]),
         "configs:",
     ]
-    for i, k in enumerate(levels):
-        header += [f"- config_name: level-{k}", f"  data_files: {data_file(k)}"] + (["  default: true"] if i == 0
-                                                                                  else [])
+    for i, k in enumerate(splits):
+        header += [f"- config_name: {k}", f"  data_files: {data_file(k)}"] + (["  default: true"] if i == 0 else [])
     header.append("---")
     changed = [f"`{name}` = {value!r} (default {default!r})" for name, value, default in made["settings"]
                if value != default]
+    method = "AIR" if f["recipe"] == "air" else "CRAB"
     body = [
         "",
-        "# Complex instruction-following data made with AIR",
+        f"# Complex instruction-following data made with {method}",
         "",
-        f"{total} instruction-response records at {len(levels)} levels of constraint complexity, made by airgen with "
-        "AIR (Automatic Iterative Refinement): an instruction is back-translated from each human-written document, the "
-        "document is rewritten into a reference answer, and for up to "
-        f"{max(levels, default=0)} rounds a guidance model, as judge, compares a student model's answer with it and "
-        "adds one constraint the student misses. Level k merges the constraints of rounds 1..k into one instruction, "
-        "which the guidance model answers.",
+        f"{total} {f['about']}",
         "",
         "## How it was made",
         "",
-        f"- guidance model: {made['models']['guidance']}",
-        f"- student model: {made['models']['student']}",
+        *(f"- {role} model: {name}" for role, name in made["models"].items()),
         f"- prompt set: {made['prompts']}" + ("" if made["prompts_match"] else " (not the bundled one)"),
-        f"- constraint set merged: {f['judge']['constraint_set']} "
-        + ("(C': the constraints the student still failed)" if f["judge"]["constraint_set"] == "failed"
-           else "(C: every constraint found)"),
+        *(f"- {note}" for note in f["made_notes"]),
         f"- settings that differ from the method's defaults: {', '.join(changed) or 'none'}",
         "",
         "## Records",
         "",
-        "| level | records | file |",
+        "| split | records | file |",
         "| --- | --- | --- |",
-        *(f"| {k} | {counts[k]} | `{data_file(k)}` |" for k in levels),
+        *(f"| {k} | {counts[k]} | `{data_file(k)}` |" for k in splits),
         "",
-        "Each line holds the training pair and `meta`: the document id, the level, the constraints in order with their "
-        "type and round, and the initial instruction.",
+        "Each line holds the training pair and `meta`: "
+        + ("the document id, the level, the constraints in order with their type and round, and the initial "
+           "instruction." if f["recipe"] == "air" else "the pair's id, the record kind, the constraints used with "
+           "their type and source (rule or model), and the original instruction."),
         "",
         "## Funnel",
         "",
@@ -86,5 +79,8 @@ def dataset_card(f: dict[str, Any], images: dict[str, str], counts: dict[int, in
         body += ["## Plots", "", *(f"![{name}]({path})" for name, path in images.items()), ""]
     body += ["## Limits", ""]
     body += [f"- {note}" for note in f["limits"]] or ["- none known from the run itself"]
-    body += ["- Synthetic data: responses are written by the guidance model and inherit its errors and biases.", ""]
+    body.append("- Synthetic data: responses are written by the guidance model and inherit its errors and biases."
+                if f["recipe"] == "air" else "- Synthetic constraints: the responses are the input's own; the "
+                "constraints are written by the guidance model (checked by it) or built by rule (verified in code).")
+    body.append("")
     return "\n".join(header + body)

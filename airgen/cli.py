@@ -41,8 +41,12 @@ def _config_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
-                   help="JSONL (text/document + optional id), Parquet, or a folder of .txt files; none = bundled corpus")
+                   help="air: JSONL (text/document + optional id), Parquet, or a folder of .txt files; crab: "
+                        "instruction-response pairs (JSONL or Parquet: alpaca, messages or conversations) or an AIR "
+                        "run folder; none = the bundled corpus (air) or the bundled pairs (crab)")
     p.add_argument("--out", type=Path, help="output folder (default: a new runs/<time>); an existing one is resumed")
+    p.add_argument("--recipe", choices=("air", "crab"),
+                   help="air (default): AIR from documents; crab: constraint back-translation from pairs")
     _config_arguments(p)
     p.add_argument("--preset", help="named settings applied under --config (e.g. 'tiny' for the bundled model)")
     p.add_argument("--rounds", type=int, help="refinement rounds per sample (default 5)")
@@ -129,7 +133,7 @@ def _overrides(args: argparse.Namespace, shorthands: dict[str, str]) -> dict[str
 
 
 _RUN_SHORTHANDS = {
-    "rounds": "flow.rounds", "limit": "run.limit", "seed": "seed", "max_in_flight": "run.max_in_flight",
+    "recipe": "recipe", "rounds": "flow.rounds", "limit": "run.limit", "seed": "seed", "max_in_flight": "run.max_in_flight",
     "prometheus": "run.prometheus_port",
     **{role + suffix: f"{role}.{field}" for role in ("guidance", "student")
        for field, suffix in (("path", ""), ("url", "_url"), ("model", "_model"))},
@@ -145,9 +149,13 @@ def run_config(args: argparse.Namespace) -> Config:
         # The bundled 135M model cannot pass the method's thresholds; the demo uses the documented preset.
         config = load(args.config, overrides, "tiny")
         limit = "all" if config.run.limit is None else config.run.limit
-        say(f"airgen: bundled tiny model -> preset 'tiny' (rounds {config.flow.rounds}, score threshold "
-            f"{config.flow.score_threshold}, constraint set {config.flow.constraint_set} with pass score {config.flow.pass_score}, short outputs, "
-            f"{limit} documents); see README 'The bundled demo'")
+        if config.recipe == "crab":
+            about = f"max_tokens {config.crab.max_tokens}, short outputs, {limit} pairs"
+        else:
+            about = (f"rounds {config.flow.rounds}, score threshold {config.flow.score_threshold}, constraint set "
+                     f"{config.flow.constraint_set} with pass score {config.flow.pass_score}, short outputs, "
+                     f"{limit} documents")
+        say(f"airgen: bundled tiny model -> preset 'tiny' ({about}); see README 'The bundled demo'")
         return config
     return load(args.config, overrides, args.preset)
 
@@ -176,10 +184,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     import uvloop
 
     from airgen import run
-    from airgen.air.steps import load_prompts
+    from airgen.recipes import recipe_of
 
     config = run_config(args)
-    prompts = load_prompts()
+    prompts = recipe_of(config).prompts(None)
     out = args.out or run.default_out()
     inputs = run.prepare(out, list(args.inputs), config, prompts)
     say(f"airgen: run {out} on {', '.join(map(str, inputs))}")
@@ -242,7 +250,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     except export.ExportError as e:
         print(f"airgen export: {e}", file=sys.stderr)
         return 2
-    print(f"{args.to}: " + ", ".join(f"level {k}: {n} records" for k, n in counts.items() if n)
+    print(f"{args.to}: " + ", ".join(f"{k}: {n} records" for k, n in counts.items() if n)
           + f" ({args.format}); dataset_info.json for LlamaFactory, README.md dataset card")
     return 0
 

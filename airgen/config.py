@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 JudgeMode = Literal["document", "model", "none"]
 ConstraintSet = Literal["failed", "all"]
+RecipeName = Literal["air", "crab"]
 
 
 class ConfigError(ValueError):
@@ -77,6 +78,44 @@ class FlowConfig:
         for name in ("instruction_words", "constraint_words", "merged_words"):
             lo, hi = getattr(self, name)
             _check(0 <= lo <= hi, f"flow.{name} must be [low, high] with 0 <= low <= high")
+
+
+@dataclass(frozen=True)
+class CrabConfig:
+    """CRAB (constraint back-translation): what changes the records it makes. Part of a crab run's fingerprint.
+
+    Defaults follow the authors' code (THU-KEG/Crab): constraints ROUGE-L above 0.6 to another are duplicates, a
+    forward record samples 6..8 of a pair's constraints (1..all with probability `diverse_rate`), a reverse record
+    3..6, and records are forward with probability `forward_rate`.
+    """
+
+    refine: bool = True
+    check: bool = True  # the model's per-constraint check of the constraints it proposed
+    keep_modified: bool = True  # a constraint the check finds unmet is replaced by its rewrite, when it gives one
+    dedup_rouge: float = 0.6
+    forward_rate: float = 0.75
+    forward_constraints: tuple[int, int] = (6, 8)
+    reverse_constraints: tuple[int, int] = (3, 6)
+    diverse_rate: float = 0.3
+    max_response_words: int = 1500
+    temperature: float = 0.2
+    top_p: float = 0.9
+    max_tokens: int = 1024
+    repetition_penalty: float = 1.0
+    keep_cut_text: bool = False
+    short_lines: bool = False
+    structured: bool = True
+
+    def validate(self) -> None:
+        _check(0 <= self.forward_rate <= 1, "crab.forward_rate must be in [0, 1]")
+        _check(0 <= self.diverse_rate <= 1, "crab.diverse_rate must be in [0, 1]")
+        _check(0 < self.dedup_rouge <= 1, "crab.dedup_rouge must be in (0, 1]")
+        for name in ("forward_constraints", "reverse_constraints"):
+            lo, hi = getattr(self, name)
+            _check(1 <= lo <= hi, f"crab.{name} must be [low, high] with 1 <= low <= high")
+        _check(self.max_tokens >= 16, "crab.max_tokens must be >= 16")
+        _check(self.max_response_words >= 1, "crab.max_response_words must be >= 1")
+        _check(0 < self.top_p <= 1, "crab.top_p must be in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -183,7 +222,9 @@ class SelectConfig:
 
 @dataclass(frozen=True)
 class Config:
+    recipe: RecipeName = "air"
     flow: FlowConfig = field(default_factory=FlowConfig)
+    crab: CrabConfig = field(default_factory=CrabConfig)
     guidance: ModelConfig = field(default_factory=ModelConfig)
     student: ModelConfig = field(default_factory=ModelConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -194,6 +235,7 @@ class Config:
 
     def validate(self) -> "Config":
         self.flow.validate()
+        self.crab.validate()
         self.guidance.validate("guidance")
         self.student.validate("student")
         _check(self.run.max_in_flight >= 1, "run.max_in_flight must be >= 1")
@@ -205,8 +247,16 @@ class Config:
         _check(self.preset is None or self.preset in PRESETS, f"unknown preset {self.preset!r}; known: {sorted(PRESETS)}")
         return self
 
+    @property
+    def method(self) -> Any:
+        """The settings of the run's recipe: `flow` for AIR, `crab` for CRAB."""
+        return self.crab if self.recipe == "crab" else self.flow
+
     def fingerprint_fields(self) -> dict[str, Any]:
-        """What a resumed run must share with the run it continues."""
+        """What a resumed run must share with the run it continues (an AIR run's fields are those of runs made
+        before there was a second recipe, so they resume)."""
+        if self.recipe == "crab":
+            return {"recipe": "crab", "crab": dataclasses.asdict(self.crab), "seed": self.seed}
         return {"flow": dataclasses.asdict(self.flow), "seed": self.seed}
 
 
@@ -236,6 +286,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "judge_may_decline": False,
             "dedup_asks": "new",
         },
+        # keep_modified off: the 135M checker finds every constraint unmet and its rewrites are noise.
+        "crab": {"max_tokens": 200, "short_lines": True, "keep_cut_text": True, "repetition_penalty": 1.3,
+                 "keep_modified": False},
         "run": {"limit": 12},
     },
 }

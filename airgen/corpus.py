@@ -88,10 +88,11 @@ def admitted(inputs: Sequence[Path], limit: int | None = None) -> Iterator[Docum
     return first_ids(units)
 
 
-def first_ids(units: Iterable[Document | Rejection]) -> Iterator[Document | Rejection]:
-    seen: dict[str, str] = {}  # doc id -> source of its first occurrence
+def first_ids(units: Iterable) -> Iterator:
+    """Each unit (a Document, or any unit with an id and a source) whose id was seen before, as a Rejection."""
+    seen: dict[str, str] = {}  # unit id -> source of its first occurrence
     for unit in units:
-        if isinstance(unit, Document):
+        if not isinstance(unit, Rejection):
             if unit.id in seen:
                 unit = Rejection(unit.id, unit.source, "duplicate_id", f"first seen at {seen[unit.id]}")
             else:
@@ -225,7 +226,8 @@ def _document(text: object, raw_id: object, source: str) -> Document | Rejection
     return Document(str(raw_id), text, source)
 
 
-def _read_jsonl(path: Path) -> Iterator[Document | Rejection]:
+def jsonl_objects(path: Path) -> Iterator[tuple[str, dict] | Rejection]:
+    """(source, object) for each line of a JSON Lines file, or the Rejection of a line that is not one object."""
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
             source = f"{path}:{number}"
@@ -245,24 +247,40 @@ def _read_jsonl(path: Path) -> Iterator[Document | Rejection]:
             if not isinstance(record, dict):
                 yield Rejection(None, source, "bad_json", f"a {type(record).__name__}, not an object")
                 continue
-            field = next((name for name in TEXT_FIELDS if name in record), None)
-            if field is None:
-                yield Rejection(_plain_id(record.get("id")), source, "missing_field", sorted(record)[:10])
-                continue
-            yield _document(record[field], record.get("id"), source)
+            yield source, record
+
+
+def _read_jsonl(path: Path) -> Iterator[Document | Rejection]:
+    for item in jsonl_objects(path):
+        if isinstance(item, Rejection):
+            yield item
+            continue
+        source, record = item
+        field = next((name for name in TEXT_FIELDS if name in record), None)
+        if field is None:
+            yield Rejection(_plain_id(record.get("id")), source, "missing_field", sorted(record)[:10])
+            continue
+        yield _document(record[field], record.get("id"), source)
 
 
 def _plain_id(raw_id: object) -> str | None:
     return str(raw_id) if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) else None
 
 
-def _read_parquet(path: Path) -> Iterator[Document | Rejection]:
+def open_parquet(path: Path):
+    """The Parquet file at `path`, or the Rejection saying why it cannot be read as one."""
     import pyarrow.parquet as pq  # deferred: only Parquet inputs pay for the import
 
     try:
-        parquet = pq.ParquetFile(path)
+        return pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several types for a damaged or non-Parquet file
-        yield Rejection(None, str(path), "bad_parquet", str(e)[:200])
+        return Rejection(None, str(path), "bad_parquet", str(e)[:200])
+
+
+def _read_parquet(path: Path) -> Iterator[Document | Rejection]:
+    parquet = open_parquet(path)
+    if isinstance(parquet, Rejection):
+        yield parquet
         return
     names = parquet.schema_arrow.names
     field = next((name for name in TEXT_FIELDS if name in names), None)

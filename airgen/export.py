@@ -1,11 +1,13 @@
 """`airgen export OUT --to DIR`: a run's records as training files, laid out as a Hugging Face dataset folder.
 
-DIR/data/level-K.jsonl (one file per level), DIR/README.md (the dataset card, one config per level), DIR/plots/ and
-DIR/dataset_info.json (LlamaFactory's dataset registry), so `datasets.load_dataset(DIR, "level-2")`,
+DIR/data/SPLIT.jsonl (one file per split: AIR's levels, level-K; CRAB's record kinds, forward and reverse),
+DIR/README.md (the dataset card, one config per split), DIR/plots/ and DIR/dataset_info.json (LlamaFactory's
+dataset registry), so `datasets.load_dataset(DIR, "level-2")`,
 `huggingface-cli upload` and LlamaFactory's `dataset_dir: DIR` take the folder as it is.
 
 Formats: `alpaca` (instruction, input, output), `sharegpt` (conversations of from/value, human/gpt) and `messages`
-(OpenAI chat messages of role/content). Each line also carries `id` and a compact `meta`.
+(OpenAI chat messages of role/content). Each line also carries `id` (the unit's id and its split: `d1#level-2`,
+`p7#forward`) and a compact `meta`.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import orjson
 from airgen import card, report
 from airgen.files import atomic_text, atomic_write, line
 from airgen.runview import load_run
+from airgen.sink import split_order
 
 FORMATS = ("alpaca", "sharegpt", "messages")
 
@@ -31,7 +34,7 @@ class Job:
     out: Path  # the run folder
     to: Path
     format: str = "alpaca"
-    levels: tuple[int, ...] | None = None  # None: every level
+    levels: tuple[int, ...] | None = None  # AIR: the levels to keep; None: every level
     min_constraints: int = 0
     constraint_set: str = "all"  # "failed": only records whose merged constraints the student all failed
     dedupe: bool = True  # one record per distinct instruction (the first, in document order)
@@ -39,11 +42,11 @@ class Job:
 
 def _row(record: dict[str, Any], fmt: str) -> dict[str, Any]:
     meta = record["meta"]
-    compact = {"doc_id": meta["doc_id"], "level": meta["level"],
+    compact = {"doc_id": meta["doc_id"], "split": meta["split"],
                "constraints": [c["text"] for c in meta["constraints"]],
                "constraint_types": [c["type"] for c in meta["constraints"]],
-               "initial_instruction": meta["initial_instruction"]}
-    row: dict[str, Any] = {"id": f"{meta['doc_id']}#level-{meta['level']}"}
+               **{k: meta[k] for k in ("level", "kind", "initial_instruction") if k in meta}}
+    row: dict[str, Any] = {"id": f"{meta['doc_id']}#{meta['split']}"}
     if fmt == "alpaca":
         row.update(instruction=record["instruction"], input=record["input"], output=record["output"])
     elif fmt == "sharegpt":
@@ -56,8 +59,8 @@ def _row(record: dict[str, Any], fmt: str) -> dict[str, Any]:
     return row
 
 
-def dataset_info(fmt: str, levels: list[int], name: str) -> dict[str, Any]:
-    """LlamaFactory's entries, one per level, with its column and tag names for `fmt`."""
+def dataset_info(fmt: str, splits: list[str], name: str) -> dict[str, Any]:
+    """LlamaFactory's entries, one per split, with its column and tag names for `fmt`."""
     if fmt == "alpaca":
         extra: dict[str, Any] = {"columns": {"prompt": "instruction", "query": "input", "response": "output"}}
     elif fmt == "sharegpt":
@@ -67,11 +70,11 @@ def dataset_info(fmt: str, levels: list[int], name: str) -> dict[str, Any]:
         extra = {"formatting": "sharegpt", "columns": {"messages": "messages"},
                  "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
                           "assistant_tag": "assistant"}}
-    return {f"{name}_level_{k}": {"file_name": card.data_file(k), **extra} for k in levels}
+    return {f"{name}_{k.replace('-', '_')}": {"file_name": card.data_file(k), **extra} for k in splits}
 
 
-def export(job: Job) -> dict[int, int]:
-    """Write the folder; returns records kept per level."""
+def export(job: Job) -> dict[str, int]:
+    """Write the folder; returns records kept per split."""
     if job.format not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, not {job.format!r}")
     if job.constraint_set not in ("all", "failed"):
@@ -79,33 +82,40 @@ def export(job: Job) -> dict[int, int]:
     view = load_run(job.out)
     if not view.records:
         raise ExportError(f"{job.out} has no records yet (see `airgen report {job.out}`)")
+    air = view.config.recipe == "air"
+    if not air and (job.levels is not None or job.constraint_set == "failed"):
+        raise ExportError(f"--levels and --constraint-set failed are AIR's; this is a {view.config.recipe} run "
+                          "(its splits: forward, reverse)")
     if job.constraint_set == "failed" and view.config.flow.constraint_set == "all":
         raise ExportError("this run skipped the check step (constraint set C): no record knows which constraints "
                           "the student failed, so --constraint-set failed would keep nothing")
-    made = sorted({r["meta"]["level"] for r in view.records})
-    wanted = made if job.levels is None else sorted(job.levels)
-    unknown = [k for k in wanted if k not in made]
-    if unknown:
-        raise ExportError(f"the run has no records at level {unknown[0]}; its levels: {', '.join(map(str, made))}")
-    by_level: dict[int, list[bytes]] = {k: [] for k in wanted}
+    splits = sorted({r["meta"]["split"] for r in view.records}, key=split_order)
+    if job.levels is not None:
+        made = sorted({r["meta"]["level"] for r in view.records})
+        unknown = [k for k in job.levels if k not in made]
+        if unknown:
+            raise ExportError(f"the run has no records at level {unknown[0]}; its levels: {', '.join(map(str, made))}")
+        splits = [f"level-{k}" for k in sorted(job.levels)]
+    by_split: dict[str, list[bytes]] = {k: [] for k in splits}
     seen: set[str] = set()
-    for record in sorted(view.records, key=lambda r: (r["meta"]["level"], r["meta"]["doc_id"])):
+    for record in sorted(view.records, key=lambda r: (split_order(r["meta"]["split"]), r["meta"]["doc_id"])):
         meta = record["meta"]
-        if meta["level"] not in by_level or len(meta["constraints"]) < job.min_constraints:
+        if meta["split"] not in by_split or len(meta["constraints"]) < job.min_constraints:
             continue
-        merged = set(meta["merged_constraints"])
-        if job.constraint_set == "failed" and not all(c["failed"] for c in meta["constraints"] if c["text"] in merged):
-            continue
+        if job.constraint_set == "failed":
+            merged = set(meta["merged_constraints"])
+            if not all(c["failed"] for c in meta["constraints"] if c["text"] in merged):
+                continue
         key = " ".join(record["instruction"].split()).lower()
         if job.dedupe and key in seen:
             continue
         seen.add(key)
-        by_level[meta["level"]].append(line(_row(record, job.format)))
-    counts = {k: len(rows) for k, rows in by_level.items()}
+        by_split[meta["split"]].append(line(_row(record, job.format)))
+    counts = {k: len(rows) for k, rows in by_split.items()}
     if not any(counts.values()):
         raise ExportError("the filters keep no record")
     (job.to / "data").mkdir(parents=True, exist_ok=True)
-    for k, rows in by_level.items():
+    for k, rows in by_split.items():
         if rows:
             atomic_write(job.to / card.data_file(k), b"".join(rows))
     name = job.to.resolve().name.replace("-", "_") or "airgen"

@@ -1,6 +1,6 @@
 """What a run did and where the engines' time went.
 
-- Counters: calls and tokens per role and stage, samples by outcome, records by level.
+- Counters: calls and tokens per role and stage, samples by outcome, records by split (AIR: level-K).
 - Goodput: every token is charged to its sample; when the sample ends, its tokens move to "records" or to the stage
   it was rejected at, so the final summary says how much of the engines' work produced records.
 - Engine time: each engine's wall time is split into busy (>= 1 request outstanding) and idle, and idle by cause:
@@ -19,6 +19,7 @@ from typing import Any
 
 from airgen import console
 from airgen.calls import Completion, Request
+from airgen.sink import split_order
 
 RECORDS = "records"
 
@@ -58,10 +59,10 @@ class Metrics:
     roles: dict[str, RoleCounters] = field(default_factory=lambda: collections.defaultdict(RoleCounters))
     calls_by_stage: collections.Counter = field(default_factory=collections.Counter)
     in_flight_by_stage: collections.Counter = field(default_factory=collections.Counter)
-    # Funnel: how far samples got. "records" counts samples with >= 1 record; levels counts records by level.
+    # Funnel: how far samples got. "records" counts samples with >= 1 record; splits counts records by split.
     outcomes: collections.Counter = field(default_factory=collections.Counter)
     rejected_at: collections.Counter = field(default_factory=collections.Counter)
-    records_by_level: collections.Counter = field(default_factory=collections.Counter)
+    records_by_split: collections.Counter = field(default_factory=collections.Counter)
     resumed: int = 0  # units already finished before this run started
     replayed_calls: int = 0
     # Goodput: "records" or the stage a sample was rejected at -> tokens its calls used in this run.
@@ -95,13 +96,13 @@ class Metrics:
             spent[0] += completion.prompt_tokens
             spent[1] += completion.output_tokens
 
-    def finished(self, outcome: str, stage: str | None = None, levels: list[int] | None = None,
+    def finished(self, outcome: str, stage: str | None = None, splits: list[str] | None = None,
                  sample_id: str | None = None) -> None:
         self.outcomes[outcome] += 1
         if stage is not None:
             self.rejected_at[stage] += 1
-        for level in levels or ():
-            self.records_by_level[level] += 1
+        for split in splits or ():
+            self.records_by_split[split] += 1
         spend = self.spend[RECORDS if outcome == RECORDS else f"rejected at {stage}"]
         spend.samples += 1
         prompt, output = self._open.pop(sample_id, (0, 0)) if sample_id is not None else (0, 0)
@@ -186,8 +187,8 @@ class Metrics:
         width = max(map(len, self.rejected_at), default=0)
         for stage, n in self.rejected_at.most_common():
             lines.append(f"    rejected at {stage:<{width}} {n}")
-        for level in sorted(self.records_by_level):
-            lines.append(f"  records at level {level:<2} {self.records_by_level[level]}")
+        for split in sorted(self.records_by_split, key=split_order):
+            lines.append(f"  records {split:<11} {self.records_by_split[split]}")
         elapsed = self.elapsed
         for role, c in sorted(self.roles.items()):
             hit = c.cached_tokens / c.prompt_tokens if c.prompt_tokens else 0.0

@@ -3,7 +3,7 @@
 A recipe turns one unit (a document, an instruction-response pair) into records through model calls. The scheduler
 knows it only through three events:
 
-  start(sample)                        -> the first requests
+  start(sample)                        -> the first requests, or the unit's end (a unit the recipe cannot use)
   advance(sample, key, completion)     -> the requests it unlocks (none while others are in flight) | Done | Rejected
   refused(sample, key, reason)         -> the same, after an engine refused one request for good
 
@@ -42,6 +42,7 @@ class Rejected:
     stage: str
     reason: str
     level_drops: list[dict[str, Any]] = field(default_factory=list)
+    value: Any = None  # what the recipe measured, for the rejection line (CRAB: its constraint counts)
 
 
 # Requests to ask (an empty list: wait for the calls in flight), or the unit's end.
@@ -86,11 +87,12 @@ class Recipe:
 
     # -- the events ---------------------------------------------------------------------------------------------
 
-    def start(self, sample: Unit) -> list[Request]:
+    def start(self, sample: Unit) -> Next:
         if sample.started:
             raise FlowError(f"{sample.doc_id}: already started")
         sample.started = True
-        return self._commit(sample, self.begin(sample))  # type: ignore[return-value]
+        step = self.begin(sample)
+        return self._commit(sample, self._conclude(sample, step) if isinstance(step, list) and not step else step)
 
     def advance(self, sample: Unit, key: str, completion: Completion) -> Next:
         request = self._take(sample, key)
@@ -118,7 +120,7 @@ class Recipe:
         """The state of one unit read from the input."""
         raise NotImplementedError
 
-    def begin(self, sample: Unit) -> list[Request]:
+    def begin(self, sample: Unit) -> list[Request] | Rejected:
         raise NotImplementedError
 
     def unlocked(self, sample: Unit) -> list[Request]:
@@ -176,10 +178,12 @@ class Recipe:
         return step
 
 
-def replay(flow: Recipe, sample: Unit, requests: list[Request],
+def replay(flow: Recipe, sample: Unit, requests: Next,
            answer: Callable[[Request], Completion | Refusal | None]) -> Next:
     """Advance `sample` through every request `answer` knows (a journal's completions and refusals); give what is
     left to ask, or the sample's end."""
+    if not isinstance(requests, list):
+        return requests
     todo, ask = list(requests), []
     while todo:
         request = todo.pop()

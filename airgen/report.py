@@ -4,13 +4,13 @@ Writes OUT/report/: summary.json (every figure below), PNG plots, report.html (o
 tables) and README.md (a dataset card), and returns a short text summary. The views (paper section 4, appendix):
 the funnel (Table 8), constraint types per round (Figure 3b, Table 10), instruction and response lengths per level
 (Figure 4) with mean unique word trigrams (Figure 6a), the judge (C' against C per round, check scores, how rounds
-ended), rejections and dropped levels by stage with one example each, throughput from the journal and metrics, and
-how the run was made. Works on a finished run, on one still going or killed, and on one with no record yet.
+ended) for AIR; for CRAB the funnel of constraints, their fates by source and the records by kind; for both,
+rejections and dropped levels by stage with one example each, throughput from the journal and metrics, and how
+the run was made. Works on a finished run, on one still going or killed, and on one with no record yet.
 """
 from __future__ import annotations
 
 import html
-import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -18,36 +18,27 @@ from typing import Any
 import orjson
 
 from airgen import card
+from airgen.air import views as air_views
+from airgen.crab import views as crab_views
 from airgen.engines import EMBEDDED
 from airgen.files import atomic_text, atomic_write
-from airgen.parsing import word_count
 from airgen.runview import RunView, defaults_first, load_run, stage_of
+from airgen.sink import split_order
+from airgen.views import kind_of, mean
+
+# recipe -> its own views: the funnel, constraint types, lengths and the recipe's particular figures
+VIEWS = {"air": air_views.figures, "crab": crab_views.figures}
 
 REPORT_DIR = "report"
 
 
 # -- figures ----------------------------------------------------------------------------------------------------------
 
-def _trigrams(text: str) -> int:
-    words = text.lower().split()
-    return len({tuple(words[i:i + 3]) for i in range(len(words) - 2)})
-
-
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def _kind(reason: str) -> str:
-    """A reason without its particulars (quoted text, numbers), so that reasons of one kind count together."""
-    reason = re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", reason)
-    return re.sub(r"(?<!round )(?<!completed )\d+", "N", reason)[:160]
-
-
 def _by_kind(lines: list[dict[str, Any]], example_key: str) -> dict[str, list[dict[str, Any]]]:
     """stage -> [{reason kind, count, one example}], most common first."""
     groups: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for line in lines:
-        groups[line["stage"]][_kind(str(line["reason"]))].append(line)
+        groups[line["stage"]][kind_of(str(line["reason"]))].append(line)
     return {stage: [{"reason": kind, "count": len(items), "example": {
         "id": items[0].get(example_key), "reason": items[0]["reason"], "value": items[0].get("value")}}
         for kind, items in sorted(kinds.items(), key=lambda kv: -len(kv[1]))]
@@ -65,56 +56,16 @@ def _wall_s(metrics: list[dict[str, Any]]) -> float:
 
 
 def figures(view: RunView) -> dict[str, Any]:
-    """Every figure of the report, JSON-able."""
-    flow = view.config.flow
-    records, samples = view.records, view.samples
-    docs_with_records = {r["meta"]["doc_id"] for r in records}
-    rejected_units = {line.get("unit", line.get("id")) for line in view.rejected}
-    levels = sorted({r["meta"]["level"] for r in records})
-    rounds = 1 if flow.one_shot else flow.rounds
-
-    funnel: list[list[Any]] = []
-    if view.selection:
-        sel = view.selection
-        funnel += [["read by airgen select", sel.get("read")], ["passed the rule filters", sel.get("kept")],
-                   ["selected (farthest-point)", sel.get("selected")]]
-    read = len(docs_with_records | rejected_units | set(view.in_flight))
-    unreadable = sum(1 for line in view.rejected if line["stage"] == "read")
-    kept = [s for s in samples.values() if s.score >= flow.score_threshold]
-    funnel += [["documents read by the run", read], ["read as documents", read - unreadable],
-               [f"instruction kept (score >= {flow.score_threshold})", len(kept)]]
-    for r in range(1, rounds + 1):
-        funnel.append([f"finished round {r}", sum(1 for s in samples.values() if any(c.round == r for c in s.constraints))])
-    by_level = Counter(r["meta"]["level"] for r in records)
-    funnel += [[f"records at level {k}", by_level[k]] for k in levels]
-    funnel.append(["documents with records", len(docs_with_records)])
-
-    types: dict[int, Counter] = defaultdict(Counter)
-    checked: dict[int, list[bool]] = defaultdict(list)
-    scores: Counter = Counter()
-    ends: Counter = Counter()
-    for s in samples.values():
-        for c in s.constraints:
-            types[c.round][c.type] += 1
-            if c.score is not None:
-                checked[c.round].append(bool(c.failed))
-                scores[c.score] += 1
-        if s.rounds_end:
-            ends[_kind(s.rounds_end)] += 1
-
-    initial = {r["meta"]["doc_id"]: r["meta"]["initial_instruction"] for r in records}
-    lengths = {"init": {"instruction_words": [word_count(t) for t in initial.values()]}}
-    trigrams = {"init": _mean([_trigrams(t) for t in initial.values()])}
-    for k in levels:
-        at = [r for r in records if r["meta"]["level"] == k]
-        lengths[str(k)] = {"instruction_words": [word_count(r["instruction"]) for r in at],
-                           "response_words": [word_count(r["output"]) for r in at]}
-        trigrams[str(k)] = _mean([_trigrams(r["instruction"]) for r in at])
+    """Every figure of the report, JSON-able: the recipe's own views (`air.views`, `crab.views`), then what every
+    run has (rejections, throughput, how it was made)."""
+    records = view.records
+    by_split = Counter(r["meta"]["split"] for r in records)
+    with_records = {r["meta"]["doc_id"] for r in records}
 
     tokens: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(Counter))
     spend: dict[str, Counter] = defaultdict(Counter)
     outcome = {line.get("unit", line.get("id")): f"rejected at {line['stage']}" for line in view.rejected}
-    outcome.update({d: "records" for d in docs_with_records})
+    outcome.update({d: "records" for d in with_records})
     for e in view.calls:
         if "r" in e:
             continue
@@ -139,21 +90,12 @@ def figures(view: RunView) -> dict[str, Any]:
     names = records[0]["meta"].get("models", {}) if records else {}
     return {
         "out": str(view.out),
+        "recipe": view.kind.name,
         "records": len(records),
-        "levels": levels,
-        "records_by_level": {str(k): by_level[k] for k in levels},
+        "splits": sorted(by_split, key=split_order),
+        "records_by_split": {k: by_split[k] for k in sorted(by_split, key=split_order)},
         "in_flight": len(view.in_flight),
-        "funnel": funnel,
-        "constraint_types": {str(r): dict(c.most_common()) for r, c in sorted(types.items())},
-        "lengths": lengths,
-        "mean_unique_trigrams": trigrams,
-        "judge": {
-            "constraint_set": flow.constraint_set,
-            "failed_share_by_round": {str(r): sum(v) / len(v) for r, v in sorted(checked.items()) if v},
-            "checked_by_round": {str(r): len(v) for r, v in sorted(checked.items())},
-            "check_scores": {str(k): scores[k] for k in range(4)},
-            "rounds_end": dict(ends.most_common()),
-        },
+        **VIEWS[view.kind.name](view),
         "rejected": _by_kind(view.rejected, "id"),
         "dropped_levels": _by_kind(view.dropped_levels, "unit"),
         "throughput": {
@@ -165,7 +107,7 @@ def figures(view: RunView) -> dict[str, Any]:
             "wall_s": wall, "output_tok_s": output / wall if wall else None,
         },
         "made": {
-            "models": {role: names.get(role) or models.get(role) for role in ("guidance", "student")},
+            "models": {role: names.get(role) or models.get(role) for role in view.kind.roles},
             "model_identities": models,
             "prompts": settings.get("prompts"), "prompts_match": view.prompts_match,
             "preset": view.run_info.get("preset"),
@@ -192,16 +134,16 @@ def _limits(view: RunView, models: dict[str, str]) -> list[str]:
 # -- the text summary ---------------------------------------------------------------------------------------------------
 
 def text_summary(f: dict[str, Any], folder: Path) -> str:
-    lines = [f"report of {f['out']}: {f['records']} records"
-             + (f" at levels {', '.join(map(str, f['levels']))}" if f["levels"] else "")
+    lines = [f"report of {f['out']} ({f['recipe']}): {f['records']} records"
+             + (f" ({', '.join(f'{k} {n}' for k, n in f['records_by_split'].items())})" if f["records"] else "")
              + (f"; {f['in_flight']} samples still in flight" if f["in_flight"] else "")]
     width = max(len(label) for label, _ in f["funnel"])
     lines += [f"  {label:<{width}}  {'-' if n is None else n}" for label, n in f["funnel"]]
-    for r, counts in f["constraint_types"].items():
+    for group, counts in f["constraint_types"].items():
         top = ", ".join(f"{t} {n}" for t, n in list(counts.items())[:3])
-        lines.append(f"  round {r} types: {top}")
-    judge = f["judge"]
-    if judge["failed_share_by_round"]:
+        lines.append(f"  {group} types: {top}")
+    judge = f.get("judge")
+    if judge and judge["failed_share_by_round"]:
         lines.append("  student failed (C'/C): " + ", ".join(
             f"round {r} {share:.0%}" for r, share in judge["failed_share_by_round"].items()))
     for stage, kinds in f["rejected"].items():
@@ -244,8 +186,8 @@ def plots(f: dict[str, Any], folder: Path) -> dict[str, str]:
         ax.barh(labels[::-1], counts[::-1], color="tab:blue")
         for y, n in enumerate(counts[::-1]):
             ax.text(n, y, f" {n}", va="center")
-        ax.set_xlabel("documents (records for the level rows)")
-        ax.set_title("funnel (paper Table 8)")
+        ax.set_xlabel("units (records for the record rows)" if f["recipe"] == "air" else "pairs, constraints, records")
+        ax.set_title("funnel (paper Table 8)" if f["recipe"] == "air" else "funnel")
         save(fig, "funnel")
 
     rounds = f["constraint_types"]
@@ -257,16 +199,16 @@ def plots(f: dict[str, Any], folder: Path) -> dict[str, str]:
             total, left = sum(counts.values()), 0.0
             for j, kind in enumerate(kinds):
                 share = counts.get(kind, 0) / total
-                ax.barh(f"round {r}", share, left=left, color=cmap(j % 20), label=kind if i == 0 else None)
+                ax.barh(r, share, left=left, color=cmap(j % 20), label=kind if i == 0 else None)
                 left += share
         ax.set_xlim(0, 1)
-        ax.set_xlabel("share of the round's constraints")
-        ax.set_title("constraint types per round (paper Figure 3b)")
+        ax.set_xlabel("share of the group's constraints")
+        ax.set_title("constraint types per round (paper Figure 3b)" if f["recipe"] == "air" else "constraint types")
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         save(fig, "constraint_types")
 
     lengths = {k: v for k, v in f["lengths"].items() if v["instruction_words"]}
-    if len(lengths) > 1:
+    if len(lengths) > 1 or f["recipe"] != "air" and lengths:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         keys = list(lengths)
         axes[0].boxplot([lengths[k]["instruction_words"] for k in keys], tick_labels=[_level_label(k) for k in keys])
@@ -275,6 +217,7 @@ def plots(f: dict[str, Any], folder: Path) -> dict[str, str]:
         axes[1].boxplot([lengths[k]["response_words"] for k in levels], tick_labels=[_level_label(k) for k in levels])
         axes[1].set_title("response length (words)")
         save(fig, "lengths")
+    if len(lengths) > 1 and "mean_unique_trigrams" in f:
         trigrams = {k: v for k, v in f["mean_unique_trigrams"].items() if v is not None}
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ax.plot([_level_label(k) for k in trigrams], list(trigrams.values()), marker="o")
@@ -282,8 +225,8 @@ def plots(f: dict[str, Any], folder: Path) -> dict[str, str]:
         ax.set_title("diversity across levels (paper Figure 6a)")
         save(fig, "trigrams")
 
-    judge = f["judge"]
-    if any(judge["check_scores"].values()) or judge["rounds_end"]:
+    judge = f.get("judge")
+    if judge and (any(judge["check_scores"].values()) or judge["rounds_end"]):
         checked = any(judge["check_scores"].values())  # no check step (constraint set C): no scores to show
         fig, axes = plt.subplots(1, 3 if checked else 1, figsize=(14 if checked else 6, 3.8), squeeze=False)
         axes = axes[0]
@@ -304,7 +247,8 @@ def plots(f: dict[str, Any], folder: Path) -> dict[str, str]:
 
 
 def _level_label(key: str) -> str:
-    return "init" if key == "init" else f"level {key}"
+    """An AIR level's key ("2") as "level 2"; other keys ("init", a CRAB record kind) as they are."""
+    return f"level {key}" if key.isdigit() else key
 
 
 def _short(text: str, n: int = 60) -> str:
@@ -331,23 +275,33 @@ def page(f: dict[str, Any], images: dict[str, str]) -> str:
     img = lambda name: f'<img src="{images[name]}" alt="{name}">' if name in images else ""  # noqa: E731
     parts = [f"<h1>airgen report: {html.escape(f['out'])}</h1>",
              *(f'<p class="note">{html.escape(n)}</p>' for n in f["limits"]),
-             f"<p>{f['records']} records at levels {', '.join(map(str, f['levels'])) or '-'}.</p>",
+             f"<p>{html.escape(f['recipe'].upper())} run: {f['records']} records ("
+             + html.escape(", ".join(f"{k}: {n}" for k, n in f["records_by_split"].items()) or "none yet") + ").</p>",
              "<h2>Funnel</h2>", img("funnel"), _table(["stage", "count"], f["funnel"]),
-             "<h2>Constraint types per round</h2>", img("constraint_types"),
-             _table(["round", "type", "count"], [[r, t, n] for r, c in f["constraint_types"].items()
+             "<h2>Constraint types</h2>", img("constraint_types"),
+             _table(["group", "type", "count"], [[r, t, n] for r, c in f["constraint_types"].items()
                                                   for t, n in c.items()]),
-             "<h2>Lengths and diversity per level</h2>", img("lengths"), img("trigrams"),
-             _table(["level", "records", "mean instruction words", "mean response words", "mean unique trigrams"],
-                    [[_level_label(k), len(v["instruction_words"]), _mean(v["instruction_words"]),
-                      _mean(v.get("response_words", [])), f["mean_unique_trigrams"].get(k)]
-                     for k, v in f["lengths"].items()]),
-             "<h2>The judge</h2>", img("judge")]
-    judge = f["judge"]
-    parts.append(_table(["round", "checked", "failed share"],
-                        [[r, judge["checked_by_round"].get(r), s] for r, s in judge["failed_share_by_round"].items()]))
-    parts.append(_table(["check score", "constraints"], [[k, v] for k, v in judge["check_scores"].items()]))
-    parts.append(_table(["how the rounds ended", "samples"], [[k, v] for k, v in judge["rounds_end"].items()]))
-    for title, key in (("Rejected documents", "rejected"), ("Dropped levels", "dropped_levels")):
+             "<h2>Lengths</h2>", img("lengths"), img("trigrams"),
+             _table(["records", "count", "mean instruction words", "mean response words", "mean unique trigrams"],
+                    [[_level_label(k), len(v["instruction_words"]), mean(v["instruction_words"]),
+                      mean(v.get("response_words", [])), f.get("mean_unique_trigrams", {}).get(k)]
+                     for k, v in f["lengths"].items()])]
+    judge = f.get("judge")
+    if judge:
+        parts += ["<h2>The judge</h2>", img("judge"),
+                  _table(["round", "checked", "failed share"], [[r, judge["checked_by_round"].get(r), s]
+                                                                for r, s in judge["failed_share_by_round"].items()]),
+                  _table(["check score", "constraints"], [[k, v] for k, v in judge["check_scores"].items()]),
+                  _table(["how the rounds ended", "samples"], [[k, v] for k, v in judge["rounds_end"].items()])]
+    crab = f.get("crab")
+    if crab:
+        parts += ["<h2>What became of each constraint</h2>",
+                  _table(["source", "fate", "constraints"], [[source, fate, n] for source, fates in crab["fates"].items()
+                                                             for fate, n in fates.items()]),
+                  _table(["figure", "value"], [["mean constraints per forward record",
+                                                crab["mean_constraints_per_forward_record"]]])]
+    unit = "documents" if f["recipe"] == "air" else "pairs"
+    for title, key in ((f"Rejected {unit}", "rejected"), ("Dropped levels", "dropped_levels")):
         parts.append(f"<h2>{title}</h2>")
         parts.append(_table(["stage", "reason", "count", "example"],
                             [[stage, k["reason"], k["count"], f"{k['example']['id']}: {k['example']['reason']}"]
@@ -361,8 +315,7 @@ def page(f: dict[str, Any], images: dict[str, str]) -> str:
                                            ["wall s (all processes)", t["wall_s"]],
                                            ["output tokens/s", t["output_tok_s"]]]),
               "<h2>How it was made</h2>",
-              _table(["", ""], [["guidance model", f["made"]["models"]["guidance"]],
-                                ["student model", f["made"]["models"]["student"]],
+              _table(["", ""], [*([f"{role} model", name] for role, name in f["made"]["models"].items()),
                                 ["prompt set", f["made"]["prompts"]], ["preset", f["made"]["preset"]]]),
               _table(["setting", "value", "default"], f["made"]["settings"])]
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>airgen report</title><style>{_CSS}</style>"

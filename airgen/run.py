@@ -14,8 +14,7 @@ from typing import Any
 
 import orjson
 
-from airgen import corpus, journal, sink
-from airgen.air.flow import Flow
+from airgen import journal, sink
 from airgen.calls import Role
 from airgen.config import Config, ConfigError
 from airgen.console import say
@@ -24,11 +23,10 @@ from airgen.engines.build import close_engines, start_engines
 from airgen.files import AppendLog, atomic_write
 from airgen.metrics import Metrics, Progress, Rates, serve_prometheus
 from airgen.prompts import PromptSet
+from airgen.recipes import recipe_of
+from airgen.runfolder import JOURNAL, METRICS, RUN_FILE
 from airgen.scheduler import Scheduler
 
-RUN_FILE = "run.json"
-JOURNAL = "journal.jsonl"
-METRICS = "metrics.jsonl"
 DISPLAY_EVERY_S = 1.0
 
 
@@ -40,7 +38,7 @@ def _fingerprint(config: Config, prompts: PromptSet) -> dict[str, Any]:
     settings = {
         **config.fingerprint_fields(),
         "prompts": prompts.fingerprint,
-        "models": {"guidance": model_identity(config.guidance), "student": model_identity(config.student)},
+        "models": {role: model_identity(getattr(config, role)) for role in recipe_of(config).roles},
     }
     digest = hashlib.sha256(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
     return {"fingerprint": digest, "settings": settings}
@@ -78,14 +76,14 @@ def prepare(out: Path, inputs: list[Path], config: Config, prompts: PromptSet) -
     if out.exists() and any(not p.name.endswith(".partial") for p in out.iterdir()):
         raise ConfigError(f"{out} exists, is not empty and holds no {RUN_FILE}: not an airgen run folder")
     out.mkdir(parents=True, exist_ok=True)
-    resolved = [p.resolve() for p in inputs] if inputs else [corpus.bundled_corpus()]
+    resolved = [p.resolve() for p in inputs] if inputs else [recipe_of(config).default_input()]
     atomic_write(run_file, orjson.dumps({**fp, "inputs": [str(p) for p in resolved], "created": time.time()},
                                         option=orjson.OPT_INDENT_2))
     return resolved
 
 
 def count_outputs(out: Path) -> tuple[int, int, int]:
-    """(records, samples with records, rejected documents), read back from the output files."""
+    """(records, samples with records, rejected units), read back from the output files."""
     docs: set[str] = set()
     records = 0
     with open(out / sink.RECORDS, "rb") as f:
@@ -98,15 +96,16 @@ def count_outputs(out: Path) -> tuple[int, int, int]:
 
 
 async def execute(config: Config, out: Path, inputs: list[Path], prompts: PromptSet) -> int:
-    engines = await start_engines(config.guidance, config.student)
+    roles = recipe_of(config).roles
+    engines = await start_engines(config.guidance, config.student if "student" in roles else None)
     try:
         scheduler = await generate(config, out, inputs, prompts, engines)
     finally:
         await close_engines(engines)
     say(scheduler.metrics.funnel())
     records, with_records, rejected = count_outputs(out)
-    say(f"{out}: {records} records from {with_records} documents; {rejected} documents rejected "
-        f"({out / sink.REJECTED})")
+    unit = recipe_of(config).unit
+    say(f"{out}: {records} records from {with_records} {unit}s; {rejected} {unit}s rejected ({out / sink.REJECTED})")
     if scheduler.interrupted:
         say(f"interrupted: calls in flight were cancelled; run the same command again to resume {out}")
         return 130
@@ -119,15 +118,15 @@ async def generate(config: Config, out: Path, inputs: list[Path], prompts: Promp
 
     While it runs, OUT/metrics.jsonl gets a snapshot every few seconds (and a last one at the end), the progress
     display is refreshed if enabled, and with `run.prometheus_port` set the counters are served on 127.0.0.1."""
+    kind = recipe_of(config)
     replay = journal.load(out / JOURNAL)
-    units = corpus.admitted(inputs, config.run.limit)
+    units = kind.read(inputs, config.run.limit)
     metrics = Metrics(total=config.run.limit)
     the_journal = journal.Journal(out / JOURNAL)
     the_sink = sink.Sink(out, replay.finished, {
         "models": {role: engine.name for role, engine in engines.items()}, "prompts": prompts.fingerprint})
     scheduler = Scheduler(
-        Flow(config.flow, prompts, config.seed), engines,
-        {"guidance": config.guidance.window, "student": config.student.window},
+        kind.flow(config, prompts), engines, {role: getattr(config, role).window for role in engines},
         the_journal, the_sink, metrics, replay, config.run.max_in_flight,
     )
     loop = asyncio.get_running_loop()

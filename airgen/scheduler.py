@@ -142,10 +142,10 @@ class Scheduler:
         if isinstance(step, Done):
             self.sink.records(step.records)
             self.sink.dropped_levels(sample.doc_id, step.level_drops)
-            self.metrics.finished("records", levels=[r["meta"]["level"] for r in step.records],
+            self.metrics.finished("records", splits=[r["meta"]["split"] for r in step.records],
                                   sample_id=sample.doc_id)
         else:
-            self.sink.rejected(sample.doc_id, sample.doc_id, sample.source, step.stage, step.reason)
+            self.sink.rejected(sample.doc_id, sample.doc_id, sample.source, step.stage, step.reason, step.value)
             self.sink.dropped_levels(sample.doc_id, step.level_drops)
             self.metrics.finished("rejected", step.stage, sample_id=sample.doc_id)
         self.journal.done(sample.doc_id)

@@ -1,12 +1,14 @@
 """The run's output files. Each finished unit's lines go out in one write, before the journal marks it done.
 
-- records.jsonl: one line per (sample, level), alpaca fields + chat `messages` + `meta`.
+- records.jsonl: one line per record (AIR: per sample and level), alpaca fields + chat `messages` + `meta`; each
+  record's `meta.split` names the part of the dataset it belongs to (AIR: "level-K"; CRAB: "forward", "reverse").
 - rejected.jsonl: one line per document that produced no record (input problems included): `REJECTION_FIELDS`.
 - dropped_levels.jsonl: levels of successful samples that produced no record, with stage and reason.
 So documents read = samples with records + lines of rejected.jsonl, always.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,12 @@ DROPPED_LEVELS = "dropped_levels.jsonl"
 # read), where it was read, the stage that rejected it, why, and the measured value where a rule measured one.
 # `airgen run` adds "unit", the journal's name for the line (the id, or "@source" for an unreadable entry).
 REJECTION_FIELDS = ("id", "source", "stage", "reason", "value")
+
+
+def split_order(name: str) -> tuple[str, int]:
+    """Sort key of split names: "level-2" before "level-10"."""
+    m = re.fullmatch(r"(.*?)-?(\d+)", name)
+    return (m.group(1), int(m.group(2))) if m else (name, 0)
 
 
 def rejection(doc_id: str | None, source: str, stage: str, reason: str, value: Any = None) -> dict[str, Any]:

@@ -10,12 +10,13 @@ import sys
 
 from airgen import run
 from airgen.air.steps import load_prompts
-from airgen.engines.scripted import MethodScript, ScriptedEngine
+from airgen.crab.steps import STAGES as CRAB_STAGES
+from airgen.engines.scripted import CrabScript, MethodScript, ScriptedEngine
 
 
-async def start_engines(guidance, student):
+async def start_engines(guidance, student=None):
     kind = os.environ.get("SCRIPTED_ENGINE", "")
-    script = MethodScript(load_prompts(), fail=1.0)
+    air, crab = MethodScript(load_prompts(), fail=1.0), CrabScript()
     if kind == "chatty":
         print("INFO engine chatter on stdout", flush=True)
         print("WARNING engine chatter on stderr", file=sys.stderr, flush=True)
@@ -26,10 +27,10 @@ async def start_engines(guidance, student):
     def respond(request):
         if kind == "failing" and next(calls) >= 30:
             raise RuntimeError("the engine core died")
-        return script(request)
+        return (crab if request.stage in CRAB_STAGES else air)(request)
 
     engine = ScriptedEngine(respond, latency=lambda r: random.random() * 0.02)
-    return {"guidance": engine, "student": engine}
+    return {"guidance": engine} | ({"student": engine} if student is not None else {})
 
 
 run.start_engines = start_engines

@@ -11,8 +11,9 @@ import pytest
 
 from airgen import bench, cli
 from airgen import config as C
+from airgen.air.steps import barrier_key
 from airgen.calls import Completion, Request
-from airgen.engines.scripted import MethodScript, ScriptedEngine
+from airgen.engines.scripted import CrabScript, MethodScript, ScriptedEngine
 from airgen.prompts import PromptSet
 
 DOCS = 16
@@ -278,5 +279,40 @@ def test_barrier_order_follows_the_method():
     order = ["d/back_translate/0", "d/score/0", "d/refine/0", "d/answer/1", "d/propose/1", "d/answer_with/1",
              "d/check/1", "d/propose/2", "d/dedup/2", "d/answer_with/2", "d/check/2", "d/merge/1", "d/respond/1",
              "d/merge/2", "d/respond/2"]
-    keys = [bench.barrier_key(req(k)) for k in order]
+    keys = [barrier_key(req(k)) for k in order]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+class CrabRecorder(Recorder):
+    def __init__(self, prompts, events, latency):
+        super().__init__(prompts, events, latency)
+        self.script = CrabScript()
+
+
+async def test_the_bench_runs_a_crab_recipe(tmp_path):
+    from airgen.crab.steps import STAGES, load_prompts
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_bytes(b"".join(orjson.dumps({"id": f"p{i}", "instruction": f"Question {i}?",
+                                             "output": f"Answer {i}. It explains the steps and reasons. " * 3})
+                               + b"\n" for i in range(10)))
+    events: list = []
+    engine = CrabRecorder(None, events, lambda r: 0.001)
+    asked: list = []
+
+    async def start_engines(guidance, student):
+        asked.append(student)
+        return {"guidance": engine}
+
+    async def close_engines(engines):
+        return None
+
+    config = C.load(overrides={"recipe": "crab", "run": {"progress": False}})
+    result = await bench.bench(config, load_prompts(), tmp_path / "b", [pairs], {}, start_engines, close_engines)
+    assert asked == [None] and result["documents"] == 10  # no student engine for a guidance-only recipe
+    modes = result["modes"]
+    for name in ("raw", "stage-barrier"):
+        assert modes[name]["calls"] == modes["airgen"]["calls"]
+        assert modes[name]["output_tokens"] == modes["airgen"]["output_tokens"]
+    # The authors' schedule: every pair's refinement, then each proposal, then every check, one batch each.
+    assert [b["stage"] for b in modes["stage-barrier"]["batches"]] == list(STAGES)

@@ -47,3 +47,21 @@ def test_default_run_end_to_end(tmp_path):
             "respond"} <= stages
     assert {e["done"] for e in events if "done" in e} == with_records | {r["unit"] for r in rejected}
     assert sum(e["p"] for e in events if "k" in e) > 0 and sum(e["o"] for e in events if "k" in e) > 0
+
+
+def test_crab_on_the_embedded_model(tmp_path):
+    """CRAB on the bundled pairs with the bundled model: every step runs, every pair is accounted for."""
+    out = tmp_path / "crab"
+    cmd = [sys.executable, "-m", "airgen", "run", "--recipe", "crab", "--out", str(out), "--limit", "2",
+           "--no-progress"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "preset 'tiny'" in done.stderr and "pairs" in done.stderr
+    records, rejected = lines(out / "records.jsonl"), lines(out / "rejected.jsonl")
+    assert len({r["meta"]["doc_id"] for r in records}) + len(rejected) == 2
+    for record in records:
+        assert record["meta"]["kind"] in ("forward", "reverse") and record["meta"]["constraints"]
+        assert record["meta"]["models"]["guidance"] and record["messages"][1]["content"] == record["output"]
+    stages = {e["k"].split("/")[-2] for e in lines(out / "journal.jsonl") if "k" in e}
+    assert {"refine_instruction", "propose_global", "propose_local", "check_constraint"} <= stages

@@ -13,7 +13,7 @@ import pytest
 
 from airgen import bench, corpus, files, journal, run
 from airgen.air.flow import Flow
-from airgen.air.steps import ALL_STEPS, INITIAL_STAGES, LEVEL_STAGES, ROUND_STAGES, STAGES
+from airgen.air.steps import ALL_STEPS, INITIAL_STAGES, LEVEL_STAGES, ROUND_STAGES, STAGES, barrier_key
 from airgen.calls import Completion, Request, Sampling, call_key, split_key
 from airgen.config import ModelConfig, load
 from airgen.corpus import Document
@@ -70,7 +70,7 @@ def test_stage_order_has_one_home():
     assert STAGES == INITIAL_STAGES + ROUND_STAGES + LEVEL_STAGES and len(set(STAGES)) == len(STAGES)
     assert {s.name for s in ALL_STEPS} == set(STAGES)
     assert list(Flow(load().flow, None).on) == list(STAGES)  # the transition table reads in the method's order
-    keys = [bench.barrier_key(Request(call_key("d", stage, 1), "guidance", stage, (), None)) for stage in STAGES]
+    keys = [barrier_key(Request(call_key("d", stage, 1), "guidance", stage, (), None)) for stage in STAGES]
     assert [k[0] for k in keys] == [0] * len(INITIAL_STAGES) + [1] * len(ROUND_STAGES) + [2] * len(LEVEL_STAGES)
 
 

@@ -347,6 +347,7 @@ class Flow(Recipe):
             "messages": [{"role": "user", "content": merged}, {"role": "assistant", "content": response}],
             "meta": {
                 "doc_id": s.doc_id,
+                "split": f"level-{level}",
                 "level": level,
                 "constraint_set": self.config.constraint_set,
                 "constraints": [

@@ -268,6 +268,12 @@ def steps_for(config: FlowConfig) -> dict[str, Step]:
     return {s.name: s for s in ALL_STEPS if s.name not in (PROPOSE, DEDUP)} | {PROPOSE: propose, DEDUP: dedup}
 
 
+def barrier_key(request: Any) -> tuple[int, int, int]:
+    """Order of the authors' per-stage batches: initial stages, then rounds 1..R stage by stage, then levels."""
+    phase = 0 if request.stage in INITIAL_STAGES else 2 if request.stage in LEVEL_STAGES else 1
+    return phase, request.n, STAGES.index(request.stage)
+
+
 def load_prompts(folder: Path | None = None) -> PromptSet:
     """AIR's prompt set: the bundled one, or the files of `folder` checked against the steps' templates."""
     return PromptSet.load(TEMPLATES, folder)

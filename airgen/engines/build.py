@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from airgen.calls import ROLES, Role
+from airgen.calls import Role
 from airgen.config import ConfigError, ModelConfig
 from airgen.engines import Engine, model_identity
 
@@ -11,16 +11,18 @@ from airgen.engines import Engine, model_identity
 SHARED_GPU_FRACTION = 0.45
 
 
-async def start_engines(guidance: ModelConfig, student: ModelConfig) -> dict[Role, Engine]:
-    """Start what the roles need: a URL -> OpenAIEngine, a path -> VLLMEngine, neither -> the embedded model.
+async def start_engines(guidance: ModelConfig, student: ModelConfig | None = None) -> dict[Role, Engine]:
+    """Start what the roles need: a URL -> OpenAIEngine, a path -> VLLMEngine, neither -> the embedded model. No
+    student: a recipe that asks only the guidance model (CRAB).
 
     Engines start one after the other (two vLLM engines must not measure free GPU memory at the same time).
     """
-    configs = _split_gpu(_shared({"guidance": _resolve(guidance), "student": _resolve(student)}))
+    configs = {"guidance": _resolve(guidance)} | ({"student": _resolve(student)} if student is not None else {})
+    configs = _split_gpu(_shared(configs))
     engines: dict[Role, Engine] = {}
     started: dict[str, Engine] = {}
     try:
-        for role in ROLES:
+        for role in configs:
             identity = model_identity(configs[role])
             if identity not in started:
                 started[identity] = await _start(configs[role])
@@ -54,8 +56,8 @@ def _resolve(config: ModelConfig) -> ModelConfig:
 def _shared(configs: dict[Role, ModelConfig]) -> dict[Role, ModelConfig]:
     """One engine serves a model both roles name (however its path or url is spelled), so their settings must
     agree."""
-    guidance, student = configs["guidance"], configs["student"]
-    if model_identity(guidance) == model_identity(student):
+    guidance, student = configs["guidance"], configs.get("student")
+    if student is not None and model_identity(guidance) == model_identity(student):
         differing = [
             f.name
             for f in dataclasses.fields(ModelConfig)

@@ -1,0 +1,81 @@
+"""AIR's views of a run, for `airgen report` and the dataset card (paper section 4 and appendix): the funnel (Table
+8), constraint types per round (Figure 3b, Table 10), instruction and response lengths per level (Figure 4) with
+mean unique word trigrams (Figure 6a), and the judge (C' against C per round, check scores, how rounds ended)."""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from airgen.parsing import word_count
+from airgen.views import kind_of, mean, read_units, trigrams
+
+ABOUT = ("instruction-response records at levels of constraint complexity, made by airgen with AIR (Automatic "
+         "Iterative Refinement): an instruction is back-translated from each human-written document, the document "
+         "is rewritten into a reference answer, and for up to {rounds} rounds a guidance model, as judge, compares "
+         "a student model's answer with it and adds one constraint the student misses. Level k merges the "
+         "constraints of rounds 1..k into one instruction, which the guidance model answers.")
+TAGS = ("air", "instruction-following", "complex-instructions")
+
+
+def figures(view) -> dict[str, Any]:
+    flow = view.config.flow
+    records, samples = view.records, view.samples
+    docs_with_records = {r["meta"]["doc_id"] for r in records}
+    levels = sorted({r["meta"]["level"] for r in records})
+    rounds = 1 if flow.one_shot else flow.rounds
+
+    funnel: list[list[Any]] = []
+    if view.selection:
+        sel = view.selection
+        funnel += [["read by airgen select", sel.get("read")], ["passed the rule filters", sel.get("kept")],
+                   ["selected (farthest-point)", sel.get("selected")]]
+    read, unreadable = read_units(view)
+    kept = [s for s in samples.values() if s.score >= flow.score_threshold]
+    funnel += [["documents read by the run", read], ["read as documents", read - unreadable],
+               [f"instruction kept (score >= {flow.score_threshold})", len(kept)]]
+    for r in range(1, rounds + 1):
+        funnel.append([f"finished round {r}", sum(1 for s in samples.values() if any(c.round == r for c in s.constraints))])
+    by_level = Counter(r["meta"]["level"] for r in records)
+    funnel += [[f"records at level {k}", by_level[k]] for k in levels]
+    funnel.append(["documents with records", len(docs_with_records)])
+
+    types: dict[int, Counter] = defaultdict(Counter)
+    checked: dict[int, list[bool]] = defaultdict(list)
+    scores: Counter = Counter()
+    ends: Counter = Counter()
+    for s in samples.values():
+        for c in s.constraints:
+            types[c.round][c.type] += 1
+            if c.score is not None:
+                checked[c.round].append(bool(c.failed))
+                scores[c.score] += 1
+        if s.rounds_end:
+            ends[kind_of(s.rounds_end)] += 1
+
+    initial = {r["meta"]["doc_id"]: r["meta"]["initial_instruction"] for r in records}
+    lengths = {"init": {"instruction_words": [word_count(t) for t in initial.values()]}}
+    grams = {"init": mean([trigrams(t) for t in initial.values()])}
+    for k in levels:
+        at = [r for r in records if r["meta"]["level"] == k]
+        lengths[str(k)] = {"instruction_words": [word_count(r["instruction"]) for r in at],
+                           "response_words": [word_count(r["output"]) for r in at]}
+        grams[str(k)] = mean([trigrams(r["instruction"]) for r in at])
+    return {
+        "about": ABOUT.format(rounds=max(levels, default=rounds)),
+        "tags": list(TAGS),
+        "levels": levels,
+        "funnel": funnel,
+        "constraint_types": {f"round {r}": dict(c.most_common()) for r, c in sorted(types.items())},
+        "lengths": lengths,
+        "mean_unique_trigrams": grams,
+        "judge": {
+            "constraint_set": flow.constraint_set,
+            "failed_share_by_round": {str(r): sum(v) / len(v) for r, v in sorted(checked.items()) if v},
+            "checked_by_round": {str(r): len(v) for r, v in sorted(checked.items())},
+            "check_scores": {str(k): scores[k] for k in range(4)},
+            "rounds_end": dict(ends.most_common()),
+        },
+        "made_notes": [f"constraint set merged: {flow.constraint_set} " + (
+            "(C': the constraints the student still failed)" if flow.constraint_set == "failed"
+            else "(C: every constraint found)")],
+    }

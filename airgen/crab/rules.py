@@ -1,0 +1,218 @@
+"""CRAB's rule-built constraints: built from what a response measurably is, and verified against it in code.
+
+Each builder follows the authors' construction (THU-KEG/Crab, `3_llama3_unified_constraints.py`): word counts in
+tens with a random margin, the longest sentence rounded up to five words, paragraphs' sentence counts with a random
+margin, keywords the response repeats, a punctuation mark it never uses. Their construction can state what the
+response breaks (a paragraph limit taken from the shortest paragraph plus up to two; a per-word minimum taken from
+the longest word), so every rule goes through `holds`, an independent check, and the ones that fail are removed
+and counted. Here the per-word minimum is built from the shortest word, the one reading under which it can hold.
+
+Also here: ROUGE-L between constraints and the authors' greedy removal of near-duplicates.
+"""
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+WORD_COUNT = "word_count"
+SENTENCE_WORDS = "sentence_words"
+PARAGRAPH_SENTENCES = "paragraph_sentences"
+WORD_CHARS = "word_chars"
+KEYWORDS = "keywords"
+NO_SYMBOL = "no_symbol"
+RULE_KINDS = (WORD_COUNT, SENTENCE_WORDS, PARAGRAPH_SENTENCES, WORD_CHARS, KEYWORDS, NO_SYMBOL)
+
+_WORD = re.compile(r"\w[\w'’-]*")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_SYMBOLS = ((",", "commas"), (":", "colons"), ("?", "question marks"), ("!", "exclamation marks"))
+_STOPWORDS = frozenset("""about above after again against also because been before being below between both
+could does doing down during each every from further have having here into itself just more most must other
+over same should some such than that their theirs them then there these they this those through under until very
+what when where which while whom will with would your yours yourself another always among around called
+cannot could every first given great little makes means might often other round since still though thing things
+until using usually whether within without""".split())
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    kind: str
+    text: str  # the constraint as it goes into an instruction
+    low: int | None = None  # word_count: at least; paragraph/sentence/word rules: the one bound
+    high: int | None = None  # word_count: at most
+    around: int | None = None  # word_count: about this many
+    items: tuple[str, ...] = ()  # keywords present, or the one symbol absent
+
+
+# -- measuring ------------------------------------------------------------------------------------------------------
+
+def words(text: str) -> list[str]:
+    """Words as a reader counts them: runs of letters and digits (with inner apostrophes and hyphens); a bullet, a
+    dash or a number sign is not a word."""
+    return _WORD.findall(text)
+
+
+def paragraphs(text: str) -> list[str]:
+    """Non-empty lines: the authors' unit of a paragraph (a list item is one)."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def sentences(paragraph: str) -> list[str]:
+    return [s for s in _SENTENCE_END.split(paragraph.strip()) if words(s)]
+
+
+def around_tolerance(n: int) -> int:
+    """How far "about N words" may be off: the authors' N is the count rounded down to tens, so up to 9 words; ten,
+    or a tenth of N for long answers."""
+    return max(10, n // 10)
+
+
+# -- building -------------------------------------------------------------------------------------------------------
+
+def build(response: str, rng: random.Random) -> list[Rule]:
+    """Every rule the authors would build for `response`, in a fixed order (randomness from `rng` only)."""
+    rules = [_word_count(response, rng)]
+    for make in (_paragraph_sentences, _sentence_words, _word_chars, _keywords, _no_symbol):
+        rule = make(response, rng)
+        if rule is not None:
+            rules.append(rule)
+    return rules
+
+
+def _word_count(response: str, rng: random.Random) -> Rule:
+    n = len(words(response))
+    tens = n // 10
+    if tens == 0:
+        low, high, around = 3, 20, 10
+    else:
+        low = tens * 10 - min(rng.randint(0, tens - 1), 2) * 10
+        high = (tens + 1) * 10 + rng.randint(0, 2) * 10
+        around = tens * 10
+    form = rng.randint(1, 4)
+    if form == 1:
+        return Rule(WORD_COUNT, _pick(rng, (f"Keep the response between {low} and {high} words.",
+                                            f"Write no fewer than {low} and no more than {high} words.")),
+                    low=low, high=high)
+    if form == 2:
+        return Rule(WORD_COUNT, _pick(rng, (f"Write at least {low} words.",
+                                            f"The response must run to {low} words or more.")), low=low)
+    if form == 3:
+        return Rule(WORD_COUNT, _pick(rng, (f"Use at most {high} words.",
+                                            f"Keep the response to {high} words or fewer.")), high=high)
+    return Rule(WORD_COUNT, _pick(rng, (f"Aim for about {around} words.",
+                                        f"The response should be roughly {around} words long.")), around=around)
+
+
+def _paragraph_sentences(response: str, rng: random.Random) -> Rule | None:
+    counts = [len(sentences(p)) for p in paragraphs(response)]
+    fewest = min(counts, default=0)
+    if fewest <= 1:
+        return None
+    limit = fewest + rng.randint(0, 2)  # the authors' margin: from the shortest paragraph, so it may not hold
+    return Rule(PARAGRAPH_SENTENCES, _pick(rng, (f"No paragraph may have more than {limit} sentences.",
+                                                 f"Keep every paragraph to {limit} sentences or fewer.")), low=limit)
+
+
+def _sentence_words(response: str, rng: random.Random) -> Rule | None:
+    longest = max((len(words(s)) for p in paragraphs(response) for s in sentences(p)), default=0)
+    if longest <= 5:
+        return None
+    limit = ((longest - 1) // 5 + 1) * 5
+    return Rule(SENTENCE_WORDS, _pick(rng, (f"No sentence may be longer than {limit} words.",
+                                            f"Keep each sentence to at most {limit} words.")), low=limit)
+
+
+def _word_chars(response: str, rng: random.Random) -> Rule | None:
+    shortest = min((len(w) for w in words(response)), default=0)
+    if shortest <= 3:
+        return None
+    return Rule(WORD_CHARS, _pick(rng, (f"Every word must have at least {shortest} characters.",
+                                        f"Use only words of {shortest} or more letters.")), low=shortest)
+
+
+def _keywords(response: str, rng: random.Random) -> Rule | None:
+    """Up to three content words the response uses most (the authors use YAKE; repetition is its main signal)."""
+    found = [w.lower() for w in words(response) if len(w) >= 5 and w.lower() not in _STOPWORDS and w.isalpha()]
+    counts = Counter(found)
+    ranked = sorted(counts, key=lambda w: (-counts[w], found.index(w)))
+    chosen = tuple(ranked[:3])
+    if not chosen:
+        return None
+    quoted = ", ".join(f'"{w}"' for w in chosen)
+    return Rule(KEYWORDS, _pick(rng, (f"Use the words {quoted} in the response.",
+                                      f"The response must mention {quoted}.")), items=chosen)
+
+
+def _no_symbol(response: str, rng: random.Random) -> Rule | None:
+    for symbol, name in _SYMBOLS:
+        if symbol not in response:
+            return Rule(NO_SYMBOL, _pick(rng, (f"Do not use any {name} in the response.",
+                                               f"The response must contain no {name}.")), items=(symbol,))
+    return None
+
+
+def _pick(rng: random.Random, options: tuple[str, ...]) -> str:
+    return options[rng.randrange(len(options))]
+
+
+# -- verifying ------------------------------------------------------------------------------------------------------
+
+def holds(rule: Rule, response: str) -> bool:
+    """Whether `response` meets `rule`, measured afresh."""
+    if rule.kind == WORD_COUNT:
+        n = len(words(response))
+        if rule.around is not None:
+            return abs(n - rule.around) <= around_tolerance(rule.around)
+        return (rule.low is None or n >= rule.low) and (rule.high is None or n <= rule.high)
+    if rule.kind == PARAGRAPH_SENTENCES:
+        return all(len(sentences(p)) <= rule.low for p in paragraphs(response))
+    if rule.kind == SENTENCE_WORDS:
+        return all(len(words(s)) <= rule.low for p in paragraphs(response) for s in sentences(p))
+    if rule.kind == WORD_CHARS:
+        return all(len(w) >= rule.low for w in words(response))
+    if rule.kind == KEYWORDS:
+        present = {w.lower() for w in words(response)}
+        return all(k in present for k in rule.items)
+    if rule.kind == NO_SYMBOL:
+        return not any(s in response for s in rule.items)
+    raise ValueError(f"unknown rule kind {rule.kind!r}")
+
+
+# -- near-duplicates --------------------------------------------------------------------------------------------------
+
+def rouge_l(a: str, b: str) -> float:
+    """ROUGE-L F1 over lower-cased words: the longest common subsequence against both lengths."""
+    x, y = [w.lower() for w in words(a)], [w.lower() for w in words(b)]
+    if not x or not y:
+        return 0.0
+    previous = [0] * (len(y) + 1)
+    for token in x:
+        current = [0]
+        for j, other in enumerate(y, 1):
+            current.append(previous[j - 1] + 1 if token == other else max(previous[j], current[j - 1]))
+        previous = current
+    lcs = previous[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(y), lcs / len(x)
+    return 2 * precision * recall / (precision + recall)
+
+
+def near_duplicates(texts: list[str], threshold: float) -> set[int]:
+    """Indexes to remove so that no two kept texts have ROUGE-L above `threshold`: the text with the most
+    near-duplicates goes first (the authors' greedy order; ties by position)."""
+    links: dict[int, set[int]] = {i: set() for i in range(len(texts))}
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            if rouge_l(texts[i], texts[j]) > threshold:
+                links[i].add(j)
+                links[j].add(i)
+    removed: set[int] = set()
+    for i in sorted(links, key=lambda k: -len(links[k])):
+        if links[i]:
+            removed.add(i)
+            for j in links[i]:
+                links[j].discard(i)
+            links[i].clear()
+    return removed

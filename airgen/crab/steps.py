@@ -1,0 +1,150 @@
+"""CRAB's model steps, one unit each: refine the instruction, propose the global and the local constraints a
+response already meets (JSON keyed by type, "NULL" where a type does not apply), and check each proposed
+constraint against the response. Every step is the guidance model's.
+
+Each template puts the response first, so a pair's calls share one prompt prefix (the engine's prefix cache).
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airgen.parsing import ParseError, word_count
+from airgen.prompts import PromptSet
+from airgen.step import Format, Reject, Step
+
+REFINE = "refine_instruction"
+GLOBAL = "propose_global"
+LOCAL = "propose_local"
+CHECK = "check_constraint"
+STAGES = (REFINE, GLOBAL, LOCAL, CHECK)
+
+# The constraint types, as the authors group them; the templates describe each one under these keys.
+GLOBAL_TYPES = ("writing_style", "semantic_elements", "morphological", "multilingual", "literary_devices",
+                "grammatical_structure")
+LOCAL_TYPES = ("hierarchical_instructions", "output_format", "paragraphs", "specific_sentence", "key_formatting",
+               "item_listing")
+NOT_APPLICABLE = "NULL"
+# Authors' filter: a local constraint naming one of these marks is kept only if the response uses it.
+MARKS = ("******", "**", "*", "•", "1.", "-")
+MARKED_TYPES = frozenset({"key_formatting", "item_listing", "paragraphs"})
+
+# A JSON string value: no quote, backslash or newline inside, so the answer parses whatever the model writes.
+_VALUE = r'"[^"\\\n]+"'
+_SHORT_VALUE = r'"[^"\\\n]{1,150}"'
+_NOTE = r'"[^"\\\n]*"'
+_SHORT_NOTE = r'"[^"\\\n]{0,150}"'
+
+
+def json_regex(keys: tuple[str, ...], value: str) -> str:
+    """One JSON object with exactly `keys` in order, one per line, each "NULL" or a one-line text."""
+    body = ",\\n".join(f'"{k}": ("{NOT_APPLICABLE}"|{value})' for k in keys)
+    return "\\{\\n" + body + "\\n\\}"
+
+
+def check_regex(short: bool) -> str:
+    note = _SHORT_NOTE if short else _NOTE
+    return ('\\{\\n"satisfaction": "(YES|NO)",\\n"explanation": ' + note + ',\\n"modified_constraint": ' + note
+            + ',\\n"constraint_validity": "(YES|NO)"\\n\\}')
+
+
+# -- parsers --------------------------------------------------------------------------------------------------------
+
+def _object(text: str) -> dict[str, Any]:
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
+        raise ParseError("no JSON object")
+    try:
+        value = json.loads(text[start:end + 1])
+    except json.JSONDecodeError as e:
+        raise ParseError(f"not valid JSON: {e.msg}") from None
+    if not isinstance(value, dict):
+        raise ParseError("not a JSON object")
+    return value
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z]+", "_", name.lower()).strip("_").replace("multi_lingual", "multilingual")
+
+
+def parse_constraints(text: str, types: tuple[str, ...]) -> dict[str, str]:
+    """type -> constraint for the types that apply; keys outside `types`, "NULL" and empty values are left out."""
+    found = {}
+    for name, value in _object(text).items():
+        kind = _key(str(name))
+        if kind not in types or not isinstance(value, str):
+            continue
+        value = " ".join(value.split())
+        if value and value.upper() not in (NOT_APPLICABLE, "NONE", "N/A"):
+            found[kind] = value
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    satisfied: bool
+    valid: bool
+    modified: str  # the checker's rewrite of an unmet constraint ("" when none)
+
+
+def parse_verdict(text: str) -> Verdict:
+    value = _object(text)
+    satisfied, valid = (str(value.get(k, "")).strip().upper() for k in ("satisfaction", "constraint_validity"))
+    if satisfied not in ("YES", "NO"):
+        raise ParseError("no satisfaction YES or NO")
+    modified = value.get("modified_constraint")
+    return Verdict(satisfied == "YES", valid != "NO", " ".join(modified.split()) if isinstance(modified, str) else "")
+
+
+def parse_refined(text: str) -> str:
+    """The refined instruction without the labels and quotes a model may wrap it in."""
+    text = re.sub(r"^\s*(#?\s*refined instruction#?\s*:?)\s*", "", text.strip(), flags=re.IGNORECASE)
+    text = text.strip().strip("'\"“”").strip()
+    if not text:
+        raise ParseError("no instruction")
+    return text
+
+
+# -- the steps ------------------------------------------------------------------------------------------------------
+
+def _format(regex: str) -> Any:
+    return lambda c, args: Format(regex=regex)
+
+
+def _refined(text: str, c: Any, args: Mapping[str, Any]) -> str:
+    if word_count(text) < 2:
+        raise Reject(f"refined instruction of {word_count(text)} words")
+    return text
+
+
+STEP_REFINE = Step(REFINE, "guidance", "crab_refine", frozenset({"instruction", "response"}),
+                   parse=lambda text, args: parse_refined(text), accept=_refined, free_text=True,
+                   max_tokens=lambda c: min(c.max_tokens, 256))
+STEP_GLOBAL = Step(GLOBAL, "guidance", "crab_global", frozenset({"instruction", "response"}),
+                   decode=lambda c, args: Format(regex=json_regex(GLOBAL_TYPES, _SHORT_VALUE if c.short_lines
+                                                                  else _VALUE)),
+                   parse=lambda text, args: parse_constraints(text, GLOBAL_TYPES))
+STEP_LOCAL = Step(LOCAL, "guidance", "crab_local", frozenset({"instruction", "response"}),
+                  decode=lambda c, args: Format(regex=json_regex(LOCAL_TYPES, _SHORT_VALUE if c.short_lines
+                                                                 else _VALUE)),
+                  parse=lambda text, args: parse_constraints(text, LOCAL_TYPES))
+STEP_CHECK = Step(CHECK, "guidance", "crab_check", frozenset({"response", "constraint"}),
+                  decode=lambda c, args: Format(regex=check_regex(c.short_lines)),
+                  parse=lambda text, args: parse_verdict(text), max_tokens=lambda c: min(c.max_tokens, 400))
+
+STEPS: Mapping[str, Step] = {s.name: s for s in (STEP_REFINE, STEP_GLOBAL, STEP_LOCAL, STEP_CHECK)}
+TEMPLATES: Mapping[str, frozenset[str]] = {s.template: s.fields for s in STEPS.values() if s.template is not None}
+
+
+def barrier_key(request: Any) -> tuple[int, int, int]:
+    """The authors' per-step scripts: every pair's refinement, then global and local proposals, then every check."""
+    return 0, 0, STAGES.index(request.stage)
+
+
+def load_prompts(folder: Path | None = None) -> PromptSet:
+    """CRAB's prompt set: the bundled one, or the files of `folder` checked against the steps' templates."""
+    return PromptSet.load(TEMPLATES, folder)

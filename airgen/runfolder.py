@@ -1,0 +1,72 @@
+"""A run folder's own files, read back without running anything: the names of its files, its run.json as a config,
+its JSONL lines, and its journal replayed through a recipe's flow.
+
+`run` writes these files; `runview` (report, export) and the pair reader that takes an AIR run folder as CRAB's
+input read them through here.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+from airgen import journal
+from airgen.calls import Completion, Refusal
+from airgen.config import Config, ConfigError, load
+from airgen.recipe import Recipe, Unit, replay
+
+RUN_FILE = "run.json"
+JOURNAL = "journal.jsonl"
+METRICS = "metrics.jsonl"
+
+
+class NotARun(ConfigError):
+    """The folder is not an airgen run folder; the message says what is missing."""
+
+
+def read_info(out: Path) -> tuple[dict[str, Any], Config]:
+    """run.json, and the method settings the run was made with (its fingerprint fields) as a config."""
+    out = Path(out)
+    if not out.is_dir():
+        raise NotARun(f"{out} is not a folder")
+    run_file = out / RUN_FILE
+    if not run_file.is_file():
+        raise NotARun(f"{out} holds no {RUN_FILE}: not an airgen run folder")
+    try:
+        info = orjson.loads(run_file.read_bytes())
+        settings = info["settings"]
+        config = load(overrides={"seed": settings["seed"],
+                                 **{k: settings[k] for k in ("recipe", "flow", "crab") if k in settings}})
+    except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+        raise NotARun(f"{run_file} is not a run.json airgen wrote ({e})") from None
+    return info, config
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    """A JSONL file's whole lines; a torn last line (a run killed mid-write, or writing now) is left out."""
+    if not path.exists():
+        return []
+    out = []
+    for raw in path.read_bytes().split(b"\n"):
+        if raw.strip():
+            try:
+                out.append(orjson.loads(raw))
+            except orjson.JSONDecodeError:
+                continue
+    return out
+
+
+def replay_units(flow: Recipe, blank: Callable[[str], Any], calls: list[dict[str, Any]]) -> dict[str, Unit]:
+    """Each journaled unit's state: its calls replayed through `flow`, from `blank(id)` (the input's text is not
+    needed, only the keys the flow asks for)."""
+    answers: dict[str, dict[str, Completion | Refusal]] = defaultdict(dict)
+    for e in calls:
+        answers[e["s"]][e["k"]] = journal.completion(e)
+    samples = {}
+    for unit, known in answers.items():
+        sample = flow.sample(blank(unit))
+        replay(flow, sample, flow.start(sample), lambda request: known.get(request.key))
+        samples[unit] = sample
+    return samples
