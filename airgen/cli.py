@@ -56,6 +56,9 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{role}", metavar="PATH", help=f"{role} model: HF folder, run in process by vLLM")
         p.add_argument(f"--{role}-url", metavar="URL", help=f"{role} model: OpenAI-compatible server")
         p.add_argument(f"--{role}-model", metavar="NAME", help=f"model name on the {role} server")
+    p.add_argument("--api-key-env", metavar="NAME",
+                   help="environment variable holding the servers' API key (default OPENAI_API_KEY)")
+    p.add_argument("--api-key-file", metavar="PATH", help="file holding the servers' API key (its first line)")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="show the engines' own output here instead of in OUT/engine.log")
@@ -138,10 +141,16 @@ _RUN_SHORTHANDS = {
     **{role + suffix: f"{role}.{field}" for role in ("guidance", "student")
        for field, suffix in (("path", ""), ("url", "_url"), ("model", "_model"))},
 }
+# Settings a flag gives both roles (`--api-key-env NAME`: guidance.api_key_env and student.api_key_env).
+_BOTH_ROLES = {"api_key_env": "api_key_env", "api_key_file": "api_key_file"}
 
 
 def run_config(args: argparse.Namespace) -> Config:
     overrides = _overrides(args, _RUN_SHORTHANDS)
+    for name, key in _BOTH_ROLES.items():
+        if getattr(args, name, None) is not None:
+            for role in ("guidance", "student"):
+                _set(overrides, f"{role}.{key}", getattr(args, name))
     if args.no_progress:
         _set(overrides, "run.progress", False)
     embedded = not any(overrides.get(r, {}).get(k) for r in ("guidance", "student") for k in ("path", "url"))

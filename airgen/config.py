@@ -126,12 +126,19 @@ class ModelConfig:
     url: str | None = None
     # The model name sent to the server (default: the first one its /v1/models lists).
     model: str | None = None
+    # The API key is read from this environment variable, or from the first line of `api_key_file`; it is sent
+    # to the server and never written anywhere.
     api_key_env: str = "OPENAI_API_KEY"
+    api_key_file: str | None = None
     # Outstanding requests kept at the engine: enough for continuous batching to stay full.
     window: int = 512
     requests_per_second: float | None = None
-    timeout_s: float = 600.0
+    # One try's limit: a 4096-token answer at 15 tokens/s per sequence. A server that holds calls without answering
+    # gets `timeout_retries` more tries per call (about 15 minutes in all), any other fault `max_retries`.
+    timeout_s: float = 300.0
     max_retries: int = 6
+    timeout_retries: int = 2
+    backoff_s: float = 0.5  # the first retry's wait (up to), doubling with each further one, at most 30 s
     # The request fields a server understands beyond the OpenAI standard: "vllm" sends vLLM's (`structured_outputs`
     # constraints, repetition_penalty, ignore_eos); "none" sends only standard ones (llama.cpp, hosted APIs), and
     # the lenient parsers handle unconstrained answers.
@@ -148,8 +155,9 @@ class ModelConfig:
     def validate(self, role: str) -> None:
         _check(not (self.path and self.url), f"{role}: give a model path or a URL, not both")
         _check(self.window >= 1, f"{role}.window must be >= 1")
-        _check(self.max_retries >= 0, f"{role}.max_retries must be >= 0")
+        _check(self.max_retries >= 0 and self.timeout_retries >= 0, f"{role}: retries must be >= 0")
         _check(self.timeout_s > 0, f"{role}.timeout_s must be > 0")
+        _check(self.backoff_s >= 0, f"{role}.backoff_s must be >= 0")
         _check(
             self.requests_per_second is None or self.requests_per_second > 0,
             f"{role}.requests_per_second must be > 0 (or unset for no limit)",

@@ -22,6 +22,7 @@ from airgen.calls import Completion, Request
 from airgen.sink import split_order
 
 RECORDS = "records"
+STALLED_S = 60.0  # a call out longer than this counts as stalled in the panel
 
 
 @dataclass(slots=True)
@@ -68,6 +69,9 @@ class Metrics:
     # Goodput: "records" or the stage a sample was rejected at -> tokens its calls used in this run.
     spend: dict[str, Spend] = field(default_factory=lambda: collections.defaultdict(Spend))
     engines: dict[str, EngineTime] = field(default_factory=dict)
+    # Engine name -> its fault counts (by kind, "retries", "gave up"), kept by the engine itself (HTTP engines).
+    faults: dict[str, collections.Counter] = field(default_factory=dict)
+    _started: dict[str, float] = field(default_factory=dict)  # call key -> when it went out
     handling_s: float = 0.0  # our own work after each completion: journal, flow, sink, dispatch
     handled: int = 0
     active: int = 0  # samples in flight (kept by the scheduler)
@@ -78,9 +82,11 @@ class Metrics:
 
     def call_started(self, request: Request) -> None:
         self.in_flight_by_stage[request.stage] += 1
+        self._started[request.key] = time.monotonic()
 
     def call_finished(self, sample_id: str, request: Request, completion: Completion | None) -> None:
         self.in_flight_by_stage[request.stage] -= 1
+        self._started.pop(request.key, None)
         if completion is None:
             return
         role = self.roles[request.role]
@@ -176,8 +182,16 @@ class Metrics:
             "roles": {role: {"calls": c.calls, "prompt_tokens": c.prompt_tokens, "output_tokens": c.output_tokens,
                              "cached_tokens": c.cached_tokens} for role, c in sorted(self.roles.items())},
             "engines": self.engine_time(),
+            "faults": {name: dict(c) for name, c in self.faults.items() if c},
+            "stalled": self.stalled(),
             "handling_us_per_call": round(1e6 * self.handling_s / self.handled, 1) if self.handled else None,
         }
+
+    def stalled(self, over_s: float = STALLED_S) -> dict[str, Any]:
+        """Calls out for longer than `over_s`: a server that accepts calls and does not answer shows here first."""
+        now = time.monotonic()
+        ages = [now - t for t in self._started.values() if now - t > over_s]
+        return {"over_s": over_s, "calls": len(ages), "oldest_s": round(max(ages), 1) if ages else None}
 
     def funnel(self) -> str:
         lines = ["funnel:"]
@@ -198,6 +212,10 @@ class Metrics:
             )
         if self.replayed_calls:
             lines.append(f"  calls replayed from the journal: {self.replayed_calls}")
+        for name, c in self.faults.items():
+            if c:
+                kinds = ", ".join(f"{k} {n}" for k, n in c.most_common() if k not in ("retries", "gave up"))
+                lines.append(f"  {name} faults: {kinds or 'none'}; retries {c['retries']}, gave up {c['gave up']}")
         good = self.goodput()
         if good["share"] is not None:
             lines.append(f"goodput: {good['share']:.0%} of this run's tokens went to samples with records")
@@ -265,7 +283,16 @@ def progress_line(snap: dict[str, Any], rates: dict[str, Any]) -> str:
                    for role, r in rates["roles"].items()) or "-"
     eta = eta_s(snap, rates)
     return (f"[{snap['elapsed_s']:,.0f}s] done {s['records']} rejected {s['rejected']}{total} | in flight {flight} | "
-            f"prompt/output {tps}" + (f" | eta {eta:,.0f}s" if eta is not None else ""))
+            f"prompt/output {tps}" + (f" | eta {eta:,.0f}s" if eta is not None else "") + _trouble(snap))
+
+
+def _trouble(snap: dict[str, Any]) -> str:
+    """Retries and stalled calls, where there are any."""
+    parts = [f"{name} retries {c.get('retries', 0)} gave up {c.get('gave up', 0)}" for name, c in snap["faults"].items()]
+    stalled = snap["stalled"]
+    if stalled["calls"]:
+        parts.append(f"stalled {stalled['calls']} calls > {stalled['over_s']:.0f}s (oldest {stalled['oldest_s']:,.0f}s)")
+    return "".join(f" | {p}" for p in parts)
 
 
 class Progress:
@@ -302,7 +329,7 @@ def _panel(snap: dict[str, Any], rates: dict[str, Any]):
     eta = eta_s(snap, rates)
     title = (f"{snap['elapsed_s']:,.0f}s  records {s['records']}  rejected {s['rejected']}"
              + (f" of {s['total']}" if s["total"] else "") + (f"  resumed {s['resumed']}" if s["resumed"] else "")
-             + (f"  eta {eta:,.0f}s" if eta is not None else ""))
+             + (f"  eta {eta:,.0f}s" if eta is not None else "") + _trouble(snap))
     table = Table(title=title, title_justify="left", box=None, pad_edge=False)
     for column in ("", "in flight", "rejected", "prompt tok/s", "output tok/s", "cache hit", "busy"):
         table.add_column(column, justify="left" if not column else "right")
@@ -347,7 +374,14 @@ def serve_prometheus(metrics: Metrics, port: int):
                 busy.add_metric([name], t["busy_s"])
                 for cause, v in t["idle_s"].items():
                     idle.add_metric([name, cause], v)
-            yield from (tokens, calls, samples, flight, busy, idle)
+            faults = CounterMetricFamily("airgen_engine_faults", "engine faults by kind, retries and give-ups",
+                                         labels=["engine", "kind"])
+            for name, counts in snap["faults"].items():
+                for kind, n in counts.items():
+                    faults.add_metric([name, kind], n)
+            stalled = GaugeMetricFamily("airgen_calls_stalled", f"calls out longer than {STALLED_S:.0f} s")
+            stalled.add_metric([], snap["stalled"]["calls"])
+            yield from (tokens, calls, samples, flight, busy, idle, faults, stalled)
 
     registry = CollectorRegistry()
     registry.register(Collector())

@@ -60,6 +60,9 @@ class Scheduler:
             self._lanes[role] = lane
         for lane in lanes.values():
             metrics.engine_load(lane.name, 0, False)
+            faults = getattr(lane.engine, "faults", None)
+            if faults is not None:
+                metrics.faults[lane.name] = faults
         self._seq = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None  # set by run(); tasks are created on it directly
         self._tasks: set[asyncio.Task] = set()

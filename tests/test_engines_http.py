@@ -145,7 +145,7 @@ async def test_gives_up_after_max_retries_saying_what_failed(serve):
     server = await serve(reply(503, {"error": {"message": "overloaded"}}, {"Retry-After": "0"}))
     engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", max_retries=2))
     try:
-        with pytest.raises(HTTPEngineError, match=r"doc/judge/0: .* failed 3 times; last: HTTP 503: overloaded"):
+        with pytest.raises(HTTPEngineError, match=r"answered nothing for 3 tries of one request: HTTP 503: overloaded"):
             await engine.generate(make_request())
     finally:
         await engine.close()
@@ -178,7 +178,7 @@ async def test_a_server_that_never_answers_in_time_fails_with_the_reason(serve):
     server = await serve(too_slow)
     engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", timeout_s=0.3, max_retries=1))
     try:
-        with pytest.raises(HTTPEngineError, match="failed 2 times; last: no answer within timeout_s = 0.3 s"):
+        with pytest.raises(HTTPEngineError, match="answered nothing for 2 tries of one request: no answer within timeout_s = 0.3 s"):
             await engine.generate(make_request())
     finally:
         await engine.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import json
 import os
@@ -16,8 +17,7 @@ from airgen.calls import Completion, Request, Sampling
 from airgen.config import ModelConfig
 from airgen.engines import RequestRejected, base_url
 
-# Backoff between attempts: doubling from the base, capped, half of it random so that clients spread out.
-_BACKOFF_BASE_S = 0.5
+# Backoff between attempts: doubling from `backoff_s`, capped, half of it random so that clients spread out.
 _BACKOFF_CAP_S = 30.0
 # A Retry-After longer than this is a server asking to be left alone, not a pause to sit through.
 _RETRY_AFTER_CAP_S = 300.0
@@ -32,10 +32,16 @@ class HTTPRequestRejected(RequestRejected, ValueError):
     """The server refused this request as invalid (400, 413, 422); retrying cannot help, the sample drops."""
 
 
+class HTTPGaveUp(RequestRejected, RuntimeError):
+    """One request failed every try while the server answered others: that request, not the server, is the
+    problem (a prompt that crashes it, say). Its sample is rejected with the reason; the run goes on."""
+
+
 class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, kind: str = "") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.kind = kind or message.split(":")[0]  # the fault's kind, for the counts: "HTTP 500", "timeout", ...
 
 
 class OpenAIEngine:
@@ -48,13 +54,16 @@ class OpenAIEngine:
         self._session = session
         self._window = asyncio.Semaphore(config.window)
         self._throttler = _throttler(config.requests_per_second)
+        # What the run shows: each fault by kind, the retries it cost, and the requests given up on.
+        self.faults: collections.Counter = collections.Counter()
+        self._answered = 0  # successful answers so far: tells a sick request from a sick server
 
     @classmethod
     async def start(cls, config: ModelConfig) -> "OpenAIEngine":
         if not config.url:
             raise HTTPEngineError("an HTTP engine needs the server's url")
         headers = {}
-        api_key = os.environ.get(config.api_key_env) if config.api_key_env else None
+        api_key = _api_key(config)
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         session = aiohttp.ClientSession(
@@ -74,17 +83,30 @@ class OpenAIEngine:
     async def generate(self, request: Request) -> Completion:
         body = self._body(request)
         url = f"{self._base_url}/v1/chat/completions"
-        last, retry_after = "", None
-        for attempt in range(self._config.max_retries + 1):
-            if attempt:
-                await asyncio.sleep(_delay(attempt, retry_after))
+        last, retry_after, timeouts = "", None, 0
+        answered_before = self._answered
+        tries = 0
+        while True:
+            if tries:
+                self.faults["retries"] += 1
+                await asyncio.sleep(_delay(tries, retry_after, self._config.backoff_s))
+            tries += 1
             try:
-                return _completion(await self._post(url, body), self.name)
+                completion = _completion(await self._post(url, body, request.key), self.name)
             except _Retryable as e:  # also a 200 whose body is garbage: a proxy's hiccup, asked again
+                self.faults[e.kind] += 1
                 last, retry_after = str(e), e.retry_after
-        raise HTTPEngineError(
-            f"{request.key}: {url} failed {self._config.max_retries + 1} times; last: {last}"
-        )
+                timeouts += e.kind == "timeout"
+                # A server that holds calls without answering is retried less: each try costs timeout_s.
+                if tries > self._config.max_retries or timeouts > self._config.timeout_retries:
+                    break
+                continue
+            self._answered += 1
+            return completion
+        self.faults["gave up"] += 1
+        if self._answered > answered_before:
+            raise HTTPGaveUp(f"gave up after {tries} tries while the server answered other requests; last: {last}")
+        raise HTTPEngineError(f"{url} answered nothing for {tries} tries of one request: {last}")
 
     async def reset_prefix_cache(self) -> bool:
         """Ask the server to drop its prefix cache. vLLM serves POST /reset_prefix_cache only when started with
@@ -98,16 +120,18 @@ class OpenAIEngine:
     async def close(self) -> None:
         await self._session.close()
 
-    async def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, url: str, body: dict[str, Any], key: str) -> dict[str, Any]:
         async with self._window:
             await self._throttler.acquire()
             try:
-                async with self._session.post(url, json=body) as response:
+                # The call key as the request id: vLLM's logs and a server's access log name the same call as the
+                # journal does.
+                async with self._session.post(url, json=body, headers={"X-Request-Id": key}) as response:
                     return await _read(response)
             except asyncio.TimeoutError as e:
-                raise _Retryable(f"no answer within timeout_s = {self._config.timeout_s} s") from e
+                raise _Retryable(f"no answer within timeout_s = {self._config.timeout_s} s", kind="timeout") from e
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
-                raise _Retryable(f"{type(e).__name__}: {e}") from e
+                raise _Retryable(f"{type(e).__name__}: {e}", kind="connection") from e
 
     async def _first_model(self) -> str:
         url = f"{self._base_url}/v1/models"
@@ -133,6 +157,16 @@ class OpenAIEngine:
         if self._config.dialect == "vllm":
             body.update(_vllm_fields(sampling))
         return body
+
+
+def _api_key(config: ModelConfig) -> str | None:
+    if config.api_key_file:
+        try:
+            with open(config.api_key_file, encoding="utf-8") as f:
+                return f.readline().strip() or None
+        except OSError as e:
+            raise HTTPEngineError(f"cannot read the API key file {config.api_key_file}: {e.strerror}") from None
+    return os.environ.get(config.api_key_env) if config.api_key_env else None
 
 
 def _vllm_fields(sampling: Sampling) -> dict[str, Any]:
@@ -169,9 +203,10 @@ async def _read(response: aiohttp.ClientResponse) -> dict[str, Any]:
         try:
             payload = await response.json(content_type=None)
         except ValueError:
-            raise _Retryable(f"HTTP {status} with a body that is not JSON") from None
+            raise _Retryable(f"HTTP {status} with a body that is not JSON", kind="not JSON") from None
         if isinstance(payload, dict) and payload.get("error") and not payload.get("choices"):
-            raise _Retryable(f"HTTP {status} with an error: {_server_message(json.dumps(payload))}")
+            raise _Retryable(f"HTTP {status} with an error: {_server_message(json.dumps(payload))}",
+                             kind="error object")
         return payload
     message = _server_message(await response.text())
     if status in _RETRYABLE_STATUS or status >= 500:
@@ -208,10 +243,10 @@ def _retry_after(value: str | None) -> float | None:
     return min(max(seconds, 0.0), _RETRY_AFTER_CAP_S)
 
 
-def _delay(attempt: int, retry_after: float | None) -> float:
+def _delay(attempt: int, retry_after: float | None, base_s: float) -> float:
     if retry_after is not None:
         return retry_after
-    ceiling = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2 ** (attempt - 1))
+    ceiling = min(_BACKOFF_CAP_S, base_s * 2 ** (attempt - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
@@ -220,7 +255,7 @@ def _completion(payload: dict[str, Any], model: str) -> Completion:
         choice = payload["choices"][0]
         text = choice["message"].get("content") or ""
     except (KeyError, IndexError, TypeError, AttributeError):
-        raise _Retryable(f"an answer without choices[0].message: {str(payload)[:300]}") from None
+        raise _Retryable(f"an answer without choices[0].message: {str(payload)[:300]}", kind="no choices") from None
     usage = payload.get("usage") or {}
     details = usage.get("prompt_tokens_details") or {}
     return Completion(

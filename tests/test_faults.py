@@ -1,0 +1,121 @@
+"""`airgen run` in a real process against a server that fails in every way a server or proxy does."""
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from airgen import journal
+from tests.faultserver import CLIENT_KIND, RETRYABLE, FaultServer
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = 20
+
+
+def lines(path: Path) -> list[dict]:
+    return [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []
+
+
+@pytest.fixture()
+def docs(tmp_path) -> Path:
+    path = tmp_path / "docs.jsonl"
+    path.write_bytes(b"".join(orjson.dumps({"id": f"d{i:02d}", "text": f"document {i} about a topic " * 12}) + b"\n"
+                              for i in range(DOCS)))
+    return path
+
+
+def airgen(url: str, docs: Path, out: Path, *extra: str, env: dict | None = None, timeout: float = 300):
+    settings = [f"--set={role}.{k}" for role in ("guidance", "student")
+                for k in ("backoff_s=0.01", "timeout_s=1.0", "window=16")]
+    cmd = [sys.executable, "-m", "airgen", "run", str(docs), "--out", str(out), "--guidance-url", url,
+           "--student-url", url, "--rounds", "2", "--no-progress", *settings, *extra]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+def by_doc(out: Path) -> dict[str, list[dict]]:
+    records = collections.defaultdict(list)
+    for r in lines(out / "records.jsonl"):
+        records[r["meta"]["doc_id"]].append({k: r[k] for k in ("instruction", "output")} | {"level": r["meta"]["level"]})
+    return dict(records)
+
+
+def test_twenty_percent_mixed_faults_complete_with_the_same_records_and_every_fault_counted(tmp_path, docs):
+    with FaultServer() as clean:
+        assert airgen(clean.url, docs, tmp_path / "clean").returncode == 0
+    with FaultServer(rate=0.2, kinds=RETRYABLE + ("trickle",), seed=3, hang_s=1.5) as server:
+        done = airgen(server.url, docs, tmp_path / "out")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert by_doc(tmp_path / "out") == by_doc(tmp_path / "clean")
+    assert all(server.injected[k] for k in RETRYABLE), server.injected  # every kind was met
+    faults = lines(tmp_path / "out" / "metrics.jsonl")[-1]["faults"]["guidance+student"]
+    expected = collections.Counter({CLIENT_KIND[k]: n for k, n in server.injected.items() if k in CLIENT_KIND})
+    assert {k: v for k, v in faults.items() if k not in ("retries", "gave up")} == dict(expected)
+    assert faults["retries"] == sum(expected.values()) and faults.get("gave up", 0) == 0
+    assert "retries" in done.stderr and "faults:" in done.stderr
+    # Each try the server saw is one the client made: a first try per call, and one per retry.
+    calls = sum(1 for e in lines(tmp_path / "out" / "journal.jsonl") if "k" in e)
+    assert len(server.received) == calls + faults["retries"]
+
+
+@pytest.mark.parametrize("kind, says", [("500", "HTTP 500"), ("hang", "no answer within timeout_s")])
+def test_a_server_failing_every_call_stops_the_run_in_one_clear_line(tmp_path, docs, kind, says):
+    out = tmp_path / "out"
+    with FaultServer(rate=1.0, kinds=(kind,), hang_s=1.5) as server:
+        done = airgen(server.url, docs, out, timeout=120)
+        url = server.url
+    del server.received[:]
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    stopped = [line for line in done.stderr.splitlines() if line.startswith("airgen: the run stopped")]
+    assert len(stopped) == 1 and url in stopped[0] and says in stopped[0]
+    assert "run the same command again to resume" in done.stderr
+    journal.load(out / "journal.jsonl")  # intact
+    with FaultServer(port=server.port) as healed:  # the server is back: the same command resumes and finishes
+        done = airgen(healed.url, docs, out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(by_doc(out)) == DOCS and not lines(out / "rejected.jsonl")
+
+
+def test_a_request_that_always_fails_rejects_its_document_and_the_run_goes_on(tmp_path, docs):
+    with FaultServer(poison="d07") as server:
+        done = airgen(server.url, docs, tmp_path / "out")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rejected = lines(tmp_path / "out" / "rejected.jsonl")
+    assert [r["id"] for r in rejected] == ["d07"]
+    assert "gave up after 7 tries" in rejected[0]["reason"] and "HTTP 500" in rejected[0]["reason"]
+    assert set(by_doc(tmp_path / "out")) == {f"d{i:02d}" for i in range(DOCS)} - {"d07"}
+    events = lines(tmp_path / "out" / "journal.jsonl")
+    assert any("r" in e and e["s"] == "d07" for e in events)  # journaled as refused: a resume does not ask again
+
+
+def test_a_cut_answer_is_a_recorded_fault_not_a_retry(tmp_path, docs):
+    with FaultServer(rate=0.3, kinds=("length",), seed=1) as server:
+        done = airgen(server.url, docs, tmp_path / "out")
+    assert done.returncode == 0
+    assert len(server.received) == sum(1 for e in lines(tmp_path / "out" / "journal.jsonl") if "k" in e)
+    reasons = [r["reason"] for r in lines(tmp_path / "out" / "rejected.jsonl")] + \
+        [d["reason"] for d in lines(tmp_path / "out" / "dropped_levels.jsonl")]
+    assert reasons and all("cut at max_tokens" in r or "round" in r or "level" in r for r in reasons)
+    read = len(by_doc(tmp_path / "out")) + len(lines(tmp_path / "out" / "rejected.jsonl"))
+    assert read == DOCS
+
+
+def test_the_api_key_is_sent_and_never_written(tmp_path, docs):
+    secret = "sk-test-0123456789abcdef-SECRET"
+    with FaultServer(api_key=secret, rate=0.2, kinds=("500",)) as server:
+        done = airgen(server.url, docs, tmp_path / "out", "--api-key-env", "MY_KEY", env={"MY_KEY": secret})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert server.auth_seen == {f"Bearer {secret}"}
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    assert secret not in done.stdout + done.stderr
+    with FaultServer(api_key=secret) as server:  # a wrong key: one clear line, and the key is not in it
+        done = airgen(server.url, docs, tmp_path / "wrong", env={"OPENAI_API_KEY": "sk-wrong-key"})
+    assert done.returncode == 1 and "HTTP 401" in done.stderr and "sk-wrong-key" not in done.stderr
