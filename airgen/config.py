@@ -90,6 +90,7 @@ class CrabConfig:
     """
 
     refine: bool = True
+    refine_max_added_words: int = 40  # the prompt asks for 10 to 20 more; twice that is still a refinement
     check: bool = True  # the model's per-constraint check of the constraints it proposed
     keep_modified: bool = True  # a constraint the check finds unmet is replaced by its rewrite, when it gives one
     dedup_rouge: float = 0.6

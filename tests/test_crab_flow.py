@@ -187,3 +187,18 @@ def test_each_template_describes_every_type_it_asks_for():
     for name, types in (("crab_global", steps.GLOBAL_TYPES), ("crab_local", steps.LOCAL_TYPES)):
         text = folder.templates[name].template
         assert all(f"- {t}:" in text for t in types)
+
+
+@pytest.mark.parametrize("refined, kept", [
+    ("How do I keep a potted basil plant alive and growing indoors through a cold winter?", True),
+    ("How do I keep basil alive? " + "Tell me everything about every herb there is. " * 6, False),  # +48 words
+    ("Basil?", False),  # fewer words than the instruction
+])
+def test_a_refinement_must_add_a_little(crab_prompts, refined, kept):
+    def respond(request: Request):
+        return refined if request.stage == REFINE else CrabScript()(request)
+
+    meta = run(flow(crab_prompts, forward_rate=0.0), pair(), respond)[0].records[0]["meta"]
+    assert (meta["refined_instruction"] == refined) is kept
+    assert ("refine_instruction" in meta["faults"]) is not kept
+    assert meta["instruction_used"] == (refined if kept else meta["initial_instruction"])

@@ -77,7 +77,7 @@ class CrabFlow(Recipe):
         inputs = {"instruction": s.instruction, "response": s.response}
         asked = [self.ask(s, GLOBAL, 0, inputs), self.ask(s, LOCAL, 0, inputs)]
         if self.config.refine:
-            asked.insert(0, self.ask(s, REFINE, 0, inputs))
+            asked.insert(0, self.ask(s, REFINE, 0, inputs, {"instruction_words": len(s.instruction.split())}))
         return asked
 
     def _on_refine(self, s: PairSample, request: Request, value: str | Fault) -> Next:

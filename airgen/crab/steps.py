@@ -116,13 +116,18 @@ def _format(regex: str) -> Any:
 
 
 def _refined(text: str, c: Any, args: Mapping[str, Any]) -> str:
-    if word_count(text) < 2:
-        raise Reject(f"refined instruction of {word_count(text)} words")
+    """The prompt asks for 10 to 20 more words; a rewrite that adds more than `crab.refine_max_added_words` or
+    drops words is not a refinement (the pair keeps its own instruction)."""
+    added = word_count(text) - args["instruction_words"]
+    if not 0 <= added <= c.refine_max_added_words:
+        raise Reject(f"the refinement changes the instruction by {added:+d} words (allowed 0 to "
+                     f"+{c.refine_max_added_words})")
     return text
 
 
+# Not free text: a refinement cut at max_tokens is no instruction.
 STEP_REFINE = Step(REFINE, "guidance", "crab_refine", frozenset({"instruction", "response"}),
-                   parse=lambda text, args: parse_refined(text), accept=_refined, free_text=True,
+                   parse=lambda text, args: parse_refined(text), accept=_refined,
                    max_tokens=lambda c: min(c.max_tokens, 256))
 STEP_GLOBAL = Step(GLOBAL, "guidance", "crab_global", frozenset({"instruction", "response"}),
                    decode=lambda c, args: Format(regex=json_regex(GLOBAL_TYPES, _SHORT_VALUE if c.short_lines
