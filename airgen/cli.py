@@ -3,6 +3,7 @@ of `airgen.config`) and calls the module that does the work; no other module see
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
 import tomllib
@@ -56,6 +57,8 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{role}", metavar="PATH", help=f"{role} model: HF folder, run in process by vLLM")
         p.add_argument(f"--{role}-url", metavar="URL", help=f"{role} model: OpenAI-compatible server")
         p.add_argument(f"--{role}-model", metavar="NAME", help=f"model name on the {role} server")
+        p.add_argument(f"--{role}-dialect", choices=("auto", "vllm", "sglang", "llamacpp", "none"),
+                       help=f"how the {role} server is told decode-time formats (default auto: asked of the server)")
     p.add_argument("--api-key-env", metavar="NAME",
                    help="environment variable holding the servers' API key (default OPENAI_API_KEY)")
     p.add_argument("--api-key-file", metavar="PATH", help="file holding the servers' API key (its first line)")
@@ -139,7 +142,7 @@ _RUN_SHORTHANDS = {
     "recipe": "recipe", "rounds": "flow.rounds", "limit": "run.limit", "seed": "seed", "max_in_flight": "run.max_in_flight",
     "prometheus": "run.prometheus_port",
     **{role + suffix: f"{role}.{field}" for role in ("guidance", "student")
-       for field, suffix in (("path", ""), ("url", "_url"), ("model", "_model"))},
+       for field, suffix in (("path", ""), ("url", "_url"), ("model", "_model"), ("dialect", "_dialect"))},
 }
 # Settings a flag gives both roles (`--api-key-env NAME`: guidance.api_key_env and student.api_key_env).
 _BOTH_ROLES = {"api_key_env": "api_key_env", "api_key_file": "api_key_file"}
@@ -185,6 +188,11 @@ def _stopped(error: BaseException, log: Path | None, out: Path) -> int:
     """One clear message for a run that stopped on an error; the traceback goes to the engine log."""
     traceback.print_exception(error)  # fd 2: the engine log, or the terminal with -v
     where = f"; details in {log}" if log is not None else ""
+    cause = error.__cause__ if isinstance(error.__cause__, OSError) else error
+    if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+        say(f"airgen: the run stopped: the disk holding {out} is full; the journal keeps every finished call\n"
+            f"airgen: free some space, then run the same command again to resume {out}")
+        return 1
     say(f"airgen: the run stopped: {error}{where}\nairgen: run the same command again to resume {out}")
     return 1
 
@@ -278,9 +286,16 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="airgen", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="airgen", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _run_arguments(commands.add_parser("run", help="generate AIR records from documents"))
     _select_arguments(commands.add_parser("select", help="filter documents and pick the most diverse ones"))
     _bench_arguments(commands.add_parser(

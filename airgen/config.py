@@ -143,7 +143,8 @@ class ModelConfig:
     # The request fields a server understands beyond the OpenAI standard: "vllm" sends vLLM's (`structured_outputs`
     # constraints, repetition_penalty, ignore_eos); "none" sends only standard ones (llama.cpp, hosted APIs), and
     # the lenient parsers handle unconstrained answers.
-    dialect: Literal["vllm", "none"] = "vllm"
+    # How decode-time formats are sent (airgen.engines.dialects); auto: asked of the server's /v1/models.
+    dialect: Literal["auto", "vllm", "sglang", "llamacpp", "none"] = "auto"
     # In-process vLLM settings.
     gpu_memory_utilization: float | None = None
     max_model_len: int = 8192
@@ -163,7 +164,8 @@ class ModelConfig:
             self.requests_per_second is None or self.requests_per_second > 0,
             f"{role}.requests_per_second must be > 0 (or unset for no limit)",
         )
-        _check(self.dialect in ("vllm", "none"), f"{role}.dialect must be 'vllm' or 'none'")
+        _check(self.dialect in ("auto", "vllm", "sglang", "llamacpp", "none"),
+               f"{role}.dialect must be auto, vllm, sglang, llamacpp or none")
         _check(self.kv_cache_gib > 0, f"{role}.kv_cache_gib must be > 0")
         if self.gpu_memory_utilization is not None:
             _check(0 < self.gpu_memory_utilization < 1, f"{role}.gpu_memory_utilization must be in (0, 1)")

@@ -71,6 +71,8 @@ class Metrics:
     engines: dict[str, EngineTime] = field(default_factory=dict)
     # Engine name -> its fault counts (by kind, "retries", "gave up"), kept by the engine itself (HTTP engines).
     faults: dict[str, collections.Counter] = field(default_factory=dict)
+    # Stage -> answers its step rejected, kept by the flow (`Recipe.faults`).
+    step_faults: collections.Counter = field(default_factory=collections.Counter)
     _started: dict[str, float] = field(default_factory=dict)  # call key -> when it went out
     handling_s: float = 0.0  # our own work after each completion: journal, flow, sink, dispatch
     handled: int = 0
@@ -183,6 +185,7 @@ class Metrics:
                              "cached_tokens": c.cached_tokens} for role, c in sorted(self.roles.items())},
             "engines": self.engine_time(),
             "faults": {name: dict(c) for name, c in self.faults.items() if c},
+            "unusable_answers": dict(self.step_faults),
             "stalled": self.stalled(),
             "handling_us_per_call": round(1e6 * self.handling_s / self.handled, 1) if self.handled else None,
         }
@@ -212,6 +215,12 @@ class Metrics:
             )
         if self.replayed_calls:
             lines.append(f"  calls replayed from the journal: {self.replayed_calls}")
+        if self.step_faults:
+            lines.append("  answers a step could not use: " + ", ".join(
+                f"{stage} {n} of {self.calls_by_stage[stage]}" for stage, n in self.step_faults.most_common()))
+            if any(n >= 10 and n > self.calls_by_stage[stage] / 2 for stage, n in self.step_faults.items()):
+                lines.append("    over half of a step's answers: does the server ignore decode-time formats? "
+                             "see --guidance-dialect / --student-dialect")
         for name, c in self.faults.items():
             if c:
                 kinds = ", ".join(f"{k} {n}" for k, n in c.most_common() if k not in ("retries", "gave up"))

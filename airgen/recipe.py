@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections import Counter
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -81,6 +82,9 @@ class Recipe:
         self.prompts = prompts
         self.seed = seed
         self.on: Mapping[str, Callable[[Any, Request, Any], Next]] = {}
+        # stage -> answers its step rejected (unreadable, cut, out of bounds): what a user watches to see that a
+        # server ignores the decode-time formats.
+        self.faults: Counter = Counter()
         # Every call's decoding settings, before its step's format and max_tokens.
         self._sampling = {"max_tokens": config.max_tokens, "temperature": config.temperature, "top_p": config.top_p,
                           "repetition_penalty": config.repetition_penalty}
@@ -102,6 +106,7 @@ class Recipe:
             value = self.steps[request.stage].read(request, completion, self.config, keep_cut=self.keep_cut)
         except Reject as e:
             value = Fault(str(e))
+            self.faults[request.stage] += 1
         return self._commit(sample, self._conclude(sample, self.on[request.stage](sample, request, value)))
 
     def refused(self, sample: Unit, key: str, reason: str) -> Next:

@@ -75,8 +75,14 @@ def prepare(out: Path, inputs: list[Path], config: Config, prompts: PromptSet) -
     # A run.json half-written when a kill came is a .partial file: such a folder is still a new one.
     if out.exists() and any(not p.name.endswith(".partial") for p in out.iterdir()):
         raise ConfigError(f"{out} exists, is not empty and holds no {RUN_FILE}: not an airgen run folder")
+    kind = recipe_of(config)
+    resolved = [p.resolve() for p in inputs] if inputs else [kind.default_input()]
+    # Before the folder is made and any engine starts (a model load takes minutes): an input with nothing in it
+    # is a mistake.
+    if next(iter(kind.read(resolved, config.run.limit)), None) is None:
+        raise ConfigError(f"{', '.join(map(str, resolved))}: nothing to read (no {kind.unit}, not even a line to "
+                          "reject)" + (" with --limit 0" if config.run.limit == 0 else ""))
     out.mkdir(parents=True, exist_ok=True)
-    resolved = [p.resolve() for p in inputs] if inputs else [recipe_of(config).default_input()]
     atomic_write(run_file, orjson.dumps({**fp, "inputs": [str(p) for p in resolved], "created": time.time()},
                                         option=orjson.OPT_INDENT_2))
     return resolved
@@ -95,8 +101,13 @@ def count_outputs(out: Path) -> tuple[int, int, int]:
     return records, len(docs), rejected
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 async def execute(config: Config, out: Path, inputs: list[Path], prompts: PromptSet) -> int:
-    roles = recipe_of(config).roles
+    kind = recipe_of(config)
+    roles = kind.roles
     engines = await start_engines(config.guidance, config.student if "student" in roles else None)
     try:
         scheduler = await generate(config, out, inputs, prompts, engines)
@@ -104,8 +115,8 @@ async def execute(config: Config, out: Path, inputs: list[Path], prompts: Prompt
         await close_engines(engines)
     say(scheduler.metrics.funnel())
     records, with_records, rejected = count_outputs(out)
-    unit = recipe_of(config).unit
-    say(f"{out}: {records} records from {with_records} {unit}s; {rejected} {unit}s rejected ({out / sink.REJECTED})")
+    say(f"{out}: {plural(records, 'record')} from {plural(with_records, kind.unit)}; "
+        f"{plural(rejected, kind.unit)} rejected ({out / sink.REJECTED})")
     if scheduler.interrupted:
         say(f"interrupted: calls in flight were cancelled; run the same command again to resume {out}")
         return 130

@@ -58,6 +58,7 @@ class Scheduler:
             lane.window = max(lane.window, windows[role])
             lane.name = f"{lane.name}+{role}" if lane.name else role
             self._lanes[role] = lane
+        metrics.step_faults = flow.faults
         for lane in lanes.values():
             metrics.engine_load(lane.name, 0, False)
             faults = getattr(lane.engine, "faults", None)

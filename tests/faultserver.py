@@ -36,7 +36,7 @@ _TYPE_LINE = re.compile(r"^- ([^:\n]+):", re.M)
 class FaultServer:
     def __init__(self, rate: float = 0.0, kinds: tuple[str, ...] = RETRYABLE, seed: int = 0,
                  latency_s: float = 0.002, hang_s: float = 2.0, api_key: str | None = None,
-                 poison: str | None = None, owned_by: str = "vllm", port: int = 0):
+                 poison: str | None = None, owned_by: str = "vllm", port: int = 0, chatty: frozenset = frozenset()):
         self.rate, self.kinds, self.seed = rate, kinds, seed
         self.latency_s, self.hang_s, self.api_key, self.poison, self.owned_by = latency_s, hang_s, api_key, poison, owned_by
         self.received: list[tuple[str, int, str | None]] = []
@@ -51,6 +51,7 @@ class FaultServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self.port = port  # 0: a free one
+        self.chatty = chatty  # stages answered in loose prose, as a model with no decode-time format does
 
     @property
     def url(self) -> str:
@@ -156,6 +157,8 @@ class FaultServer:
             args["count"] = sum(1 for line in criteria.splitlines() if line.strip())
         request = Request(key, "guidance", stage, tuple(body["messages"]), None, args=args)  # type: ignore[arg-type]
         answer = (self._crab if stage in CRAB_STAGES else self._air)(request)
+        if stage in self.chatty:
+            answer = "Sure! Here is what I think about it, in a few friendly words."
         prompt = sum(len(m["content"].split()) for m in body["messages"])
         return {"model": "scripted", "created": int(time.time()),
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}],

@@ -2,7 +2,9 @@
 
 SCRIPTED_ENGINE=chatty: the engines' start writes to stdout and stderr, from this process and a child, as vLLM does.
 SCRIPTED_ENGINE=failing: every call after the first 30 fails as a dead engine does.
+SCRIPTED_DISK_FULL_AFTER=N: the N+1-th append to any output file writes half its bytes, then fails as a full disk.
 """
+import errno
 import os
 import random
 import subprocess
@@ -34,6 +36,20 @@ async def start_engines(guidance, student=None):
 
 
 run.start_engines = start_engines
+
+if os.environ.get("SCRIPTED_DISK_FULL_AFTER"):
+    from airgen import files
+
+    writes, real_write = iter(range(10**9)), files.write_all
+    limit = int(os.environ["SCRIPTED_DISK_FULL_AFTER"])
+
+    def write_all(fd, data):
+        if next(writes) >= limit:
+            real_write(fd, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(fd, data)
+
+    files.write_all = write_all
 
 if __name__ == "__main__":
     from airgen.cli import main

@@ -9,6 +9,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from airgen.run import plural
+
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm
 
@@ -35,7 +37,7 @@ def test_default_run_end_to_end(tmp_path):
     assert len(with_records) + len(rejected) == DOCS, "every document read is accounted for"
     assert all(r["stage"] and r["reason"] for r in rejected)
     assert records, "the README's demo makes records"
-    assert f"{len(records)} records from {len(with_records)} documents" in done.stderr
+    assert f"{plural(len(records), 'record')} from {plural(len(with_records), 'document')}" in done.stderr
     for record in records:
         assert record["instruction"].strip() and record["output"].strip() and record["input"] == ""
         assert record["meta"]["models"]["guidance"] and record["meta"]["constraints"]

@@ -50,6 +50,7 @@ class FakeServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.url = ""
+        self.owned_by = "vllm"  # what vLLM's /v1/models says
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         self.calls.append((time.monotonic(), await request.json(), dict(request.headers)))
@@ -63,7 +64,8 @@ class FakeServer:
             self.in_flight -= 1
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "served-name"}, {"id": "other"}]})
+        return web.json_response({"object": "list", "data": [{"id": "served-name", "owned_by": self.owned_by},
+                                                              {"id": "other", "owned_by": self.owned_by}]})
 
 
 @pytest.fixture
@@ -382,3 +384,54 @@ async def test_real_server_reports_prefix_cache_hits_and_rejects_bad_regex(vllm_
     assert first.prompt_tokens > 200
     assert second.cached_tokens >= 128  # the shared document, in whole KV blocks
     assert third.cached_tokens < 128  # the same prompt again, after the reset
+
+
+@pytest.mark.parametrize("owner, field, value", [
+    ("vllm", "structured_outputs", {"regex": "Score: [1-5]/5"}),
+    ("sglang", "regex", "Score: [1-5]/5"),
+    ("llamacpp", "grammar", 'root ::= "S" "c" "o" "r" "e" ":" " " [1-5] "/" "5"'),
+])
+async def test_each_server_is_told_the_format_in_its_own_dialect(serve, owner, field, value):
+    server = await serve(reply())
+    server.owned_by = owner
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m"))  # dialect auto: asked of the server
+    try:
+        assert engine.dialect == owner
+        await engine.generate(make_request(regex="Score: [1-5]/5"))
+        await engine.generate(make_request(choice=("Answer: Yes", "Answer: No")))
+    finally:
+        await engine.close()
+    assert server.calls[0][1][field] == value
+    choice = server.calls[1][1]
+    if owner == "sglang":
+        assert choice["regex"] == "(Answer: Yes|Answer: No)"
+    elif owner == "llamacpp":
+        assert choice["grammar"].startswith('root ::= ( "A"') and '| "A"' in choice["grammar"]
+
+
+async def test_an_unknown_server_gets_only_standard_fields(serve):
+    server = await serve(reply())
+    server.owned_by = "openai"
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m"))
+    try:
+        await engine.generate(make_request(regex="[1-5]", repetition_penalty=1.3))
+    finally:
+        await engine.close()
+    assert engine.dialect == "none"
+    assert set(server.calls[0][1]) == {"model", "messages", "max_tokens", "temperature", "top_p"}
+
+
+def test_every_decode_format_has_a_gbnf_form():
+    from airgen.air import steps as air
+    from airgen.crab import steps as crab
+    from airgen.engines.dialects import gbnf
+
+    names = ["Alpha Type", "Beta-Type", "C (x)"]
+    formats = [air.SCORE_REGEX, air.SENTENCES_REGEX, air.propose_regex(names), air.shorten(air.check_regex(3)),
+               crab.json_regex(crab.GLOBAL_TYPES, crab._VALUE), crab.check_regex(True)]
+    for regex in formats:
+        grammar = gbnf(regex)
+        assert grammar.startswith("root ::= ") and grammar.count("(") == grammar.count(")")
+    assert gbnf('\\{"a": "[^"\\\\\\n]+"\\}') == 'root ::= "{" "\\"" "a" "\\"" ":" " " "\\"" [^"\\\\\\n]+ "\\"" "}"'
+    with pytest.raises(ValueError):
+        gbnf("a.b")

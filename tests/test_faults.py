@@ -119,3 +119,15 @@ def test_the_api_key_is_sent_and_never_written(tmp_path, docs):
     with FaultServer(api_key=secret) as server:  # a wrong key: one clear line, and the key is not in it
         done = airgen(server.url, docs, tmp_path / "wrong", env={"OPENAI_API_KEY": "sk-wrong-key"})
     assert done.returncode == 1 and "HTTP 401" in done.stderr and "sk-wrong-key" not in done.stderr
+
+
+def test_a_server_that_ignores_formats_shows_in_the_summary(tmp_path, docs):
+    with FaultServer(owned_by="llamacpp", chatty=frozenset({"score"})) as server:
+        done = airgen(server.url, docs, tmp_path / "out")
+    assert done.returncode == 0
+    scores = [body for (key, _, _), body in zip(server.received, server.bodies) if "/score/" in key]
+    assert len(scores) == DOCS and all(b["grammar"].startswith("root ::= ") for b in scores)  # GBNF for llama.cpp
+    assert f"answers a step could not use: score {DOCS} of {DOCS}" in done.stderr
+    assert "ignore decode-time formats" in done.stderr
+    assert lines(tmp_path / "out" / "metrics.jsonl")[-1]["unusable_answers"] == {"score": DOCS}
+    assert {r["stage"] for r in lines(tmp_path / "out" / "rejected.jsonl")} == {"score"}

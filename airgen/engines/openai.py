@@ -13,9 +13,9 @@ from typing import Any
 import aiohttp
 from asyncio_throttle import Throttler
 
-from airgen.calls import Completion, Request, Sampling
+from airgen.calls import Completion, Request
 from airgen.config import ModelConfig
-from airgen.engines import RequestRejected, base_url
+from airgen.engines import RequestRejected, base_url, dialects
 
 # Backoff between attempts: doubling from `backoff_s`, capped, half of it random so that clients spread out.
 _BACKOFF_CAP_S = 30.0
@@ -49,6 +49,7 @@ class OpenAIEngine:
 
     def __init__(self, config: ModelConfig, base_url: str, session: aiohttp.ClientSession) -> None:
         self.name = config.model or ""
+        self.dialect = config.dialect  # "auto" until the server says who it is
         self._config = config
         self._base_url = base_url
         self._session = session
@@ -72,12 +73,15 @@ class OpenAIEngine:
             headers=headers,
         )
         engine = cls(config, base_url(config.url), session)
-        if not engine.name:
+        if not engine.name or engine.dialect == "auto":
             try:
-                engine.name = await engine._first_model()
+                listed, owner = await engine._first_model(needed=not engine.name)
             except BaseException:
                 await session.close()
                 raise
+            engine.name = engine.name or listed
+            if engine.dialect == "auto":
+                engine.dialect = dialects.detect(owner)
         return engine
 
     async def generate(self, request: Request) -> Completion:
@@ -133,17 +137,22 @@ class OpenAIEngine:
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
                 raise _Retryable(f"{type(e).__name__}: {e}", kind="connection") from e
 
-    async def _first_model(self) -> str:
+    async def _first_model(self, needed: bool) -> tuple[str, str]:
+        """(the first model the server lists, who owns it); with `needed` False a server without a listing is
+        fine (its dialect is then none)."""
         url = f"{self._base_url}/v1/models"
         try:
             async with self._session.get(url) as response:
                 listing = await _read(response)
-        except (_Retryable, aiohttp.ClientError, asyncio.TimeoutError) as e:
-            raise HTTPEngineError(f"cannot list the models at {url}: {e}") from e
-        try:
-            return str(listing["data"][0]["id"])
-        except (KeyError, IndexError, TypeError):
-            raise HTTPEngineError(f"{url} lists no model; name one with model = ...") from None
+            first = listing["data"][0]
+            return str(first["id"]), str(first.get("owned_by") or "")
+        except (_Retryable, aiohttp.ClientError, asyncio.TimeoutError, HTTPEngineError) as e:
+            if needed:
+                raise HTTPEngineError(f"cannot list the models at {url}: {e}") from e
+        except (KeyError, IndexError, TypeError, AttributeError):
+            if needed:
+                raise HTTPEngineError(f"{url} lists no model; name one with model = ...") from None
+        return "", ""
 
     def _body(self, request: Request) -> dict[str, Any]:
         sampling = request.sampling
@@ -154,8 +163,7 @@ class OpenAIEngine:
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
         }
-        if self._config.dialect == "vllm":
-            body.update(_vllm_fields(sampling))
+        body.update(dialects.fields(self.dialect, sampling))
         return body
 
 
@@ -167,20 +175,6 @@ def _api_key(config: ModelConfig) -> str | None:
         except OSError as e:
             raise HTTPEngineError(f"cannot read the API key file {config.api_key_file}: {e.strerror}") from None
     return os.environ.get(config.api_key_env) if config.api_key_env else None
-
-
-def _vllm_fields(sampling: Sampling) -> dict[str, Any]:
-    """vLLM's own request fields, sent only when they differ from its defaults."""
-    fields: dict[str, Any] = {}
-    if sampling.regex is not None:
-        fields["structured_outputs"] = {"regex": sampling.regex}
-    elif sampling.choice is not None:
-        fields["structured_outputs"] = {"choice": list(sampling.choice)}
-    if sampling.repetition_penalty != 1.0:
-        fields["repetition_penalty"] = sampling.repetition_penalty
-    if sampling.ignore_eos:
-        fields["ignore_eos"] = True
-    return fields
 
 
 def _throttler(requests_per_second: float | None) -> Any:
