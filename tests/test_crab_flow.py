@@ -111,6 +111,7 @@ def test_the_checks_verdict_decides_a_constraints_fate(crab_prompts, verdict, ke
     used = [c for c in end.records[0]["meta"]["constraints"] if c["source"] == "local"]
     if status in ("kept", "modified"):  # kept ones are in the pool; with 6..8 drawn from a small pool, all are used
         assert [c["text"] for c in used] == [text or "Cover light first, then water, then drainage."]
+        assert used[0].get("proposed") == ("Cover light first, then water, then drainage." if text else None)
     else:
         assert used == []
 

@@ -162,8 +162,8 @@ class CrabFlow(Recipe):
                 "doc_id": s.doc_id,
                 "split": kind,
                 "kind": kind,
-                "constraints": [{"source": f.source, "type": f.type, "text": f.text, "status": f.status}
-                                for f in chosen],
+                "constraints": [{"source": f.source, "type": f.type, "text": f.text, "status": f.status,
+                                 **({"proposed": f.original} if f.original else {})} for f in chosen],
                 "kept_constraints": len(kept),
                 "initial_instruction": s.instruction,
                 "refined_instruction": s.refined,
