@@ -62,6 +62,9 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key-env", metavar="NAME",
                    help="environment variable holding the servers' API key (default OPENAI_API_KEY)")
     p.add_argument("--api-key-file", metavar="PATH", help="file holding the servers' API key (its first line)")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run on Ray: 'auto' (the running cluster), a ray:// address, or none for a local Ray")
+    p.add_argument("--workers", type=int, metavar="N", help="Ray workers (default: one per GPU in the cluster)")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="show the engines' own output here instead of in OUT/engine.log")
@@ -86,6 +89,10 @@ def _select_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the outputs")
     p.add_argument("--n", type=int, required=True, help="number of documents to select")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="embed on Ray workers: 'auto', a ray:// address, or none for a local Ray")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="Ray workers for the embedding (default: one per GPU, else one per CPU)")
     p.add_argument(
         "--embeddings", type=Path, metavar="E.npy",
         help="sample from these precomputed embeddings (rows = documents) instead of reading INPUTs; ids come "
@@ -204,6 +211,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from airgen.recipes import recipe_of
 
     config = run_config(args)
+    if args.workers is not None and (args.ray is None or args.workers < 1):
+        raise ConfigError("--workers needs --ray and must be >= 1")
     prompts = recipe_of(config).prompts(None)
     out = args.out or run.default_out()
     inputs = run.prepare(out, list(args.inputs), config, prompts)
@@ -212,7 +221,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if log is not None:
             say(f"airgen: engine output goes to {log} (-v shows it here)")
         try:
-            code = uvloop.run(run.execute(config, out, inputs, prompts))
+            if args.ray is not None:
+                from airgen import cluster
+
+                code = cluster.execute(config, out, inputs, prompts, None if args.ray == "local" else args.ray,
+                                       args.workers, run.start_engines)
+            else:
+                code = uvloop.run(run.execute(config, out, inputs, prompts))
         except (ConfigError, CorpusError):
             raise
         except Exception as e:  # noqa: BLE001 - an engine or the disk failed: say so in one line, keep the journal
@@ -230,6 +245,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from airgen.air.steps import load_prompts
     from airgen.engines.build import close_engines, start_engines
 
+    if args.ray is not None or args.workers is not None:
+        raise ConfigError("airgen bench measures one node; `python bench/scaleout.py` measures --ray")
     args.no_progress = True
     config = run_config(args)
     sweep = {"max_in_flight": _ints(args.sweep_in_flight, "--sweep-in-flight"),
@@ -276,7 +293,10 @@ def cmd_select(args: argparse.Namespace) -> int:
     from airgen import select
 
     config = load(args.config, _overrides(args, {"seed": "seed"}))
-    job = select.Job(out=args.out, n=args.n, inputs=tuple(args.inputs), embeddings=args.embeddings)
+    if args.workers is not None and (args.ray is None or args.workers < 1):
+        raise ConfigError("--workers needs --ray and must be >= 1")
+    ray = (None if args.ray == "local" else args.ray, args.workers) if args.ray is not None else None
+    job = select.Job(out=args.out, n=args.n, inputs=tuple(args.inputs), embeddings=args.embeddings, ray=ray)
     try:
         summary = select.run(job, config)
     except (ValueError, OSError) as e:  # bad input, settings or paths: all carry a message for the user

@@ -48,6 +48,12 @@ class Rejection:
     value: object
 
 
+def unit_name(unit: object) -> str:
+    """A unit's name in the journal and the output files: its id, or "@source" for an entry that could not be read
+    as one (a Rejection at reading)."""
+    return f"@{unit.source}" if isinstance(unit, Rejection) else unit.id  # type: ignore[attr-defined]
+
+
 def content_id(text: str) -> str:
     """Stable id of a text: the same characters give the same id whatever their Unicode composition."""
     return hashlib.sha256(unicodedata.normalize("NFC", text).encode("utf-8")).hexdigest()[:16]

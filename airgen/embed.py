@@ -47,6 +47,13 @@ class Embedder:
         )
         return np.asarray(vectors, dtype=np.float16)
 
+    def encode_chunks(self, chunks: Iterator[list[str]], batch_size: int) -> Iterator[np.ndarray]:
+        """Each chunk's vectors, in order (`cluster.EmbedPool` does the same across Ray workers)."""
+        return (self.encode(chunk, batch_size) for chunk in chunks)
+
+    def close(self) -> None:
+        return None
+
 
 @dataclass(frozen=True)
 class Embeddings:
@@ -91,9 +98,12 @@ def embed_documents(
     device: str = "auto",
     dtype: str = "auto",
     batch_size: int,
+    make_embedder: Callable[[Path, str, str], Embedder] | None = None,
 ) -> Embeddings:
     """Unit-norm float16 embeddings of `docs` ((id, text) pairs, streamed in `ids` order), memory-mapped from
     folder/embeddings.npy; the cached matrix when one was made from the same model, dtype and documents.
+    `make_embedder` (path, device, dtype) -> what embeds the chunks: `load_embedder` by default, `cluster.EmbedPool`
+    to spread them over Ray workers.
     """
     path = Path(model_path) if model_path is not None else default_model_path()
     if not path.is_dir():
@@ -104,8 +114,11 @@ def embed_documents(
     cached = load_cached(folder, key)
     if cached is not None:
         return Embeddings(cached, True, path, device, dtype)
-    embedder = load_embedder(path, device, dtype)
-    matrix = embed_to_file(embedder, lambda: (text for _, text in docs()), ids, folder, key, batch_size)
+    embedder = (make_embedder or load_embedder)(path, device, dtype)
+    try:
+        matrix = embed_to_file(embedder, lambda: (text for _, text in docs()), ids, folder, key, batch_size)
+    finally:
+        embedder.close()
     return Embeddings(matrix, False, path, device, dtype)
 
 
@@ -164,15 +177,14 @@ def embed_to_file(
     count = len(ids)
     if count == 0:
         raise EmbedError("no documents to embed")
-    stream = texts()
-    first = embedder.encode([next(stream)], batch_size)  # the model's output width, whatever model it is
     partial = folder / (MATRIX_FILE + ".partial")
-    matrix = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(count, first.shape[1]))
-    matrix[0] = first[0]
-    done, started, last_report = 1, time.perf_counter(), time.perf_counter()
-    for chunk in _chunks(stream, batch_size * _CHUNK_BATCHES):
-        matrix[done : done + len(chunk)] = embedder.encode(chunk, batch_size)
-        done += len(chunk)
+    matrix = None  # made at the first chunk: its width is the model's, whatever model it is
+    done, started, last_report = 0, time.perf_counter(), time.perf_counter()
+    for vectors in embedder.encode_chunks(_chunks(texts(), batch_size * _CHUNK_BATCHES), batch_size):
+        if matrix is None:
+            matrix = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(count, vectors.shape[1]))
+        matrix[done : done + len(vectors)] = vectors
+        done += len(vectors)
         if time.perf_counter() - last_report > _PROGRESS_EVERY_S:
             rate = done / (time.perf_counter() - started)
             print(f"embedded {done}/{count} ({rate:.0f} docs/s)", file=sys.stderr, flush=True)

@@ -18,6 +18,7 @@ from airgen import journal, sink
 from airgen.calls import Role
 from airgen.config import Config, ConfigError
 from airgen.console import say
+from airgen.corpus import unit_name
 from airgen.engines import Engine, model_identity
 from airgen.engines.build import close_engines, start_engines
 from airgen.files import AppendLog, atomic_write
@@ -55,8 +56,9 @@ def _diff(old: dict[str, Any], new: dict[str, Any], where: str = "") -> list[str
     return changes
 
 
-def prepare(out: Path, inputs: list[Path], config: Config, prompts: PromptSet) -> list[Path]:
-    """Create the run folder, or check that an existing one continues the same run. Returns the inputs to read."""
+def prepare(out: Path, inputs: list[Path], config: Config, prompts: PromptSet, shard: bool = False) -> list[Path]:
+    """Create the run folder, or check that an existing one continues the same run. Returns the inputs to read.
+    A shard's folder (`shard`: one Ray worker's part of a run) may hold no unit at all."""
     fp = _fingerprint(config, prompts)
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
@@ -79,7 +81,7 @@ def prepare(out: Path, inputs: list[Path], config: Config, prompts: PromptSet) -
     resolved = [p.resolve() for p in inputs] if inputs else [kind.default_input()]
     # Before the folder is made and any engine starts (a model load takes minutes): an input with nothing in it
     # is a mistake.
-    if next(iter(kind.read(resolved, config.run.limit)), None) is None:
+    if not shard and next(iter(kind.read(resolved, config.run.limit)), None) is None:
         raise ConfigError(f"{', '.join(map(str, resolved))}: nothing to read (no {kind.unit}, not even a line to "
                           "reject)" + (" with --limit 0" if config.run.limit == 0 else ""))
     out.mkdir(parents=True, exist_ok=True)
@@ -99,6 +101,12 @@ def count_outputs(out: Path) -> tuple[int, int, int]:
     with open(out / sink.REJECTED, "rb") as f:
         rejected = sum(1 for _ in f)
     return records, len(docs), rejected
+
+
+def shard_of(name: str, workers: int) -> int:
+    """The worker a unit goes to: a stable hash of its name, so that its calls always reach the same worker's
+    engines (and prefix cache) and the split does not depend on timing or on the order of the input."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big") % workers
 
 
 def plural(n: int, word: str) -> str:
@@ -124,15 +132,18 @@ async def execute(config: Config, out: Path, inputs: list[Path], prompts: Prompt
 
 
 async def generate(config: Config, out: Path, inputs: list[Path], prompts: PromptSet,
-                   engines: dict[Role, Engine]) -> Scheduler:
-    """Run (or resume) the method over `inputs` into `out` on engines already started.
+                   engines: dict[Role, Engine], shard: tuple[int, int] | None = None) -> Scheduler:
+    """Run (or resume) the method over `inputs` into `out` on engines already started; with `shard` (k, n), only
+    the units whose id hashes to k of n (`shard_of`), as one of n Ray workers.
 
     While it runs, OUT/metrics.jsonl gets a snapshot every few seconds (and a last one at the end), the progress
     display is refreshed if enabled, and with `run.prometheus_port` set the counters are served on 127.0.0.1."""
     kind = recipe_of(config)
     replay = journal.load(out / JOURNAL)
     units = kind.read(inputs, config.run.limit)
-    metrics = Metrics(total=config.run.limit)
+    if shard is not None:
+        units = (u for u in units if shard_of(unit_name(u), shard[1]) == shard[0])
+    metrics = Metrics(total=config.run.limit if shard is None else None)
     the_journal = journal.Journal(out / JOURNAL)
     the_sink = sink.Sink(out, replay.finished, {
         "models": {role: engine.name for role, engine in engines.items()}, "prompts": prompts.fingerprint})
@@ -141,7 +152,8 @@ async def generate(config: Config, out: Path, inputs: list[Path], prompts: Promp
         the_journal, the_sink, metrics, replay, config.run.max_in_flight,
     )
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    handled = shard is None  # a Ray worker leaves its signals to Ray
+    for sig in (signal.SIGINT, signal.SIGTERM) if handled else ():
         loop.add_signal_handler(sig, scheduler.stop)
     if config.run.prometheus_port is not None:
         serve_prometheus(metrics, config.run.prometheus_port)
@@ -157,7 +169,7 @@ async def generate(config: Config, out: Path, inputs: list[Path], prompts: Promp
         log.close()
         if display is not None:
             display.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM) if handled else ():
             loop.remove_signal_handler(sig)
         the_journal.close()
         the_sink.close()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from airgen.calls import Completion, Refusal, Request, Role
-from airgen.corpus import Document, Rejection
+from airgen.corpus import Document, Rejection, unit_name
 from airgen.engines import Engine, RequestRejected
 from airgen.recipe import Done, Next, Recipe, Unit, replay
 from airgen.journal import Journal, Replay
@@ -110,7 +110,7 @@ class Scheduler:
             self._finished.set()
 
     def _reject_input(self, rejection: Rejection) -> None:
-        unit = f"@{rejection.source}"
+        unit = unit_name(rejection)
         if unit in self.replay.finished:
             self.metrics.resumed += 1
             return

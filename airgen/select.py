@@ -48,6 +48,7 @@ class Job:
     n: int
     inputs: tuple[Path, ...] = ()
     embeddings: Path | None = None
+    ray: tuple[str | None, int | None] | None = None  # (address, workers): embed on Ray workers
 
 
 def run(job: Job, config: Config) -> dict:
@@ -65,6 +66,13 @@ def run(job: Job, config: Config) -> dict:
     with atomic_text(job.out / SUMMARY) as f:
         f.write(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _ray_embedder(ray: tuple[str | None, int | None]) -> Callable:
+    from airgen.cluster import EmbedPool  # deferred: Ray is an optional extra
+
+    address, workers = ray
+    return lambda path, device, dtype: EmbedPool(path, device, dtype, address, workers)
 
 
 def _select_documents(job: Job, config: Config, out: Path) -> dict:
@@ -95,6 +103,7 @@ def _select_documents(job: Job, config: Config, out: Path) -> dict:
             device=args.device,
             dtype=args.embed_dtype,
             batch_size=args.batch_size,
+            make_embedder=_ray_embedder(job.ray) if job.ray is not None else None,
         )
         seconds["embed"] = round(time.perf_counter() - clock, 3)
 

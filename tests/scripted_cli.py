@@ -3,6 +3,9 @@
 SCRIPTED_ENGINE=chatty: the engines' start writes to stdout and stderr, from this process and a child, as vLLM does.
 SCRIPTED_ENGINE=failing: every call after the first 30 fails as a dead engine does.
 SCRIPTED_DISK_FULL_AFTER=N: the N+1-th append to any output file writes half its bytes, then fails as a full disk.
+SCRIPTED_LATENCY_S=S: each call takes up to S seconds (default 0.02).
+SCRIPTED_DIE_AFTER=N with SCRIPTED_DIE_MARK=PATH: the first process to answer N calls dies at once (os._exit, as
+a killed Ray worker does) and leaves PATH, so that its restart lives.
 """
 import errno
 import os
@@ -26,12 +29,19 @@ async def start_engines(guidance, student=None):
                         "file=sys.stderr)"], check=True)
     calls = iter(range(10**9))
 
+    die_after, mark = int(os.environ.get("SCRIPTED_DIE_AFTER", 0)), os.environ.get("SCRIPTED_DIE_MARK", "")
+
     def respond(request):
-        if kind == "failing" and next(calls) >= 30:
+        n = next(calls)
+        if kind == "failing" and n >= 30:
             raise RuntimeError("the engine core died")
+        if die_after and n >= die_after and not os.path.exists(mark):
+            open(mark, "w").close()
+            os._exit(1)
         return (crab if request.stage in CRAB_STAGES else air)(request)
 
-    engine = ScriptedEngine(respond, latency=lambda r: random.random() * 0.02)
+    most = float(os.environ.get("SCRIPTED_LATENCY_S", 0.02))
+    engine = ScriptedEngine(respond, latency=lambda r: random.random() * most)
     return {"guidance": engine} | ({"student": engine} if student is not None else {})
 
 

@@ -67,3 +67,19 @@ def test_crab_on_the_embedded_model(tmp_path):
         assert record["meta"]["models"]["guidance"] and record["messages"][1]["content"] == record["output"]
     stages = {e["k"].split("/")[-2] for e in lines(out / "journal.jsonl") if "k" in e}
     assert {"refine_instruction", "propose_global", "propose_local", "check_constraint"} <= stages
+
+
+def test_two_ray_workers_on_the_embedded_model(tmp_path):
+    """`airgen run --ray --workers 2` on the bundled model: each worker starts its own in-process engine."""
+    pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    cmd = [sys.executable, "-m", "airgen", "run", "--out", str(out), "--limit", "2", "--ray", "--workers", "2",
+           "--no-progress", "--set", "guidance.kv_cache_gib=1", "--set", "student.kv_cache_gib=1"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 Ray workers" in done.stderr
+    records, rejected = lines(out / "records.jsonl"), lines(out / "rejected.jsonl")
+    assert len({r["meta"]["doc_id"] for r in records}) + len(rejected) == 2
+    shards = [lines(out / "shards" / str(k) / "journal.jsonl") for k in (0, 1)]
+    assert sum(len(s) for s in shards) == len(lines(out / "journal.jsonl")) > 0

@@ -1,0 +1,233 @@
+"""`airgen run --ray`: the same run on a Ray cluster, one worker (a Ray actor) per engine group.
+
+Ray Data's LLM processor maps rows one way; a sample here goes back and forth between steps, so each worker runs
+airgen's own scheduler over its shard instead. A document goes to worker `shard_of(id) % N`, so all its calls reach
+the same engines (and prefix cache) and the split never depends on timing. Worker k journals into OUT/shards/K/, a
+complete run folder of its own: OUT must be on a filesystem every node sees (one machine's disk for a local Ray,
+NFS or a shared volume for a cluster). An actor that dies is restarted by Ray and its task retried: it resumes its
+shard from the journal. The driver shows one progress line, writes OUT/metrics.jsonl from the shards' snapshots
+and, once every shard is done, writes OUT/records.jsonl, rejected.jsonl and dropped_levels.jsonl from the shards'
+files, each whole and in shard order, so a unit is in them exactly once however often the driver was rerun.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+
+from airgen import run, sink
+from airgen.config import Config, ConfigError
+from airgen.console import say
+from airgen.files import AppendLog, atomic_write
+from airgen.recipes import recipe_of
+from airgen.runfolder import JOURNAL, METRICS
+
+SHARDS = "shards"
+LAYOUT = "ray.json"  # how many shards the run was split into: a resume must use the same number
+MERGED = (sink.RECORDS, sink.REJECTED, sink.DROPPED_LEVELS, JOURNAL)
+
+
+def shard_dir(out: Path, k: int) -> Path:
+    return Path(out) / SHARDS / str(k)
+
+
+class ShardWorker:
+    """One Ray actor: starts its own engines (in-process vLLM on the GPUs Ray gave it, or the configured URLs) and
+    runs the scheduler over shard k of n."""
+
+    def __init__(self, config: Config, out: str, inputs: list[str], k: int, n: int, start_engines: Callable):
+        self.config, self.k, self.n = config, k, n
+        self.out, self.inputs = shard_dir(Path(out), k), [Path(p) for p in inputs]
+        self.start_engines = start_engines
+
+    async def run(self) -> dict[str, Any]:  # an async actor: Ray runs it on the actor's event loop
+        kind = recipe_of(self.config)
+        prompts = kind.prompts(None)
+        run.prepare(self.out, self.inputs, self.config, prompts, shard=True)
+        roles = kind.roles
+        engines = await self.start_engines(self.config.guidance,
+                                           self.config.student if "student" in roles else None)
+        try:
+            scheduler = await run.generate(self.config, self.out, self.inputs, prompts, engines,
+                                           shard=(self.k, self.n))
+        finally:
+            await run.close_engines(engines)
+        return {"shard": self.k, "done": scheduler.metrics.done, "resumed": scheduler.metrics.resumed}
+
+
+def execute(config: Config, out: Path, inputs: list[Path], prompts, address: str | None, workers: int | None,
+            start_engines: Callable) -> int:
+    import ray
+
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        workers = _workers(workers, out)
+        # Ray restarts a dead actor and retries its task, which resumes the shard from its journal.
+        actor = ray.remote(max_restarts=-1, max_task_retries=-1)(ShardWorker)
+        gpus = _gpus_per_worker(config)
+        in_process = any(not getattr(config, role).url for role in recipe_of(config).roles)
+        actors = [actor.options(num_gpus=gpus, num_cpus=1 if in_process else 0).remote(
+            config, str(out), [str(p) for p in inputs], k, workers, start_engines) for k in range(workers)]
+        say(f"airgen: {workers} Ray workers, shards in {out / SHARDS}/")
+        refs = [a.run.remote() for a in actors]
+        pending = list(refs)
+        log = AppendLog(out / METRICS)
+        try:
+            while pending:
+                _, pending = ray.wait(pending, num_returns=len(pending), timeout=config.run.metrics_every_s)
+                snap = combined(out, workers)
+                log.write(snap)
+                if config.run.progress:
+                    say(progress(snap, workers - len(pending), workers))
+            ray.get(refs)
+        except ray.exceptions.RayTaskError as e:  # a worker's own error (its engine failed): say it as it is
+            raise (e.cause or e) from None
+        finally:
+            log.close()
+    finally:
+        ray.shutdown()
+    merge(out, workers)
+    records, with_records, rejected = run.count_outputs(out)
+    kind = recipe_of(config)
+    say(f"{out}: {run.plural(records, 'record')} from {run.plural(with_records, kind.unit)}; "
+        f"{run.plural(rejected, kind.unit)} rejected ({out / sink.REJECTED})")
+    return 0
+
+
+def _workers(asked: int | None, out: Path) -> int:
+    import ray
+
+    layout = out / LAYOUT
+    stored = orjson.loads(layout.read_bytes())["workers"] if layout.exists() else None
+    if asked is None:
+        asked = stored or int(ray.cluster_resources().get("GPU", 0))
+        if not asked:
+            raise ConfigError("the Ray cluster has no GPU: set the number of workers with --workers N")
+    if stored is not None and stored != asked:
+        raise ConfigError(f"{out} was split into {stored} shards; resume it with --workers {stored} (documents are "
+                          f"assigned by hash of their id, so another count would move them between journals)")
+    if stored is None:
+        atomic_write(layout, orjson.dumps({"workers": asked}))
+    return asked
+
+
+def _gpus_per_worker(config: Config) -> float:
+    """In-process models take GPUs (their tensor-parallel size, on one node); URL engines and CPU take none."""
+    import ray
+
+    if not ray.cluster_resources().get("GPU"):
+        return 0
+    roles = [config.guidance] + ([config.student] if "student" in recipe_of(config).roles else [])
+    return max((r.tensor_parallel_size for r in roles if not r.url), default=0)
+
+
+def combined(out: Path, workers: int) -> dict[str, Any]:
+    """One metrics line from each shard's latest: samples and tokens summed, elapsed the longest."""
+    snap: dict[str, Any] = {"time": time.time(), "elapsed_s": 0.0, "workers": workers,
+                            "samples": {"records": 0, "rejected": 0, "resumed": 0, "in_flight": 0}, "roles": {}}
+    for k in range(workers):
+        last = last_line(shard_dir(out, k) / METRICS)
+        if last is None:
+            continue
+        snap["elapsed_s"] = max(snap["elapsed_s"], last["elapsed_s"])
+        for key in snap["samples"]:
+            snap["samples"][key] += last["samples"].get(key) or 0
+        for role, c in last["roles"].items():
+            mine = snap["roles"].setdefault(role, {})
+            for key, v in c.items():
+                mine[key] = mine.get(key, 0) + v
+    return snap
+
+
+def last_line(path: Path) -> dict[str, Any] | None:
+    """The last whole line of a JSONL file, read from its end (a shard's metrics grow all run long)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+    except OSError:
+        return None
+    for raw in reversed(tail.split(b"\n")):
+        if raw.strip():
+            try:
+                return orjson.loads(raw)
+            except orjson.JSONDecodeError:  # a torn line, or the first one cut by the 64 KiB window
+                continue
+    return None
+
+
+def progress(snap: dict[str, Any], finished: int, workers: int) -> str:
+    s = snap["samples"]
+    tokens = " ".join(f"{role} {c.get('output_tokens', 0):,} output tokens" for role, c in snap["roles"].items())
+    return (f"[{snap['elapsed_s']:,.0f}s] workers done {finished}/{workers} | records {s['records']} rejected "
+            f"{s['rejected']} in flight {s['in_flight']} | {tokens}")
+
+
+def merge(out: Path, workers: int) -> None:
+    """The run's output files from the shards', each written whole: rerunning the merge gives the same files."""
+    for name in MERGED:
+        parts = [(shard_dir(out, k) / name) for k in range(workers)]
+        atomic_write(out / name, b"".join(p.read_bytes() for p in parts if p.exists()))
+
+
+
+class EmbedWorker:
+    """One Ray actor of `airgen select --ray`: loads the embedding model once, then embeds the chunks it is sent."""
+
+    def __init__(self, path: str, device: str, dtype: str):
+        import ray
+        import torch
+
+        from airgen.embed import load_embedder
+
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+        torch.set_num_threads(max(1, int(cpus)))  # each worker computes on its own share of the cores
+        self.embedder = load_embedder(Path(path), device, dtype)
+
+    def encode(self, texts: list[str], batch_size: int):
+        return self.embedder.encode(texts, batch_size)
+
+
+class EmbedPool:
+    """The `Embedder` interface over Ray workers: chunks go out round-robin, at most two per worker in flight, and
+    come back in order; the farthest-point sampling after it stays one pass on one device (it is one sequential
+    loop over every document)."""
+
+    def __init__(self, path: Path, device: str, dtype: str, address: str | None, workers: int | None):
+        import ray
+
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        gpus = int(ray.cluster_resources().get("GPU", 0)) if device == "cuda" else 0
+        workers = workers or gpus or int(ray.cluster_resources().get("CPU", 1))
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // workers) if not gpus else 1
+        actor = ray.remote(max_restarts=-1, max_task_retries=-1)(EmbedWorker)
+        self.actors = [actor.options(num_cpus=cpus, num_gpus=1 if gpus else 0).remote(str(path), device, dtype)
+                       for _ in range(workers)]
+        self.model_key, self.dtype = _model_key(path), dtype
+
+    def encode_chunks(self, chunks, batch_size: int):
+        import collections
+
+        import ray
+
+        flying: collections.deque = collections.deque()
+        for i, chunk in enumerate(chunks):
+            flying.append(self.actors[i % len(self.actors)].encode.remote(chunk, batch_size))
+            if len(flying) >= 2 * len(self.actors):
+                yield ray.get(flying.popleft())
+        while flying:
+            yield ray.get(flying.popleft())
+
+    def close(self) -> None:
+        import ray
+
+        ray.shutdown()
+
+
+def _model_key(path: Path) -> str:
+    from airgen.embed import model_key
+
+    return model_key(path)
