@@ -99,8 +99,9 @@ async def test_idle_time_waiting_on_the_other_model(prompts, tmp_path):
     await s.run(docs(3))
     g, st = s.metrics.engines["guidance"], s.metrics.engines["student"]
     # One sample at a time: while the student answers, the guidance engine waits on it.
-    assert g.idle_s["other_model"] >= 0.9 * len(student.calls) * 0.01
-    assert g.idle_s["other_model"] == pytest.approx(st.busy_s, rel=0.1)
+    # The guidance waits (on the other model) only while the student is busy, and for most of that time.
+    assert g.idle_s["other_model"] <= st.busy_s + 1e-9
+    assert g.idle_s["other_model"] >= 0.5 * len(student.calls) * 0.01
     # Guidance calls also run beside the student's answers (refinement, reference, checks), so the student's wait is
     # the guidance's busy time less that overlap, and the overlap is the student's busy time the guidance did not wait.
     both_busy = st.busy_s - g.idle_s["other_model"]
