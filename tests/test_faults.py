@@ -31,7 +31,7 @@ def docs(tmp_path) -> Path:
 
 def airgen(url: str, docs: Path, out: Path, *extra: str, env: dict | None = None, timeout: float = 300):
     settings = [f"--set={role}.{k}" for role in ("guidance", "student")
-                for k in ("backoff_s=0.01", "timeout_s=1.0", "window=16")]
+                for k in ("backoff_s=0.01", "timeout_s=2.0", "window=16")]
     cmd = [sys.executable, "-m", "airgen", "run", str(docs), "--out", str(out), "--guidance-url", url,
            "--student-url", url, "--rounds", "2", "--no-progress", *settings, *extra]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
@@ -48,7 +48,7 @@ def by_doc(out: Path) -> dict[str, list[dict]]:
 def test_twenty_percent_mixed_faults_complete_with_the_same_records_and_every_fault_counted(tmp_path, docs):
     with FaultServer() as clean:
         assert airgen(clean.url, docs, tmp_path / "clean").returncode == 0
-    with FaultServer(rate=0.2, kinds=RETRYABLE + ("trickle",), seed=3, hang_s=1.5) as server:
+    with FaultServer(rate=0.2, kinds=RETRYABLE + ("trickle",), seed=3, hang_s=2.5) as server:
         done = airgen(server.url, docs, tmp_path / "out")
     assert done.returncode == 0, done.stderr[-3000:]
     assert by_doc(tmp_path / "out") == by_doc(tmp_path / "clean")
@@ -66,7 +66,7 @@ def test_twenty_percent_mixed_faults_complete_with_the_same_records_and_every_fa
 @pytest.mark.parametrize("kind, says", [("500", "HTTP 500"), ("hang", "no answer within timeout_s")])
 def test_a_server_failing_every_call_stops_the_run_in_one_clear_line(tmp_path, docs, kind, says):
     out = tmp_path / "out"
-    with FaultServer(rate=1.0, kinds=(kind,), hang_s=1.5) as server:
+    with FaultServer(rate=1.0, kinds=(kind,), hang_s=2.5) as server:
         done = airgen(server.url, docs, out, timeout=120)
         url = server.url
     del server.received[:]
