@@ -48,4 +48,4 @@ def test_ten_thousand_documents_at_twenty_percent_faults(tmp_path):
     calls = sum(1 for x in (out / "journal.jsonl").read_bytes().splitlines() if b'"k"' in x)
     print(f"\n{DOCS} documents, {calls} calls ({tries} tries, {tries - calls} retried) in {wall:.1f} s: "
           f"{calls / wall:,.0f} calls/s; peak RSS {peak / 2**20:,.0f} MiB; {len(records)} records, "
-          f"{len(rejected)} rejected")
+          f"{len(rejected)} rejected: {sorted({orjson.loads(x)['reason'][:60] for x in rejected})}")
