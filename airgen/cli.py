@@ -152,15 +152,15 @@ _RUN_SHORTHANDS = {
        for field, suffix in (("path", ""), ("url", "_url"), ("model", "_model"), ("dialect", "_dialect"))},
 }
 # Settings a flag gives both roles (`--api-key-env NAME`: guidance.api_key_env and student.api_key_env).
-_BOTH_ROLES = {"api_key_env": "api_key_env", "api_key_file": "api_key_file"}
+_BOTH_ROLES = ("api_key_env", "api_key_file")
 
 
 def run_config(args: argparse.Namespace) -> Config:
     overrides = _overrides(args, _RUN_SHORTHANDS)
-    for name, key in _BOTH_ROLES.items():
+    for name in _BOTH_ROLES:
         if getattr(args, name, None) is not None:
             for role in ("guidance", "student"):
-                _set(overrides, f"{role}.{key}", getattr(args, name))
+                _set(overrides, f"{role}.{name}", getattr(args, name))
     if args.no_progress:
         _set(overrides, "run.progress", False)
     embedded = not any(overrides.get(r, {}).get(k) for r in ("guidance", "student") for k in ("path", "url"))

@@ -11,6 +11,7 @@ files, each whole and in shard order, so a unit is in them exactly once however 
 """
 from __future__ import annotations
 
+import collections
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +23,7 @@ from airgen.config import Config, ConfigError
 from airgen.console import say
 from airgen.files import AppendLog, atomic_write
 from airgen.recipes import recipe_of
-from airgen.runfolder import JOURNAL, METRICS
+from airgen.runfolder import JOURNAL, METRICS, last_line
 
 SHARDS = "shards"
 LAYOUT = "ray.json"  # how many shards the run was split into: a resume must use the same number
@@ -89,10 +90,7 @@ def execute(config: Config, out: Path, inputs: list[Path], prompts, address: str
     finally:
         ray.shutdown()
     merge(out, workers)
-    records, with_records, rejected = run.count_outputs(out)
-    kind = recipe_of(config)
-    say(f"{out}: {run.plural(records, 'record')} from {run.plural(with_records, kind.unit)}; "
-        f"{run.plural(rejected, kind.unit)} rejected ({out / sink.REJECTED})")
+    run.say_outputs(out, recipe_of(config).unit)
     return 0
 
 
@@ -141,24 +139,6 @@ def combined(out: Path, workers: int) -> dict[str, Any]:
     return snap
 
 
-def last_line(path: Path) -> dict[str, Any] | None:
-    """The last whole line of a JSONL file, read from its end (a shard's metrics grow all run long)."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, 2)
-            f.seek(max(0, size - 65536))
-            tail = f.read()
-    except OSError:
-        return None
-    for raw in reversed(tail.split(b"\n")):
-        if raw.strip():
-            try:
-                return orjson.loads(raw)
-            except orjson.JSONDecodeError:  # a torn line, or the first one cut by the 64 KiB window
-                continue
-    return None
-
-
 def progress(snap: dict[str, Any], finished: int, workers: int) -> str:
     s = snap["samples"]
     tokens = " ".join(f"{role} {c.get('output_tokens', 0):,} output tokens" for role, c in snap["roles"].items())
@@ -181,7 +161,8 @@ class EmbedWorker:
         import ray
         import torch
 
-        from airgen.embed import load_embedder
+        from airgen.embed import load_embedder  # deferred, here and below: it brings torch, which a run's workers
+        # on URL engines never need
 
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
         torch.set_num_threads(max(1, int(cpus)))  # each worker computes on its own share of the cores
@@ -199,6 +180,8 @@ class EmbedPool:
     def __init__(self, path: Path, device: str, dtype: str, address: str | None, workers: int | None):
         import ray
 
+        from airgen.embed import model_key
+
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         gpus = int(ray.cluster_resources().get("GPU", 0)) if device == "cuda" else 0
         workers = workers or gpus or int(ray.cluster_resources().get("CPU", 1))
@@ -206,11 +189,9 @@ class EmbedPool:
         actor = ray.remote(max_restarts=-1, max_task_retries=-1)(EmbedWorker)
         self.actors = [actor.options(num_cpus=cpus, num_gpus=1 if gpus else 0).remote(str(path), device, dtype)
                        for _ in range(workers)]
-        self.model_key, self.dtype = _model_key(path), dtype
+        self.model_key, self.dtype = model_key(path), dtype
 
     def encode_chunks(self, chunks, batch_size: int):
-        import collections
-
         import ray
 
         flying: collections.deque = collections.deque()
@@ -226,8 +207,3 @@ class EmbedPool:
 
         ray.shutdown()
 
-
-def _model_key(path: Path) -> str:
-    from airgen.embed import model_key
-
-    return model_key(path)

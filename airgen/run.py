@@ -113,6 +113,13 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+def say_outputs(out: Path, unit: str) -> None:
+    """The run's last line: what its output files hold."""
+    records, with_records, rejected = count_outputs(out)
+    say(f"{out}: {plural(records, 'record')} from {plural(with_records, unit)}; "
+        f"{plural(rejected, unit)} rejected ({out / sink.REJECTED})")
+
+
 async def execute(config: Config, out: Path, inputs: list[Path], prompts: PromptSet) -> int:
     kind = recipe_of(config)
     roles = kind.roles
@@ -122,9 +129,7 @@ async def execute(config: Config, out: Path, inputs: list[Path], prompts: Prompt
     finally:
         await close_engines(engines)
     say(scheduler.metrics.funnel())
-    records, with_records, rejected = count_outputs(out)
-    say(f"{out}: {plural(records, 'record')} from {plural(with_records, kind.unit)}; "
-        f"{plural(rejected, kind.unit)} rejected ({out / sink.REJECTED})")
+    say_outputs(out, kind.unit)
     if scheduler.interrupted:
         say(f"interrupted: calls in flight were cancelled; run the same command again to resume {out}")
         return 130

@@ -58,6 +58,24 @@ def lines(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def last_line(path: Path) -> dict[str, Any] | None:
+    """The last whole line of a JSONL file, read from its end (a shard's metrics grow all run long)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+    except OSError:
+        return None
+    for raw in reversed(tail.split(b"\n")):
+        if raw.strip():
+            try:
+                return orjson.loads(raw)
+            except orjson.JSONDecodeError:  # a torn line, or the first one cut by the 64 KiB window
+                continue
+    return None
+
+
 def replay_units(flow: Recipe, blank: Callable[[str], Any], calls: list[dict[str, Any]]) -> dict[str, Unit]:
     """Each journaled unit's state: its calls replayed through `flow`, from `blank(id)` (the input's text is not
     needed, only the keys the flow asks for)."""

@@ -15,6 +15,15 @@ from airgen.parsing import ParseError
 from airgen.prompts import PromptSet
 
 
+_REGEX_SPECIAL = frozenset("\\.^$*+?{}[]|()/")
+
+
+def regex_literal(text: str) -> str:
+    """`text` as a regex literal. Unlike re.escape it leaves spaces and '-' alone, which some backends reject
+    escaped."""
+    return "".join("\\" + ch if ch in _REGEX_SPECIAL else ch for ch in text)
+
+
 class Reject(Exception):
     """An answer the method does not accept; str(e) is the reason recorded (a rejection, a drop, a round's end)."""
 

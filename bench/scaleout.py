@@ -27,6 +27,7 @@ from airgen import cluster, config as C, run
 from airgen.air.steps import load_prompts
 from airgen.calls import Completion, Request
 from airgen.engines.scripted import MethodScript
+from airgen.runfolder import last_line
 
 
 class ModelledEngine:
@@ -73,7 +74,7 @@ def one(workers: int, docs: Path, folder: Path, args) -> dict:
     records, _, _ = run.count_outputs(out)
     calls = sum(1 for x in (out / run.JOURNAL).read_bytes().splitlines() if b'"k"' in x)
     # The workers' own time (their metrics' elapsed): the wall time less Ray's start and the actors' creation.
-    busy = max(cluster.last_line(cluster.shard_dir(out, k) / run.METRICS)["elapsed_s"] for k in range(workers))
+    busy = max(last_line(cluster.shard_dir(out, k) / run.METRICS)["elapsed_s"] for k in range(workers))
     return {"workers": workers, "wall_s": wall, "run_s": busy, "records": records, "calls": calls,
             "records_per_s": records / busy, "output_tok_s": calls * args.tokens / busy,
             "driver_cpu_ms_per_record": 1000 * cpu / max(records, 1)}

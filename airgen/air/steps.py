@@ -18,7 +18,7 @@ from airgen.air import parsers
 from airgen.config import FlowConfig
 from airgen.parsing import word_count
 from airgen.prompts import ConstraintType, MergeExample, PromptSet
-from airgen.step import Format, Reject, Step
+from airgen.step import Format, Reject, Step, regex_literal
 
 BACK_TRANSLATE = "back_translate"
 SCORE = "score"
@@ -54,7 +54,6 @@ SCORE_REGEX = f"{_LINE}\\n{{1,2}}Score: [1-5]/5"
 DUPLICATE_CHOICES: tuple[str, str] = ("Answer: Yes", "Answer: No")
 _ANALYSIS_REGEX = f"\\*\\*Analysis\\*\\*: {_LINE}"
 _CONSTRAINT_REGEX = f"\\*\\*Constraint\\*\\*: {_LINE}"
-_REGEX_SPECIAL = frozenset("\\.^$*+?{}[]|()/")
 
 
 def shorten(regex: str) -> str:
@@ -62,17 +61,12 @@ def shorten(regex: str) -> str:
     return regex.replace(_LINE, SHORT_LINE).replace(_CRITERION, _SHORT_CRITERION)
 
 
-def _literal(text: str) -> str:
-    """`text` as a regex literal. Unlike re.escape it leaves spaces and '-' alone, which some backends reject escaped."""
-    return "".join("\\" + ch if ch in _REGEX_SPECIAL else ch for ch in text)
-
-
 def _type_choice(type_names: Sequence[str], none: bool = True) -> str:
     """The alternation in sorted order: the prompt's list is shuffled per sample, but the engine compiles and caches
     one grammar per distinct regex, so the same set of types must give the same string."""
     if not type_names:
         raise ValueError("at least one constraint type name is needed")
-    return "(" + "|".join(_literal(n) for n in [*sorted(type_names), *(["None"] if none else [])]) + ")"
+    return "(" + "|".join(regex_literal(n) for n in [*sorted(type_names), *(["None"] if none else [])]) + ")"
 
 
 def propose_regex(type_names: Sequence[str], none: bool = True) -> str:

@@ -13,16 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 from airgen.calls import Sampling
+from airgen.step import regex_literal
 
 DIALECTS = ("vllm", "sglang", "llamacpp", "none")
-_REGEX_SPECIAL = frozenset("\\.^$*+?{}[]|()/")
 
 
 def fields(dialect: str, sampling: Sampling) -> dict[str, Any]:
     """The request fields beyond the standard ones, for `dialect`."""
     regex = sampling.regex
     if regex is None and sampling.choice is not None:
-        regex = "(" + "|".join(literal(c) for c in sampling.choice) + ")"
+        regex = "(" + "|".join(regex_literal(c) for c in sampling.choice) + ")"
     out: dict[str, Any] = {}
     if dialect == "vllm":
         if sampling.regex is not None:
@@ -44,11 +44,6 @@ def fields(dialect: str, sampling: Sampling) -> dict[str, Any]:
 def detect(owned_by: str) -> str:
     owner = owned_by.lower().replace(".", "").replace("-", "").replace("_", "")
     return owner if owner in ("vllm", "sglang", "llamacpp") else "none"
-
-
-def literal(text: str) -> str:
-    """`text` as a regex literal (spaces and '-' left alone, which some backends reject escaped)."""
-    return "".join("\\" + ch if ch in _REGEX_SPECIAL else ch for ch in text)
 
 
 def gbnf(regex: str) -> str:
