@@ -74,6 +74,7 @@ class Metrics:
     # Stage -> answers its step rejected, kept by the flow (`Recipe.faults`).
     step_faults: collections.Counter = field(default_factory=collections.Counter)
     _started: dict[str, float] = field(default_factory=dict)  # call key -> when it went out
+    _last_answer: float = field(default_factory=time.monotonic)  # when a call last came back answered
     handling_s: float = 0.0  # our own work after each completion: journal, flow, sink, dispatch
     handled: int = 0
     active: int = 0  # samples in flight (kept by the scheduler)
@@ -91,6 +92,7 @@ class Metrics:
         self._started.pop(request.key, None)
         if completion is None:
             return
+        self._last_answer = time.monotonic()
         role = self.roles[request.role]
         role.calls += 1
         role.prompt_tokens += completion.prompt_tokens
@@ -191,8 +193,12 @@ class Metrics:
         }
 
     def stalled(self, over_s: float = STALLED_S) -> dict[str, Any]:
-        """Calls out for longer than `over_s`: a server that accepts calls and does not answer shows here first."""
+        """Calls out for longer than `over_s` while no call has come back for as long: a server that accepts calls
+        and does not answer shows here first (a slow engine that still answers, such as a CPU one under a big batch,
+        does not)."""
         now = time.monotonic()
+        if now - self._last_answer <= over_s:
+            return {"over_s": over_s, "calls": 0, "oldest_s": None}
         ages = [now - t for t in self._started.values() if now - t > over_s]
         return {"over_s": over_s, "calls": len(ages), "oldest_s": round(max(ages), 1) if ages else None}
 

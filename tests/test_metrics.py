@@ -188,3 +188,18 @@ def test_prometheus_endpoint_serves_the_counters():
     second = serve_prometheus(metrics, free_port())  # a second one in the same process: a registry of its own
     second.shutdown()
     second.server_close()
+
+
+def test_stalled_calls_are_counted_only_while_nothing_comes_back(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    m = Metrics()
+    slow, quick = (Request(f"d/{s}/0", "guidance", s, (), None) for s in ("refine", "score"))  # type: ignore[arg-type]
+    m.call_started(slow)
+    m.call_started(quick)
+    clock[0] += 90
+    m.call_finished("d", quick, Completion("ok", "stop", 1, 1))
+    clock[0] += 30
+    assert m.stalled()["calls"] == 0  # 120 s out, but the engine answered 30 s ago: slow, not stalled
+    clock[0] += 40
+    assert m.stalled() == {"over_s": 60.0, "calls": 1, "oldest_s": 160.0}
