@@ -28,16 +28,15 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
-from airgen import journal, run
+from airgen import journal, recipes, run
 from airgen.calls import Completion, Request, Role
 from airgen.config import Config, ConfigError
-from airgen.corpus import Rejection
+from airgen.rows import Rejection
 from airgen.engines import Engine
 from airgen.files import atomic_write
 from airgen.metrics import Metrics
 from airgen.prompts import PromptSet
-from airgen.recipe import replay
-from airgen.recipes import recipe_of
+from airgen.flow import replay
 
 BENCH_JSON = "bench.json"
 BENCH_PNG = "bench.png"
@@ -51,10 +50,10 @@ def recorded_calls(config: Config, prompts: PromptSet, out: Path, inputs: list[P
     """Each sample's (request, completion) pairs in the stage-barrier order, rebuilt by replaying the run's journal
     through the flow."""
     done = journal.load_all(out / run.JOURNAL)
-    kind = recipe_of(config)
-    flow = kind.flow(config, prompts)
+    recipe = recipes.of(config)
+    flow = recipe.flow(config.settings, prompts, config.seed)
     samples = []
-    for doc in kind.read(inputs, config.run.limit):
+    for doc in recipe.read(inputs, config.run.limit):
         if isinstance(doc, Rejection):
             continue
         sample, calls = flow.sample(doc), []
@@ -67,7 +66,7 @@ def recorded_calls(config: Config, prompts: PromptSet, out: Path, inputs: list[P
 
         replay(flow, sample, flow.start(sample), answer)
         if calls:
-            samples.append(sorted(calls, key=lambda call: kind.barrier(call[0])))
+            samples.append(sorted(calls, key=lambda call: recipe.barrier(call[0])))
     return samples
 
 
@@ -149,9 +148,10 @@ async def run_raw(engines: dict[Role, Engine], samples: list[list[Call]]) -> dic
 
 
 async def run_stage_barrier(engines: dict[Role, Engine], samples: list[list[Call]],
-                            barrier_key: Callable[[Request], tuple[int, int, int]]) -> dict[str, Any]:
-    """One batch per `barrier_key` (AIR: stage and round) over all samples, in its order; a batch starts only when
-    the one before it has finished."""
+                            barrier_key: Callable[[Request], tuple[int, ...]]) -> dict[str, Any]:
+    """One batch per `barrier_key` (`Recipe.barrier`; AIR: stage and round) over all samples, in its order; a batch
+    starts only when the one before it has finished. A batch's `n` is the round or level its calls share, else
+    None (CRAB's checks: one per constraint)."""
     metrics = Metrics()
     meters = metered(engines, metrics)
     pending = [list(reversed(sample)) for sample in samples]  # each sample's next call at the end
@@ -167,7 +167,9 @@ async def run_stage_barrier(engines: dict[Role, Engine], samples: list[list[Call
             first = batch[0][0]
             started = time.perf_counter()
             await asyncio.gather(*(meters[r.role].generate(replay_request(r, c, "barrier")) for r, c in batch))
-            batches.append({"stage": first.stage, "n": key[1], "role": first.role, "requests": len(batch),
+            ns = {r.n for r, _ in batch}
+            batches.append({"stage": first.stage, "n": ns.pop() if len(ns) == 1 else None, "role": first.role,
+                            "requests": len(batch),
                             "start_s": started, "end_s": time.perf_counter()})
 
     start = time.perf_counter()
@@ -244,11 +246,11 @@ async def bench(config: Config, prompts: PromptSet, out: Path, inputs: list[Path
     out.mkdir(parents=True, exist_ok=True)
     inputs = run.prepare(run_dir, inputs, config, prompts)
     start = time.perf_counter()
-    kind = recipe_of(config)
-    engines = await start_engines(config.guidance, config.student if "student" in kind.roles else None)
+    recipe = recipes.of(config)
+    engines = await start_engines(config.guidance, config.student if "student" in recipe.roles else None)
     start_s = time.perf_counter() - start
     load_s = start_s / len({id(e) for e in engines.values()})
-    replays = {"raw": run_raw, "stage-barrier": functools.partial(run_stage_barrier, barrier_key=kind.barrier)}
+    replays = {"raw": run_raw, "stage-barrier": functools.partial(run_stage_barrier, barrier_key=recipe.barrier)}
     rounds: list[dict[str, Any]] = []
     try:
         for i in range(repeat):

@@ -1,6 +1,6 @@
 """The dataset card: a Hugging Face style README.md (YAML header, then how the data was made, its funnel, its plots and
 its limits), for the folder `airgen export` lays out: one config per split, data/SPLIT.jsonl (AIR: level-K; CRAB:
-forward, reverse)."""
+forward, reverse). The recipe's own words come in the report's figures (`title`, `about`, `card`)."""
 from __future__ import annotations
 
 from typing import Any
@@ -43,10 +43,9 @@ def dataset_card(f: dict[str, Any], images: dict[str, str], counts: dict[str, in
     header.append("---")
     changed = [f"`{name}` = {value!r} (default {default!r})" for name, value, default in made["settings"]
                if value != default]
-    method = "AIR" if f["recipe"] == "air" else "CRAB"
     body = [
         "",
-        f"# Complex instruction-following data made with {method}",
+        f"# Complex instruction-following data made with {f['title']}",
         "",
         f"{total} {f['about']}",
         "",
@@ -63,10 +62,7 @@ def dataset_card(f: dict[str, Any], images: dict[str, str], counts: dict[str, in
         "| --- | --- | --- |",
         *(f"| {k} | {counts[k]} | `{data_file(k)}` |" for k in splits),
         "",
-        "Each line holds the training pair and `meta`: "
-        + ("the document id, the level, the constraints in order with their type and round, and the initial "
-           "instruction." if f["recipe"] == "air" else "the pair's id, the record kind, the constraints used with "
-           "their type and source (rule or model), and the original instruction."),
+        f"Each line holds the training pair and `meta`: {f['card']['fields']}",
         "",
         "## Funnel",
         "",
@@ -79,8 +75,6 @@ def dataset_card(f: dict[str, Any], images: dict[str, str], counts: dict[str, in
         body += ["## Plots", "", *(f"![{name}]({path})" for name, path in images.items()), ""]
     body += ["## Limits", ""]
     body += [f"- {note}" for note in f["limits"]] or ["- none known from the run itself"]
-    body.append("- Synthetic data: responses are written by the guidance model and inherit its errors and biases."
-                if f["recipe"] == "air" else "- Synthetic constraints: the responses are the input's own; the "
-                "constraints are written by the guidance model (checked by it) or built by rule (verified in code).")
+    body.append(f"- {f['card']['caveat']}")
     body.append("")
     return "\n".join(header + body)

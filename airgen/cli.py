@@ -11,9 +11,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from airgen import recipes
 from airgen.config import Config, ConfigError, load
 from airgen.console import engine_log, say
-from airgen.corpus import CorpusError
+from airgen.rows import CorpusError
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -42,15 +43,16 @@ def _config_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
-                   help="air: JSONL (text/document + optional id), Parquet, or a folder of .txt files; crab: "
-                        "instruction-response pairs (JSONL or Parquet: alpaca, messages or conversations) or an AIR "
-                        "run folder; none = the bundled corpus (air) or the bundled pairs (crab)")
+                   help="; ".join(f"{r.name}: {r.reads}" for r in recipes.every())
+                   + "; none = the recipe's bundled sample")
     p.add_argument("--out", type=Path, help="output folder (default: a new runs/<time>); an existing one is resumed")
-    p.add_argument("--recipe", choices=("air", "crab"),
-                   help="air (default): AIR from documents; crab: constraint back-translation from pairs")
+    p.add_argument("--recipe", choices=recipes.names(),
+                   help=f"the method ({recipes.DEFAULT} by default); " + "; ".join(
+                       f"{r.name}: {r.title}" for r in recipes.every()))
     _config_arguments(p)
     p.add_argument("--preset", help="named settings applied under --config (e.g. 'tiny' for the bundled model)")
-    p.add_argument("--rounds", type=int, help="refinement rounds per sample (default 5)")
+    for flag, (key, kind, help_text) in _recipe_flags().items():
+        p.add_argument(flag, type=kind, dest=key, help=help_text)
     p.add_argument("--limit", type=int, help="read at most N documents")
     p.add_argument("--max-in-flight", type=int, help="samples in flight at once (default 4096)")
     for role in ("guidance", "student"):
@@ -125,6 +127,12 @@ def _select_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, action="store_const", const=False, dest=key)
 
 
+def _recipe_flags() -> dict[str, tuple[str, type, str]]:
+    """Each recipe's shorthands for its settings, as flag -> (the setting's name in the tree, type, help)."""
+    return {flag: (f"{r.section}.{key}", kind, f"{r.name}: {help_text}")
+            for r in recipes.every() for flag, (key, kind, help_text) in r.flags.items()}
+
+
 # -- arguments -> config -----------------------------------------------------------------------------------------------
 
 def _overrides(args: argparse.Namespace, shorthands: dict[str, str]) -> dict[str, Any]:
@@ -146,7 +154,7 @@ def _overrides(args: argparse.Namespace, shorthands: dict[str, str]) -> dict[str
 
 
 _RUN_SHORTHANDS = {
-    "recipe": "recipe", "rounds": "flow.rounds", "limit": "run.limit", "seed": "seed", "max_in_flight": "run.max_in_flight",
+    "recipe": "recipe", "limit": "run.limit", "seed": "seed", "max_in_flight": "run.max_in_flight",
     "prometheus": "run.prometheus_port",
     **{role + suffix: f"{role}.{field}" for role in ("guidance", "student")
        for field, suffix in (("path", ""), ("url", "_url"), ("model", "_model"), ("dialect", "_dialect"))},
@@ -167,13 +175,9 @@ def run_config(args: argparse.Namespace) -> Config:
     if args.preset is None and args.config is None and embedded:
         # The bundled 135M model cannot pass the method's thresholds; the demo uses the documented preset.
         config = load(args.config, overrides, "tiny")
+        recipe = recipes.of(config)
         limit = "all" if config.run.limit is None else config.run.limit
-        if config.recipe == "crab":
-            about = f"max_tokens {config.crab.max_tokens}, short outputs, {limit} pairs"
-        else:
-            about = (f"rounds {config.flow.rounds}, score threshold {config.flow.score_threshold}, constraint set "
-                     f"{config.flow.constraint_set} with pass score {config.flow.pass_score}, short outputs, "
-                     f"{limit} documents")
+        about = f"{recipe.about_preset(config.settings)}, short outputs, {limit} {recipe.unit}s"
         say(f"airgen: bundled tiny model -> preset 'tiny' ({about}); see README 'The bundled demo'")
         return config
     return load(args.config, overrides, args.preset)
@@ -208,12 +212,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     import uvloop
 
     from airgen import run
-    from airgen.recipes import recipe_of
 
     config = run_config(args)
     if args.workers is not None and (args.ray is None or args.workers < 1):
         raise ConfigError("--workers needs --ray and must be >= 1")
-    prompts = recipe_of(config).prompts(None)
+    prompts = recipes.of(config).prompts()
     out = args.out or run.default_out()
     inputs = run.prepare(out, list(args.inputs), config, prompts)
     say(f"airgen: run {out} on {', '.join(map(str, inputs))}")
@@ -242,7 +245,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import uvloop
 
     from airgen import bench
-    from airgen.air.steps import load_prompts
     from airgen.engines.build import close_engines, start_engines
 
     if args.ray is not None or args.workers is not None:
@@ -254,8 +256,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
     with engine_log(out, args.verbose):
         try:
-            result = uvloop.run(bench.bench(config, load_prompts(), out, list(args.inputs), sweep, start_engines,
-                                            close_engines, args.repeat))
+            result = uvloop.run(bench.bench(config, recipes.of(config).prompts(), out, list(args.inputs), sweep,
+                                            start_engines, close_engines, args.repeat))
         except bench.Interrupted as e:
             say(f"airgen bench: {e}; nothing written")
             return 130
@@ -316,7 +318,7 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="airgen", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _run_arguments(commands.add_parser("run", help="generate AIR records from documents"))
+    _run_arguments(commands.add_parser("run", help="generate records (AIR from documents, or another recipe)"))
     _select_arguments(commands.add_parser("select", help="filter documents and pick the most diverse ones"))
     _bench_arguments(commands.add_parser(
         "bench", help="throughput: airgen vs the engines' ceiling vs a stage-barrier schedule, same documents"))

@@ -18,11 +18,10 @@ from typing import Any, Callable
 
 import orjson
 
-from airgen import run, sink
+from airgen import recipes, run, sink
 from airgen.config import Config, ConfigError
 from airgen.console import say
 from airgen.files import AppendLog, atomic_write
-from airgen.recipes import recipe_of
 from airgen.runfolder import JOURNAL, METRICS, last_line
 
 SHARDS = "shards"
@@ -36,18 +35,21 @@ def shard_dir(out: Path, k: int) -> Path:
 
 class ShardWorker:
     """One Ray actor: starts its own engines (in-process vLLM on the GPUs Ray gave it, or the configured URLs) and
-    runs the scheduler over shard k of n."""
+    runs the scheduler over shard k of n. The driver hands it the run's recipe, so that a recipe registered at run
+    time (a plugin) is known in the worker's process too."""
 
-    def __init__(self, config: Config, out: str, inputs: list[str], k: int, n: int, start_engines: Callable):
+    def __init__(self, config: Config, recipe: Any, out: str, inputs: list[str], k: int, n: int,
+                 start_engines: Callable):
+        recipes.register(recipe)
         self.config, self.k, self.n = config, k, n
         self.out, self.inputs = shard_dir(Path(out), k), [Path(p) for p in inputs]
         self.start_engines = start_engines
 
     async def run(self) -> dict[str, Any]:  # an async actor: Ray runs it on the actor's event loop
-        kind = recipe_of(self.config)
-        prompts = kind.prompts(None)
+        recipe = recipes.of(self.config)
+        prompts = recipe.prompts()
         run.prepare(self.out, self.inputs, self.config, prompts, shard=True)
-        roles = kind.roles
+        roles = recipe.roles
         engines = await self.start_engines(self.config.guidance,
                                            self.config.student if "student" in roles else None)
         try:
@@ -68,9 +70,10 @@ def execute(config: Config, out: Path, inputs: list[Path], prompts, address: str
         # Ray restarts a dead actor and retries its task, which resumes the shard from its journal.
         actor = ray.remote(max_restarts=-1, max_task_retries=-1)(ShardWorker)
         gpus = _gpus_per_worker(config)
-        in_process = any(not getattr(config, role).url for role in recipe_of(config).roles)
+        in_process = any(not getattr(config, role).url for role in recipes.of(config).roles)
         actors = [actor.options(num_gpus=gpus, num_cpus=1 if in_process else 0).remote(
-            config, str(out), [str(p) for p in inputs], k, workers, start_engines) for k in range(workers)]
+            config, recipes.of(config), str(out), [str(p) for p in inputs], k, workers, start_engines)
+            for k in range(workers)]
         say(f"airgen: {workers} Ray workers, shards in {out / SHARDS}/")
         refs = [a.run.remote() for a in actors]
         pending = list(refs)
@@ -90,7 +93,7 @@ def execute(config: Config, out: Path, inputs: list[Path], prompts, address: str
     finally:
         ray.shutdown()
     merge(out, workers)
-    run.say_outputs(out, recipe_of(config).unit)
+    run.say_outputs(out, recipes.of(config).unit)
     return 0
 
 
@@ -117,7 +120,7 @@ def _gpus_per_worker(config: Config) -> float:
 
     if not ray.cluster_resources().get("GPU"):
         return 0
-    roles = [config.guidance] + ([config.student] if "student" in recipe_of(config).roles else [])
+    roles = [config.guidance] + ([config.student] if "student" in recipes.of(config).roles else [])
     return max((r.tensor_parallel_size for r in roles if not r.url), default=0)
 
 

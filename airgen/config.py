@@ -1,6 +1,8 @@
-"""One typed, frozen config tree: defaults < TOML file < command-line overrides, validated up front.
+"""One typed, frozen config tree: defaults < preset < TOML file < command-line overrides, validated up front.
 
-The defaults follow the authors' own code (see the README's "Faithful defaults" table); every one can be changed.
+The tree holds what every run shares (the two models, how a run is carried out, `airgen select`) and one section per
+registered recipe (`Config.sections`, each on the shared `Sampling` base), so a recipe's settings are set like any
+other: `--set flow.rounds=3`, `[crab]` in a file.
 """
 from __future__ import annotations
 
@@ -11,11 +13,10 @@ import types
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
-JudgeMode = Literal["document", "model", "none"]
-ConstraintSet = Literal["failed", "all"]
-RecipeName = Literal["air", "crab"]
+from airgen import recipes
+
 
 
 class ConfigError(ValueError):
@@ -23,100 +24,27 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class FlowConfig:
-    """Everything that changes what the method generates. Part of the run's fingerprint."""
+class Sampling:
+    """What every recipe's calls share, the base of each recipe's config section (`flow` for AIR, `crab` for CRAB).
+    A section is part of its runs' fingerprint: it changes what the recipe generates."""
 
-    rounds: int = 5
-    score_threshold: int = 4
-    # A constraint scored below this by the check step goes to C' (the set the student still fails).
-    pass_score: int = 3
-    # Which set the final records merge: "failed" = C' (the paper's "w/ check" headline rows), "all" = C.
-    constraint_set: ConstraintSet = "failed"
-    # Reference for the judge: the refined document (paper), the guidance model's own answer, or no comparison.
-    judge: JudgeMode = "document"
-    # Propose all constraints in one call instead of one per round (paper Table 5).
-    one_shot: bool = False
-    # The student's answer to I_r in round r's check is reused as round r+1's answer to the same instruction.
-    reuse_answer: bool = True
-    # Free text cut at max_tokens (refined document, student, reference and final answers) is used as it is; the
-    # authors count it as empty and drop the sample (or the level).
-    keep_cut_text: bool = False
-    repetition_penalty: float = 1.0
-    # The duplicate check asks "is it a duplicate?" (the authors' question) or "is it new?" (the same check the other
-    # way round, for models that answer Yes to any question: the tiny preset).
-    dedup_asks: Literal["duplicate", "new"] = "duplicate"
-    # The judge may answer "None" (no gap found), which ends the rounds; off, decoding forces a type.
-    judge_may_decline: bool = True
-    # Decode back-translated and merged instructions as 1..4 plain sentences (small models otherwise ramble).
-    sentence_instructions: bool = False
-    # Cap the free-text lines of constrained formats (analysis, justification) at 150 characters.
-    short_lines: bool = False
     temperature: float = 0.2
     top_p: float = 0.9
     max_tokens: int = 4096
-    merge_max_tokens: int = 800
-    few_shot: int = 3
-    instruction_words: tuple[int, int] = (3, 50)
-    constraint_words: tuple[int, int] = (3, 26)
-    merged_words: tuple[int, int] = (3, 150)
-    min_refined_words: int = 3
-    min_answer_words: int = 4
-    # Ask engines to constrain fixed-format answers (score, type, yes/no, check lines) at decode time.
-    structured: bool = True
-
-    def validate(self) -> None:
-        _check(1 <= self.rounds <= 12, "flow.rounds must be 1..12 (there are 12 constraint types)")
-        _check(1 <= self.score_threshold <= 5, "flow.score_threshold must be 1..5")
-        _check(0 <= self.pass_score <= 4, "flow.pass_score must be 0..4 (4 = every constraint counts as failed)")
-        _check(self.constraint_set in ("failed", "all"), "flow.constraint_set must be 'failed' or 'all'")
-        _check(self.judge in ("document", "model", "none"), "flow.judge must be 'document', 'model' or 'none'")
-        _check(0 < self.temperature <= 2 or self.temperature == 0, "flow.temperature must be 0..2")
-        _check(0 < self.top_p <= 1, "flow.top_p must be in (0, 1]")
-        _check(self.repetition_penalty > 0, "flow.repetition_penalty must be > 0")
-        _check(self.max_tokens >= 16 and self.merge_max_tokens >= 16, "flow max_tokens must be >= 16")
-        _check(0 <= self.few_shot <= 8, "flow.few_shot must be 0..8")
-        for name in ("instruction_words", "constraint_words", "merged_words"):
-            lo, hi = getattr(self, name)
-            _check(0 <= lo <= hi, f"flow.{name} must be [low, high] with 0 <= low <= high")
-
-
-@dataclass(frozen=True)
-class CrabConfig:
-    """CRAB (constraint back-translation): what changes the records it makes. Part of a crab run's fingerprint.
-
-    Defaults follow the authors' code (THU-KEG/Crab): constraints ROUGE-L above 0.6 to another are duplicates, a
-    forward record samples 6..8 of a pair's constraints (1..all with probability `diverse_rate`), a reverse record
-    3..6, and records are forward with probability `forward_rate`.
-    """
-
-    refine: bool = True
-    refine_max_added_words: int = 40  # the prompt asks for 10 to 20 more; twice that is still a refinement
-    check: bool = True  # the model's per-constraint check of the constraints it proposed
-    keep_modified: bool = True  # a constraint the check finds unmet is replaced by its rewrite, when it gives one
-    dedup_rouge: float = 0.6
-    forward_rate: float = 0.75
-    forward_constraints: tuple[int, int] = (6, 8)
-    reverse_constraints: tuple[int, int] = (3, 6)
-    diverse_rate: float = 0.3
-    max_response_words: int = 1500
-    temperature: float = 0.2
-    top_p: float = 0.9
-    max_tokens: int = 1024
     repetition_penalty: float = 1.0
+    # Free text cut at max_tokens is used as it is; otherwise it counts as empty (the unit or the level drops).
     keep_cut_text: bool = False
+    # Cap the free-text lines of constrained formats (analysis, justification) at `step.SHORT_LINE_CHARS`.
     short_lines: bool = False
+    # Ask engines to constrain fixed-format answers (scores, types, verdicts) at decode time.
     structured: bool = True
 
-    def validate(self) -> None:
-        _check(0 <= self.forward_rate <= 1, "crab.forward_rate must be in [0, 1]")
-        _check(0 <= self.diverse_rate <= 1, "crab.diverse_rate must be in [0, 1]")
-        _check(0 < self.dedup_rouge <= 1, "crab.dedup_rouge must be in (0, 1]")
-        for name in ("forward_constraints", "reverse_constraints"):
-            lo, hi = getattr(self, name)
-            _check(1 <= lo <= hi, f"crab.{name} must be [low, high] with 1 <= low <= high")
-        _check(self.max_tokens >= 16, "crab.max_tokens must be >= 16")
-        _check(self.max_response_words >= 1, "crab.max_response_words must be >= 1")
-        _check(0 < self.top_p <= 1, "crab.top_p must be in (0, 1]")
+    def validate(self, where: str) -> None:
+        """Check the section's values; `where` is its name in the config tree, for the messages."""
+        check(0 < self.temperature <= 2 or self.temperature == 0, f"{where}.temperature must be 0..2")
+        check(0 < self.top_p <= 1, f"{where}.top_p must be in (0, 1]")
+        check(self.repetition_penalty > 0, f"{where}.repetition_penalty must be > 0")
+        check(self.max_tokens >= 16, f"{where}.max_tokens must be >= 16")
 
 
 @dataclass(frozen=True)
@@ -155,20 +83,20 @@ class ModelConfig:
     kv_cache_gib: float = 4.0  # CPU only: the KV cache size (VLLM_CPU_KVCACHE_SPACE, when set, wins)
 
     def validate(self, role: str) -> None:
-        _check(not (self.path and self.url), f"{role}: give a model path or a URL, not both")
-        _check(self.window >= 1, f"{role}.window must be >= 1")
-        _check(self.max_retries >= 0 and self.timeout_retries >= 0, f"{role}: retries must be >= 0")
-        _check(self.timeout_s > 0, f"{role}.timeout_s must be > 0")
-        _check(self.backoff_s >= 0, f"{role}.backoff_s must be >= 0")
-        _check(
+        check(not (self.path and self.url), f"{role}: give a model path or a URL, not both")
+        check(self.window >= 1, f"{role}.window must be >= 1")
+        check(self.max_retries >= 0 and self.timeout_retries >= 0, f"{role}: retries must be >= 0")
+        check(self.timeout_s > 0, f"{role}.timeout_s must be > 0")
+        check(self.backoff_s >= 0, f"{role}.backoff_s must be >= 0")
+        check(
             self.requests_per_second is None or self.requests_per_second > 0,
             f"{role}.requests_per_second must be > 0 (or unset for no limit)",
         )
-        _check(self.dialect in ("auto", "vllm", "sglang", "llamacpp", "none"),
+        check(self.dialect in ("auto", "vllm", "sglang", "llamacpp", "none"),
                f"{role}.dialect must be auto, vllm, sglang, llamacpp or none")
-        _check(self.kv_cache_gib > 0, f"{role}.kv_cache_gib must be > 0")
+        check(self.kv_cache_gib > 0, f"{role}.kv_cache_gib must be > 0")
         if self.gpu_memory_utilization is not None:
-            _check(0 < self.gpu_memory_utilization < 1, f"{role}.gpu_memory_utilization must be in (0, 1)")
+            check(0 < self.gpu_memory_utilization < 1, f"{role}.gpu_memory_utilization must be in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -205,11 +133,11 @@ class FilterConfig:
     dedup: bool = True
 
     def validate(self) -> None:
-        _check(0 <= self.min_words <= self.max_words, "select.filters: need 0 <= min_words <= max_words")
-        _check(0.0 <= self.max_symbol_ratio <= 1.0, "select.filters.max_symbol_ratio must be in [0, 1]")
-        _check(0.0 <= self.max_duplicate_line_share <= 1.0,
+        check(0 <= self.min_words <= self.max_words, "select.filters: need 0 <= min_words <= max_words")
+        check(0.0 <= self.max_symbol_ratio <= 1.0, "select.filters.max_symbol_ratio must be in [0, 1]")
+        check(0.0 <= self.max_duplicate_line_share <= 1.0,
                "select.filters.max_duplicate_line_share must be in [0, 1]")
-        _check(self.max_char_run >= 1, "select.filters.max_char_run must be >= 1")
+        check(self.max_char_run >= 1, "select.filters.max_char_run must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -227,97 +155,82 @@ class SelectConfig:
 
     def validate(self) -> None:
         self.filters.validate()
-        _check(self.batch_size >= 1, "select.batch_size must be >= 1")
-        _check(self.start is None or self.start >= 0, "select.start must be >= 0")
+        check(self.batch_size >= 1, "select.batch_size must be >= 1")
+        check(self.start is None or self.start >= 0, "select.start must be >= 0")
 
 
 @dataclass(frozen=True)
 class Config:
-    recipe: RecipeName = "air"
-    flow: FlowConfig = field(default_factory=FlowConfig)
-    crab: CrabConfig = field(default_factory=CrabConfig)
+    recipe: str = recipes.DEFAULT
     guidance: ModelConfig = field(default_factory=ModelConfig)
     student: ModelConfig = field(default_factory=ModelConfig)
     run: RunConfig = field(default_factory=RunConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     seed: int = 0
-    # A named preset applied under the file and the command line (see PRESETS).
+    # A named preset applied under the file and the command line (see `presets`).
     preset: str | None = None
+    # Each registered recipe's own section, by its name in the tree (AIR: `flow`, CRAB: `crab`).
+    sections: Mapping[str, Sampling] = field(default_factory=lambda: {
+        r.section: r.settings() for r in recipes.every()})
 
     def validate(self) -> "Config":
-        self.flow.validate()
-        self.crab.validate()
+        try:
+            recipes.get(self.recipe)
+        except recipes.UnknownRecipe as e:
+            raise ConfigError(str(e)) from None
+        for name, section in self.sections.items():
+            section.validate(name)
         self.guidance.validate("guidance")
         self.student.validate("student")
-        _check(self.run.max_in_flight >= 1, "run.max_in_flight must be >= 1")
-        _check(self.run.limit is None or self.run.limit >= 0, "run.limit must be >= 0")
-        _check(self.run.metrics_every_s > 0, "run.metrics_every_s must be > 0")
-        _check(self.run.prometheus_port is None or 1 <= self.run.prometheus_port <= 65535,
-               "run.prometheus_port must be 1..65535")
+        check(self.run.max_in_flight >= 1, "run.max_in_flight must be >= 1")
+        check(self.run.limit is None or self.run.limit >= 0, "run.limit must be >= 0")
+        check(self.run.metrics_every_s > 0, "run.metrics_every_s must be > 0")
+        check(self.run.prometheus_port is None or 1 <= self.run.prometheus_port <= 65535,
+              "run.prometheus_port must be 1..65535")
         self.select.validate()
-        _check(self.preset is None or self.preset in PRESETS, f"unknown preset {self.preset!r}; known: {sorted(PRESETS)}")
+        check(self.preset is None or self.preset in presets(), f"unknown preset {self.preset!r}; known: {presets()}")
         return self
 
     @property
-    def method(self) -> Any:
-        """The settings of the run's recipe: `flow` for AIR, `crab` for CRAB."""
-        return self.crab if self.recipe == "crab" else self.flow
-
-    def fingerprint_fields(self) -> dict[str, Any]:
-        """What a resumed run must share with the run it continues (an AIR run's fields are those of runs made
-        before there was a second recipe, so they resume)."""
-        if self.recipe == "crab":
-            return {"recipe": "crab", "crab": dataclasses.asdict(self.crab), "seed": self.seed}
-        return {"flow": dataclasses.asdict(self.flow), "seed": self.seed}
+    def settings(self) -> Any:
+        """The run's recipe's own section."""
+        return self.sections[recipes.get(self.recipe).section]
 
 
-# The bundled 135M model cannot pass the method's thresholds: its scores are near random and its constraints
-# short. This preset keeps the demo producing records; it is announced when a run starts and never applied to
-# real models unless asked for.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "tiny": {
-        "flow": {
-            "rounds": 2,
-            "score_threshold": 1,
-            # The check step runs and its scores are recorded, but the 135M judge's scores carry no signal, so every
-            # checked constraint counts as failed (C' = C) and both levels are made.
-            "constraint_set": "failed",
-            "pass_score": 4,
-            "max_tokens": 256,
-            "merge_max_tokens": 200,
-            "few_shot": 1,
-            "constraint_words": (2, 40),
-            "instruction_words": (2, 80),
-            "merged_words": (2, 200),
-            "min_answer_words": 2,
-            "keep_cut_text": True,
-            "repetition_penalty": 1.3,
-            "sentence_instructions": True,
-            "short_lines": True,
-            "judge_may_decline": False,
-            "dedup_asks": "new",
-        },
-        # keep_modified off: the 135M checker finds every constraint unmet and its rewrites are noise.
-        "crab": {"max_tokens": 200, "short_lines": True, "keep_cut_text": True, "repetition_penalty": 1.3,
-                 "keep_modified": False},
-        "run": {"limit": 12},
-    },
-}
+# Presets: the shared part of each named preset; every recipe adds its own section's part (`Recipe.presets`).
+# The bundled 135M model cannot pass the method's thresholds: "tiny" keeps the demo producing records; it is
+# announced when a run starts and never applied to real models unless asked for.
+SHARED_PRESETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": {"run": {"limit": 12}}}
 
 
-def _check(ok: bool, message: str) -> None:
+def presets() -> list[str]:
+    return sorted(set(SHARED_PRESETS).union(*(r.presets for r in recipes.every())))
+
+
+def _with_preset(config: Config, name: str) -> Config:
+    if name not in presets():
+        raise ConfigError(f"unknown preset {name!r}; known: {presets()}")
+    values: dict[str, Any] = dict(SHARED_PRESETS.get(name, {}))
+    for r in recipes.every():
+        if name in r.presets:
+            values[r.section] = r.presets[name]
+    return _apply(config, values)
+
+
+def check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
 
 
-def _merge(obj: Any, values: dict[str, Any], where: str) -> Any:
-    """A copy of dataclass `obj` with `values` applied; unknown keys and values of the wrong type are errors."""
-    known = {f.name: f for f in fields(obj)}
+def _merge(obj: Any, values: dict[str, Any], where: str, extra: list[str] = ()) -> Any:
+    """A copy of dataclass `obj` with `values` applied; unknown keys and values of the wrong type are errors.
+    `extra`: other names valid here, for the message."""
+    known = {f.name: f for f in fields(obj) if f.name != "sections"}
     hints = _hints(type(obj))
     changes: dict[str, Any] = {}
     for key, value in values.items():
         if key not in known:
-            raise ConfigError(f"unknown setting {where}{key}; known: {', '.join(sorted(known))}")
+            raise ConfigError(f"unknown setting {where}{key}; known: {', '.join(sorted([*known, *extra]))}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
@@ -386,6 +299,22 @@ def _describe(hint: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(hint, str(hint))
 
 
+def _apply(config: Config, values: dict[str, Any]) -> Config:
+    """`values` (a TOML tree) applied to `config`: a recipe's section by its name, every other key as a field."""
+    sections = dict(config.sections)
+    top = {}
+    for key, value in values.items():
+        if key in sections:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key} must be a table")
+            sections[key] = _merge(sections[key], value, f"{key}.")
+        elif key == "sections":
+            raise ConfigError(f"unknown setting {key}")
+        else:
+            top[key] = value
+    return replace(_merge(config, top, "", extra=sorted(sections)), sections=sections)
+
+
 def load(path: Path | None = None, overrides: dict[str, Any] | None = None, preset: str | None = None) -> Config:
     """Defaults, then the preset, then the TOML file, then `overrides` (nested dicts, e.g. from the CLI)."""
     file_values: dict[str, Any] = {}
@@ -399,9 +328,7 @@ def load(path: Path | None = None, overrides: dict[str, Any] | None = None, pres
     preset = preset or file_values.get("preset")
     config = Config(preset=preset)
     if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
-        config = _merge(config, PRESETS[preset], "")
-    config = _merge(config, file_values, "")
-    config = _merge(config, overrides or {}, "")
+        config = _with_preset(config, preset)
+    config = _apply(config, file_values)
+    config = _apply(config, overrides or {})
     return config.validate()

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from airgen.corpus import content_id
+from airgen.rows import content_id
 from airgen_kernels import resolve_device
 
 EMBED_DTYPES = ("auto", "float32", "bfloat16", "float16")

@@ -34,9 +34,9 @@ class Job:
     out: Path  # the run folder
     to: Path
     format: str = "alpaca"
-    levels: tuple[int, ...] | None = None  # AIR: the levels to keep; None: every level
+    levels: tuple[int, ...] | None = None  # the levels to keep (a recipe with levels: AIR); None: every split
     min_constraints: int = 0
-    constraint_set: str = "all"  # "failed": only records whose merged constraints the student all failed
+    constraint_set: str = "all"  # "failed" (AIR): only records whose merged constraints the student all failed
     dedupe: bool = True  # one record per distinct instruction (the first, in document order)
 
 
@@ -82,30 +82,19 @@ def export(job: Job) -> dict[str, int]:
     view = load_run(job.out)
     if not view.records:
         raise ExportError(f"{job.out} has no records yet (see `airgen report {job.out}`)")
-    air = view.config.recipe == "air"
-    if not air and (job.levels is not None or job.constraint_set == "failed"):
-        raise ExportError(f"--levels and --constraint-set failed are AIR's; this is a {view.config.recipe} run "
-                          "(its splits: forward, reverse)")
-    if job.constraint_set == "failed" and view.config.flow.constraint_set == "all":
-        raise ExportError("this run skipped the check step (constraint set C): no record knows which constraints "
-                          "the student failed, so --constraint-set failed would keep nothing")
     splits = sorted({r["meta"]["split"] for r in view.records}, key=split_order)
-    if job.levels is not None:
-        made = sorted({r["meta"]["level"] for r in view.records})
-        unknown = [k for k in job.levels if k not in made]
-        if unknown:
-            raise ExportError(f"the run has no records at level {unknown[0]}; its levels: {', '.join(map(str, made))}")
-        splits = [f"level-{k}" for k in sorted(job.levels)]
-    by_split: dict[str, list[bytes]] = {k: [] for k in splits}
+    try:
+        chosen, keep = view.recipe.export_selection(view, job.levels, job.constraint_set)
+    except ValueError as e:
+        raise ExportError(f"{e} (its splits: {', '.join(splits)})") from None
+    by_split: dict[str, list[bytes]] = {k: [] for k in chosen or splits}
     seen: set[str] = set()
     for record in sorted(view.records, key=lambda r: (split_order(r["meta"]["split"]), r["meta"]["doc_id"])):
         meta = record["meta"]
         if meta["split"] not in by_split or len(meta["constraints"]) < job.min_constraints:
             continue
-        if job.constraint_set == "failed":
-            merged = set(meta["merged_constraints"])
-            if not all(c["failed"] for c in meta["constraints"] if c["text"] in merged):
-                continue
+        if keep is not None and not keep(record):
+            continue
         key = " ".join(record["instruction"].split()).lower()
         if job.dedupe and key in seen:
             continue
@@ -123,7 +112,7 @@ def export(job: Job) -> dict[str, int]:
         dataset_info(job.format, [k for k, n in counts.items() if n], name), option=orjson.OPT_INDENT_2))
     f = report.figures(view)
     (job.to / "plots").mkdir(exist_ok=True)
-    images = {k: f"plots/{v}" for k, v in report.plots(f, job.to / "plots").items()}
+    images = {k: f"plots/{v}" for k, v in report.plots(f, job.to / "plots", view.recipe).items()}
     with atomic_text(job.to / "README.md") as handle:
         handle.write(card.dataset_card(f, images, counts))
     return counts

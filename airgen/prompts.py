@@ -11,14 +11,11 @@ import string
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 from types import MappingProxyType
 
-from airgen.parsing import norm
-
 SYSTEM_FILE = "system.txt"
-TYPES_FILE = "constraint_types.toml"
-EXAMPLES_FILE = "merge_examples.toml"
 
 
 class PromptFileError(ValueError):
@@ -26,35 +23,24 @@ class PromptFileError(ValueError):
 
 
 @dataclass(frozen=True)
-class ConstraintType:
-    name: str
-    description: str
-    example: str
-
-
-@dataclass(frozen=True)
-class MergeExample:
-    instruction: str
-    constraints: tuple[str, ...]
-    merged: str
-
-
-@dataclass(frozen=True)
 class PromptSet:
     system: str
     templates: Mapping[str, string.Template] = field(repr=False)
-    types: tuple[ConstraintType, ...]
-    merge_examples: tuple[MergeExample, ...]
     # Recorded in every output record, so a dataset names the exact prompts that made it.
     fingerprint: str
     fields: Mapping[str, frozenset[str]] = field(repr=False, default_factory=dict)  # template -> its fields
+    # What the recipe's data files hold (AIR: its constraint types and merge examples), by the key it gave them.
+    data: Mapping[str, object] = field(repr=False, default_factory=dict)
 
     @classmethod
-    def load(cls, templates: Mapping[str, frozenset[str]], folder: Path | None = None) -> "PromptSet":
-        """Read and check every prompt file: `templates` maps each template to the fields it must use, no more and
-        no fewer. `folder` None reads the copy installed with airgen (`airgen_prompts`)."""
+    def load(cls, templates: Mapping[str, frozenset[str]], folder: Path | None = None,
+             data_files: Mapping[str, tuple[str, Callable[[str], object]]] | None = None) -> "PromptSet":
+        """Read and check every prompt file of one recipe, and only those: `templates` maps each template to the
+        fields it must use, no more and no fewer; `data_files` maps a data file's name to (its key in `data`, the
+        reader of its text). `folder` None reads the copy installed with airgen (`airgen_prompts`)."""
         root = Path(folder) if folder is not None else _bundled_folder()
-        files = prompt_files(templates)
+        data_files = data_files or {}
+        files = prompt_files(templates, data_files)
         raw: dict[str, bytes] = {}
         for name in files:
             try:
@@ -74,8 +60,7 @@ class PromptSet:
             system=system,
             templates=MappingProxyType(rendered),
             fields=MappingProxyType(dict(templates)),
-            types=_load_types(text[TYPES_FILE]),
-            merge_examples=_load_examples(text[EXAMPLES_FILE]),
+            data=MappingProxyType({key: read(text[name]) for name, (key, read) in data_files.items()}),
             fingerprint=digest.hexdigest()[:16],
         )
 
@@ -101,9 +86,9 @@ class PromptSet:
         return ({"role": "system", "content": self.system}, {"role": "user", "content": text})
 
 
-def prompt_files(templates: Mapping[str, frozenset[str]]) -> tuple[str, ...]:
+def prompt_files(templates: Mapping[str, frozenset[str]], data_files: Mapping[str, object] = ()) -> tuple[str, ...]:
     """Every file a prompt set reads, in fingerprint order."""
-    return tuple(sorted([f"{name}.txt" for name in templates] + [SYSTEM_FILE, TYPES_FILE, EXAMPLES_FILE]))
+    return tuple(sorted([f"{name}.txt" for name in templates] + [SYSTEM_FILE, *data_files]))
 
 
 def _bundled_folder() -> Path:
@@ -138,7 +123,7 @@ def _template(name: str, text: str, expected: frozenset[str]) -> string.Template
     return string.Template(text.strip() + "\n")
 
 
-def _toml_list(name: str, text: str, key: str) -> list[dict]:
+def toml_entries(name: str, text: str, key: str) -> list[dict]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -149,43 +134,14 @@ def _toml_list(name: str, text: str, key: str) -> list[dict]:
     return entries
 
 
-def _text_field(name: str, index: int, entry: dict, key: str) -> str:
+def text_field(name: str, index: int, entry: dict, key: str) -> str:
     value = entry.get(key)
     if not isinstance(value, str) or not value.strip():
         raise PromptFileError(f"{name} entry {index}: '{key}' must be non-empty text")
     return value.strip()
 
 
-def _check_keys(name: str, index: int, entry: dict, keys: set[str]) -> None:
+def check_keys(name: str, index: int, entry: dict, keys: set[str]) -> None:
     unknown = sorted(set(entry) - keys)
     if unknown:
         raise PromptFileError(f"{name} entry {index}: unknown key {unknown[0]!r}; expected {sorted(keys)}")
-
-
-def _load_types(text: str) -> tuple[ConstraintType, ...]:
-    types = []
-    for i, entry in enumerate(_toml_list(TYPES_FILE, text, "type"), 1):
-        _check_keys(TYPES_FILE, i, entry, {"name", "description", "example"})
-        types.append(ConstraintType(*(_text_field(TYPES_FILE, i, entry, k) for k in ("name", "description", "example"))))
-    names = [norm(t.name) for t in types]
-    if len(set(names)) != len(names):
-        raise PromptFileError(f"{TYPES_FILE}: type names must be distinct (ignoring case and punctuation)")
-    if "none" in names:
-        raise PromptFileError(f"{TYPES_FILE}: 'None' is reserved for 'no constraint found' and cannot be a type")
-    return tuple(types)
-
-
-def _load_examples(text: str) -> tuple[MergeExample, ...]:
-    examples = []
-    for i, entry in enumerate(_toml_list(EXAMPLES_FILE, text, "example"), 1):
-        _check_keys(EXAMPLES_FILE, i, entry, {"instruction", "constraints", "merged"})
-        constraints = entry.get("constraints")
-        if (not isinstance(constraints, list) or not 1 <= len(constraints) <= 5
-                or not all(isinstance(c, str) and c.strip() for c in constraints)):
-            raise PromptFileError(f"{EXAMPLES_FILE} entry {i}: 'constraints' must be a list of 1 to 5 non-empty texts")
-        examples.append(MergeExample(
-            instruction=_text_field(EXAMPLES_FILE, i, entry, "instruction"),
-            constraints=tuple(c.strip() for c in constraints),
-            merged=_text_field(EXAMPLES_FILE, i, entry, "merged"),
-        ))
-    return tuple(examples)

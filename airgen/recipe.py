@@ -1,207 +1,111 @@
-"""What every recipe shares: the sans-IO contract the scheduler drives, and the bookkeeping behind it.
+"""What a recipe is: one contract that owns everything about it, so that a new recipe is its own folder plus one
+line in `airgen.recipes`.
 
-A recipe turns one unit (a document, an instruction-response pair) into records through model calls. The scheduler
-knows it only through three events:
-
-  start(sample)                        -> the first requests, or the unit's end (a unit the recipe cannot use)
-  advance(sample, key, completion)     -> the requests it unlocks (none while others are in flight) | Done | Rejected
-  refused(sample, key, reason)         -> the same, after an engine refused one request for good
-
-A handler builds requests and returns them; `advance` commits what is returned (the sample's `pending`), so a
-request built and not returned can never leave a sample waiting. An event the state machine cannot accept (a
-completion for a call that is not pending, a second start) is a loud `FlowError`, never a silent drop. Randomness
-comes from a generator seeded by (seed, unit id, call key), so replaying a journal makes the same requests in any
-order; resume relies on that.
+A recipe declares its settings (a config section on `config.Sampling`), its prompt files (only they enter its runs'
+fingerprint), its input reader, its steps and its flow (the transition table, `airgen.flow`), its records and
+splits, its report views and card text, and scripted answers for tests and benches. The shared machinery reads a
+recipe only through the attributes and methods below; those with a body are defaults a recipe may keep.
 """
 from __future__ import annotations
 
-import hashlib
-import random
-from collections import Counter
-from dataclasses import KW_ONLY, dataclass, field
-from typing import Any, Callable, Mapping
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
-from airgen.calls import Completion, Refusal, Request, call_key
-from airgen.corpus import Document
+from airgen.calls import Request, Role
+from airgen.config import Sampling
+from airgen.flow import Flow, Unit
 from airgen.prompts import PromptSet
-from airgen.step import Reject, Step
+from airgen.step import Step
 
-
-class FlowError(RuntimeError):
-    """An event the state machine cannot accept (a bug in the caller, never bad model output)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    records: list[dict[str, Any]]
-    # Parts that produced no record (AIR: levels), each {"level", "stage", "reason"}; the unit itself succeeded.
-    level_drops: list[dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    stage: str
-    reason: str
-    level_drops: list[dict[str, Any]] = field(default_factory=list)
-    value: Any = None  # what the recipe measured, for the rejection line (CRAB: its constraint counts)
-
-
-# Requests to ask (an empty list: wait for the calls in flight), or the unit's end.
-Next = list[Request] | Done | Rejected
-
-
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """A step's answer that was rejected, handed to the transition instead of a value."""
-
-    reason: str
-
-
-@dataclass(slots=True)
-class Unit:
-    """The part of a sample's state that the shared machinery keeps; a recipe's sample adds its own fields."""
-
-    doc_id: str
-    _: KW_ONLY
-    source: str = ""  # where the unit was read, for rejection lines
-    started: bool = False
-    pending: dict[str, Request] = field(default_factory=dict)  # key -> request in flight
-    calls: int = 0
-    # Set when an engine refused one of the sample's requests: the sample ends with it once its other calls return.
-    refusal: Rejected | None = None
+if TYPE_CHECKING:
+    from airgen.runview import RunView
 
 
 class Recipe:
-    """Base of a recipe's flow. A subclass declares `steps` (stage -> Step) and its transition table
-    `on` (stage -> handler(sample, request, value | Fault) -> Next), and implements `begin` and `finish`."""
+    name: str  # `--recipe NAME`; a run folder records it
+    title: str  # how reports and dataset cards name the method
+    unit: str  # what one input entry is called in messages and the report ("document", "pair")
+    reads: str  # what its inputs are, for `airgen run --help`
+    roles: tuple[Role, ...]  # the models it asks
+    section: str  # its config section's name ("flow", "crab")
+    settings: type[Sampling]  # that section
+    stages: tuple[str, ...]  # its steps' names in the method's order; part of every call key
+    # Preset name -> values of its section (the shared part of a preset is `config.SHARED_PRESETS`).
+    presets: Mapping[str, Mapping[str, Any]] = {}
+    # Command-line shorthands for its settings: flag -> (setting in its section, type, help).
+    flags: Mapping[str, tuple[str, type, str]] = {}
+    # Prompt data files besides the templates: file name -> (key in `PromptSet.data`, reader of its text).
+    data_files: Mapping[str, tuple[str, Callable[[str], Any]]] = {}
 
-    steps: Mapping[str, Step]
+    # -- what every recipe implements ---------------------------------------------------------------------------
 
-    def __init__(self, config: Any, prompts: PromptSet, seed: int = 0):
-        self.config = config
-        self.prompts = prompts
-        self.seed = seed
-        self.on: Mapping[str, Callable[[Any, Request, Any], Next]] = {}
-        # stage -> answers its step rejected (unreadable, cut, out of bounds): what a user watches to see that a
-        # server ignores the decode-time formats.
-        self.faults: Counter = Counter()
-        # Every call's decoding settings, before its step's format and max_tokens.
-        self._sampling = {"max_tokens": config.max_tokens, "temperature": config.temperature, "top_p": config.top_p,
-                          "repetition_penalty": config.repetition_penalty}
-
-    # -- the events ---------------------------------------------------------------------------------------------
-
-    def start(self, sample: Unit) -> Next:
-        if sample.started:
-            raise FlowError(f"{sample.doc_id}: already started")
-        sample.started = True
-        step = self.begin(sample)
-        return self._commit(sample, self._conclude(sample, step) if isinstance(step, list) and not step else step)
-
-    def advance(self, sample: Unit, key: str, completion: Completion) -> Next:
-        request = self._take(sample, key)
-        if sample.refusal is not None:
-            return self._commit(sample, self._conclude(sample, []))
-        try:
-            value = self.steps[request.stage].read(request, completion, self.config, keep_cut=self.keep_cut)
-        except Reject as e:
-            value = Fault(str(e))
-            self.faults[request.stage] += 1
-        return self._commit(sample, self._conclude(sample, self.on[request.stage](sample, request, value)))
-
-    def refused(self, sample: Unit, key: str, reason: str) -> Next:
-        """The engine refused a request (a prompt longer than its context, say): the sample is rejected at that
-        stage, once the calls it still has in flight have returned."""
-        request = self._take(sample, key)
-        if sample.refusal is None:
-            sample.refusal = Rejected(request.stage, f"engine refused the request: {reason}")
-        return self._commit(sample, self._conclude(sample, []))
-
-    # -- what a recipe implements -------------------------------------------------------------------------------
-
-    keep_cut = False  # free text cut at max_tokens is kept (a recipe setting)
-
-    def sample(self, doc: Document) -> Unit:
-        """The state of one unit read from the input."""
+    def all_steps(self) -> Sequence[Step]:
+        """Every step it may ask, whatever its settings: their templates are its prompt files."""
         raise NotImplementedError
 
-    def begin(self, sample: Unit) -> list[Request] | Rejected:
+    def steps(self, settings: Any) -> Mapping[str, Step]:
+        """Stage -> the step that answers it under `settings`."""
+        return {s.name: s for s in self.all_steps()}
+
+    def flow(self, settings: Any, prompts: PromptSet, seed: int) -> Flow:
         raise NotImplementedError
 
-    def unlocked(self, sample: Unit) -> list[Request]:
-        """Requests that any event may unlock (AIR: the levels whose rounds are settled); none by default."""
-        return []
-
-    def finish(self, sample: Unit) -> Done | Rejected:
-        """The sample's end, once nothing is in flight and nothing more is asked."""
+    def read(self, inputs: Sequence[Path], limit: int | None) -> Iterator[Any]:
+        """The admitted units of `inputs` (a Rejection for each entry that is not one), up to `limit` entries."""
         raise NotImplementedError
 
-    def end_refused(self, sample: Unit) -> Rejected:
-        assert sample.refusal is not None
-        return sample.refusal
+    def default_input(self) -> Path:
+        """What `airgen run` reads when given no input."""
+        raise NotImplementedError
 
-    # -- helpers for the recipes ----------------------------------------------------------------------------------
+    def blank(self, unit_id: str) -> Any:
+        """A unit with only its id: enough to replay a journal (keys, not texts)."""
+        raise NotImplementedError
 
-    def ask(self, sample: Unit, stage: str, n: int, inputs: Mapping[str, str | int],
-            args: Mapping[str, Any] | None = None) -> Request:
-        """Build (never register) the call of step `stage` for round or level `n`."""
-        return self.steps[stage].request(self.prompts, call_key(sample.doc_id, stage, n), inputs, self._sampling,
-                                         self.config, structured=self.config.structured, args=args,
-                                         progress=sample.calls)
+    def views(self, view: RunView) -> dict[str, Any]:
+        """The report's recipe-specific figures of a run folder (`report.figures` lists the keys)."""
+        raise NotImplementedError
 
-    def rng(self, sample: Unit, key: str) -> random.Random:
-        digest = hashlib.blake2b(f"{self.seed}/{sample.doc_id}/{key}".encode(), digest_size=8).digest()
-        return random.Random(int.from_bytes(digest, "big"))
+    def script(self, **knobs: Any) -> Callable[[Request], str]:
+        """Well-formed answers for each of its stages, varied by call key: for tests and benches, never a model."""
+        raise NotImplementedError
 
-    # -- bookkeeping ------------------------------------------------------------------------------------------------
+    # -- defaults -------------------------------------------------------------------------------------------------
 
-    def _take(self, sample: Unit, key: str) -> Request:
-        request = sample.pending.pop(key, None)
-        if request is None:
-            raise FlowError(f"{sample.doc_id}: no pending request {key!r}")
-        sample.calls += 1
-        return request
+    def templates(self) -> dict[str, frozenset[str]]:
+        """Template -> the fields it fills: what its prompt files are checked against."""
+        return {s.template: s.fields for s in self.all_steps() if s.template is not None}
 
-    def _conclude(self, sample: Unit, step: Next) -> Next:
-        """After each event: add what it unlocked; with nothing in flight and nothing to ask, the sample is over."""
-        if isinstance(step, list):
-            if sample.refusal is None:
-                step = step + self.unlocked(sample)
-            if not step and not sample.pending:
-                step = self.end_refused(sample) if sample.refusal is not None else self.finish(sample)
-        return step
+    def prompts(self, folder: Path | None = None) -> PromptSet:
+        """Its prompt set: the bundled one, or the files of `folder` checked against its steps."""
+        return PromptSet.load(self.templates(), folder, self.data_files)
 
-    @staticmethod
-    def _commit(sample: Unit, step: Next) -> Next:
-        if isinstance(step, list):
-            for request in step:
-                if request.key in sample.pending:
-                    raise FlowError(f"{sample.doc_id}: {request.key!r} asked twice")
-                sample.pending[request.key] = request
-        elif sample.pending:
-            raise FlowError(f"{sample.doc_id}: ended with calls in flight: {sorted(sample.pending)}")
-        return step
+    def barrier(self, request: Request) -> tuple[int, ...]:
+        """A request's batch in a stage-by-stage schedule (the bench's stage-barrier mode): by default every
+        unit's calls of one stage, stage after stage in the method's order."""
+        return (self.stages.index(request.stage),)
 
+    def fingerprint(self, settings: Any, seed: int) -> dict[str, Any]:
+        """What a resumed run must share with the run it continues."""
+        return {"recipe": self.name, self.section: dataclasses.asdict(settings), "seed": seed}
 
-def replay(flow: Recipe, sample: Unit, requests: Next,
-           answer: Callable[[Request], Completion | Refusal | None]) -> Next:
-    """Advance `sample` through every request `answer` knows (a journal's completions and refusals); give what is
-    left to ask, or the sample's end."""
-    if not isinstance(requests, list):
-        return requests
-    todo, ask = list(requests), []
-    while todo:
-        request = todo.pop()
-        known = answer(request)
-        if known is None:
-            ask.append(request)
-            continue
-        if isinstance(known, Refusal):
-            step = flow.refused(sample, request.key, known.reason)
-        else:
-            step = flow.advance(sample, request.key, known)
-        if not isinstance(step, list):
-            return step
-        todo.extend(step)
-    return ask
+    def about_preset(self, settings: Any) -> str:
+        """The settings a preset announcement names."""
+        return f"max_tokens {settings.max_tokens}"
 
+    def plots(self, f: dict[str, Any], plt: Any, save: Callable[[Any, str], None]) -> None:
+        """Plots of its own beyond the funnel, constraint types and lengths (none by default)."""
+
+    def export_selection(self, view: RunView, levels: tuple[int, ...] | None,
+                         constraint_set: str) -> tuple[list[str] | None, Callable[[dict[str, Any]], bool] | None]:
+        """For `airgen export`'s --levels and --constraint-set: the splits to write (None: all) and a record test
+        (None: every record). Raises ValueError for an option the recipe has no use for."""
+        if levels is not None or constraint_set != "all":
+            raise ValueError(f"--levels and --constraint-set are not options of a {self.name} run")
+        return None, None
+
+    def pair(self, sample: Unit) -> tuple[str, str] | str | None:
+        """An instruction-response pair that a unit of a finished run holds, for recipes that read pairs (CRAB from
+        an AIR run folder): the pair, the reason it has none, or None for a recipe whose units hold no pairs."""
+        return None

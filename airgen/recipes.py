@@ -1,59 +1,67 @@
-"""The recipes a run can follow, and what the shared machinery needs to know of each: its flow, its prompt set,
-the roles it asks, its stages in the method's order, and how it reads its input.
+"""The registry: the one place that knows which recipes exist.
 
-`run`, `bench`, `report` and `export` look a recipe up here by `config.recipe`; nothing else names one.
+A recipe is everything in its own folder (`airgen.recipe.Recipe` says what that is); it joins airgen with one line
+in BUILTIN, or at run time with `register()` (a plugin, a test). cli, config, run, runfolder, report, card, export,
+bench and cluster ask the registry for the run's recipe and never compare a recipe's name.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+import importlib
+from typing import TYPE_CHECKING
 
-from airgen.calls import Role
-from airgen.config import Config
-from airgen.prompts import PromptSet
-from airgen.recipe import Recipe
-from airgen.step import Step
+if TYPE_CHECKING:
+    from airgen.recipe import Recipe
 
+# name -> the module whose `RECIPE` it is; imported on first use, so that a run pays only for its own recipe.
+BUILTIN = {
+    "air": "airgen.air.recipe",
+    "crab": "airgen.crab.recipe",
+}
+DEFAULT = "air"
 
-@dataclass(frozen=True)
-class Kind:
-    name: str
-    roles: tuple[Role, ...]
-    stages: tuple[str, ...]
-    flow: Callable[[Config, PromptSet], Recipe]
-    steps: Callable[[Config], dict[str, Step]]
-    prompts: Callable[[Path | None], PromptSet]
-    read: Callable[[Sequence[Path], int | None], Iterator[Any]]  # the admitted units of `inputs`, up to a limit
-    default_input: Callable[[], Path]  # what `airgen run` reads when given no input
-    unit: str  # what one input entry is called, in messages and the report
-    blank: Callable[[str], Any]  # an input unit with only its id: enough to replay a journal (keys, not texts)
-    section: str  # the config section of the recipe's settings
-    barrier: Callable[[Any], tuple[int, int, int]]  # a request's batch in the authors' stage-by-stage schedule
+_known: dict[str, Recipe] = {}
 
 
-def _air() -> Kind:
-    from airgen import corpus
-    from airgen.air import steps
-    from airgen.air.flow import Flow
-
-    return Kind("air", ("guidance", "student"), steps.STAGES, lambda c, p: Flow(c.flow, p, c.seed),
-                lambda c: steps.steps_for(c.flow), steps.load_prompts, corpus.admitted, corpus.bundled_corpus,
-                "document", lambda unit: corpus.Document(unit, "", ""), "flow", steps.barrier_key)
+class UnknownRecipe(ValueError):
+    """No recipe of that name is registered."""
 
 
-def _crab() -> Kind:
-    from airgen import pairs
-    from airgen.crab import steps
-    from airgen.crab.flow import CrabFlow
+def register(recipe: Recipe) -> Recipe:
+    """Add `recipe` (again, or a copy of it: a no-op). Its name, config section and stage names must be its own:
+    stages are part of every call key, and test servers answer by stage."""
+    known = _known.get(recipe.name)
+    if known is not None and type(known).__qualname__ == type(recipe).__qualname__:
+        return known
+    if known is not None:
+        raise ValueError(f"a recipe named {recipe.name!r} is registered already")
+    for other in _known.values():
+        if other.section == recipe.section:
+            raise ValueError(f"recipe {recipe.name!r}: section {recipe.section!r} belongs to {other.name!r}")
+        shared = set(other.stages) & set(recipe.stages)
+        if shared:
+            raise ValueError(f"recipe {recipe.name!r}: stage {sorted(shared)[0]!r} belongs to {other.name!r}")
+    _known[recipe.name] = recipe
+    return recipe
 
-    return Kind("crab", ("guidance",), steps.STAGES, lambda c, p: CrabFlow(c.crab, p, c.seed),
-                lambda c: dict(steps.STEPS), steps.load_prompts, pairs.admitted_pairs, pairs.bundled_pairs, "pair",
-                lambda unit: pairs.Pair(unit, "", "", ""), "crab", steps.barrier_key)
+
+def names() -> list[str]:
+    return sorted(set(BUILTIN) | set(_known))
 
 
-KINDS: dict[str, Callable[[], Kind]] = {"air": _air, "crab": _crab}
+def get(name: str) -> Recipe:
+    recipe = _known.get(name)
+    if recipe is None:
+        if name not in BUILTIN:
+            raise UnknownRecipe(f"unknown recipe {name!r}; known: {', '.join(names())}")
+        recipe = register(importlib.import_module(BUILTIN[name]).RECIPE)
+    return recipe
 
 
-def recipe_of(config: Config) -> Kind:
-    return KINDS[config.recipe]()
+def of(config) -> Recipe:
+    """The recipe a config runs."""
+    return get(config.recipe)
+
+
+def every() -> list[Recipe]:
+    """Every recipe, the built-in ones loaded."""
+    return [get(name) for name in names()]

@@ -6,7 +6,9 @@ the funnel (Table 8), constraint types per round (Figure 3b, Table 10), instruct
 (Figure 4) with mean unique word trigrams (Figure 6a), the judge (C' against C per round, check scores, how rounds
 ended) for AIR; for CRAB the funnel of constraints, their fates by source and the records by kind; for both,
 rejections and dropped levels by stage with one example each, throughput from the journal and metrics, and how
-the run was made. Works on a finished run, on one still going or killed, and on one with no record yet.
+the run was made. Each recipe gives its own views (`Recipe.views`, `Recipe.plots`); this module lays out what
+every run has and renders both. Works on a finished run, on one still going or killed, and on one with no record
+yet.
 """
 from __future__ import annotations
 
@@ -18,16 +20,11 @@ from typing import Any
 import orjson
 
 from airgen import card
-from airgen.air import views as air_views
-from airgen.crab import views as crab_views
 from airgen.engines import EMBEDDED
 from airgen.files import atomic_text, atomic_write
 from airgen.runview import RunView, defaults_first, load_run, stage_of
 from airgen.sink import split_order
 from airgen.views import kind_of, mean
-
-# recipe -> its own views: the funnel, constraint types, lengths and the recipe's particular figures
-VIEWS = {"air": air_views.figures, "crab": crab_views.figures}
 
 REPORT_DIR = "report"
 
@@ -56,8 +53,14 @@ def _wall_s(metrics: list[dict[str, Any]]) -> float:
 
 
 def figures(view: RunView) -> dict[str, Any]:
-    """Every figure of the report, JSON-able: the recipe's own views (`air.views`, `crab.views`), then what every
-    run has (rejections, throughput, how it was made)."""
+    """Every figure of the report, JSON-able: the recipe's own views, then what every run has (rejections,
+    throughput, how it was made).
+
+    A recipe's views (`Recipe.views`) give: `about` and `tags` (the card's), `levels`, `funnel` ([label, count]
+    rows), `constraint_types` (group -> type -> count), `lengths` (split -> instruction_words and response_words
+    lists), `made_notes`, `labels` (the plots' funnel_axis, funnel_title, types_title), `panels` (sections of the
+    page: title, plot name, tables of head and rows), `highlights` (lines of the text summary), `card` (fields: what
+    a record's meta holds; caveat: the data's own limit), and any figures of its own."""
     records = view.records
     by_split = Counter(r["meta"]["split"] for r in records)
     with_records = {r["meta"]["doc_id"] for r in records}
@@ -90,12 +93,14 @@ def figures(view: RunView) -> dict[str, Any]:
     names = records[0]["meta"].get("models", {}) if records else {}
     return {
         "out": str(view.out),
-        "recipe": view.kind.name,
+        "recipe": view.recipe.name,
+        "title": view.recipe.title,
+        "unit": view.recipe.unit,
         "records": len(records),
         "splits": sorted(by_split, key=split_order),
         "records_by_split": {k: by_split[k] for k in sorted(by_split, key=split_order)},
         "in_flight": len(view.in_flight),
-        **VIEWS[view.kind.name](view),
+        **view.recipe.views(view),
         "rejected": _by_kind(view.rejected, "id"),
         "dropped_levels": _by_kind(view.dropped_levels, "unit"),
         "throughput": {
@@ -107,7 +112,7 @@ def figures(view: RunView) -> dict[str, Any]:
             "wall_s": wall, "output_tok_s": output / wall if wall else None,
         },
         "made": {
-            "models": {role: names.get(role) or models.get(role) for role in view.kind.roles},
+            "models": {role: names.get(role) or models.get(role) for role in view.recipe.roles},
             "model_identities": models,
             "prompts": settings.get("prompts"), "prompts_match": view.prompts_match,
             "preset": view.run_info.get("preset"),
@@ -142,10 +147,7 @@ def text_summary(f: dict[str, Any], folder: Path) -> str:
     for group, counts in f["constraint_types"].items():
         top = ", ".join(f"{t} {n}" for t, n in list(counts.items())[:3])
         lines.append(f"  {group} types: {top}")
-    judge = f.get("judge")
-    if judge and judge["failed_share_by_round"]:
-        lines.append("  student failed (C'/C): " + ", ".join(
-            f"round {r} {share:.0%}" for r, share in judge["failed_share_by_round"].items()))
+    lines += [f"  {line}" for line in f["highlights"]]
     for stage, kinds in f["rejected"].items():
         lines.append(f"  rejected at {stage}: {sum(k['count'] for k in kinds)} ({kinds[0]['reason']})")
     t = f["throughput"]
@@ -162,8 +164,8 @@ def text_summary(f: dict[str, Any], folder: Path) -> str:
 
 # -- plots --------------------------------------------------------------------------------------------------------------
 
-def plots(f: dict[str, Any], folder: Path) -> dict[str, str]:
-    """name -> PNG file written into `folder`; a view without data has no plot."""
+def plots(f: dict[str, Any], folder: Path, recipe: Any) -> dict[str, str]:
+    """name -> PNG file written into `folder`; a view without data has no plot. `recipe` adds its own."""
     try:
         import matplotlib
 
@@ -186,8 +188,8 @@ def plots(f: dict[str, Any], folder: Path) -> dict[str, str]:
         ax.barh(labels[::-1], counts[::-1], color="tab:blue")
         for y, n in enumerate(counts[::-1]):
             ax.text(n, y, f" {n}", va="center")
-        ax.set_xlabel("units (records for the record rows)" if f["recipe"] == "air" else "pairs, constraints, records")
-        ax.set_title("funnel (paper Table 8)" if f["recipe"] == "air" else "funnel")
+        ax.set_xlabel(f["labels"]["funnel_axis"])
+        ax.set_title(f["labels"]["funnel_title"])
         save(fig, "funnel")
 
     rounds = f["constraint_types"]
@@ -203,18 +205,19 @@ def plots(f: dict[str, Any], folder: Path) -> dict[str, str]:
                 left += share
         ax.set_xlim(0, 1)
         ax.set_xlabel("share of the group's constraints")
-        ax.set_title("constraint types per round (paper Figure 3b)" if f["recipe"] == "air" else "constraint types")
+        ax.set_title(f["labels"]["types_title"])
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         save(fig, "constraint_types")
 
     lengths = {k: v for k, v in f["lengths"].items() if v["instruction_words"]}
-    if len(lengths) > 1 or f["recipe"] != "air" and lengths:
+    answered = [k for k, v in lengths.items() if "response_words" in v]  # AIR's initial instructions have none
+    if answered:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         keys = list(lengths)
         axes[0].boxplot([lengths[k]["instruction_words"] for k in keys], tick_labels=[_level_label(k) for k in keys])
         axes[0].set_title("instruction length (words)")
-        levels = [k for k in keys if k != "init"]
-        axes[1].boxplot([lengths[k]["response_words"] for k in levels], tick_labels=[_level_label(k) for k in levels])
+        axes[1].boxplot([lengths[k]["response_words"] for k in answered],
+                        tick_labels=[_level_label(k) for k in answered])
         axes[1].set_title("response length (words)")
         save(fig, "lengths")
     if len(lengths) > 1 and "mean_unique_trigrams" in f:
@@ -225,34 +228,13 @@ def plots(f: dict[str, Any], folder: Path) -> dict[str, str]:
         ax.set_title("diversity across levels (paper Figure 6a)")
         save(fig, "trigrams")
 
-    judge = f.get("judge")
-    if judge and (any(judge["check_scores"].values()) or judge["rounds_end"]):
-        checked = any(judge["check_scores"].values())  # no check step (constraint set C): no scores to show
-        fig, axes = plt.subplots(1, 3 if checked else 1, figsize=(14 if checked else 6, 3.8), squeeze=False)
-        axes = axes[0]
-        if checked:
-            shares = judge["failed_share_by_round"]
-            axes[0].bar([f"round {r}" for r in shares], list(shares.values()), color="tab:orange")
-            axes[0].set_ylim(0, 1)
-            axes[0].set_title("constraints the student still failed (C'/C)")
-            axes[1].bar(list(judge["check_scores"]), list(judge["check_scores"].values()), color="tab:green")
-            axes[1].set_xlabel("check score (0..3)")
-            axes[1].set_title("check scores")
-        ends = judge["rounds_end"]
-        axes[-1].barh([_short(k) for k in ends][::-1], list(ends.values())[::-1], color="tab:gray")
-        axes[-1].set_title("how the rounds ended")
-        axes[-1].tick_params(axis="y", labelsize=7)
-        save(fig, "judge")
+    recipe.plots(f, plt, save)
     return made
 
 
 def _level_label(key: str) -> str:
     """An AIR level's key ("2") as "level 2"; other keys ("init", a CRAB record kind) as they are."""
     return f"level {key}" if key.isdigit() else key
-
-
-def _short(text: str, n: int = 60) -> str:
-    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 # -- the page -----------------------------------------------------------------------------------------------------------
@@ -275,7 +257,7 @@ def page(f: dict[str, Any], images: dict[str, str]) -> str:
     img = lambda name: f'<img src="{images[name]}" alt="{name}">' if name in images else ""  # noqa: E731
     parts = [f"<h1>airgen report: {html.escape(f['out'])}</h1>",
              *(f'<p class="note">{html.escape(n)}</p>' for n in f["limits"]),
-             f"<p>{html.escape(f['recipe'].upper())} run: {f['records']} records ("
+             f"<p>{html.escape(f['title'])} run: {f['records']} records ("
              + html.escape(", ".join(f"{k}: {n}" for k, n in f["records_by_split"].items()) or "none yet") + ").</p>",
              "<h2>Funnel</h2>", img("funnel"), _table(["stage", "count"], f["funnel"]),
              "<h2>Constraint types</h2>", img("constraint_types"),
@@ -286,22 +268,10 @@ def page(f: dict[str, Any], images: dict[str, str]) -> str:
                     [[_level_label(k), len(v["instruction_words"]), mean(v["instruction_words"]),
                       mean(v.get("response_words", [])), f.get("mean_unique_trigrams", {}).get(k)]
                      for k, v in f["lengths"].items()])]
-    judge = f.get("judge")
-    if judge:
-        parts += ["<h2>The judge</h2>", img("judge"),
-                  _table(["round", "checked", "failed share"], [[r, judge["checked_by_round"].get(r), s]
-                                                                for r, s in judge["failed_share_by_round"].items()]),
-                  _table(["check score", "constraints"], [[k, v] for k, v in judge["check_scores"].items()]),
-                  _table(["how the rounds ended", "samples"], [[k, v] for k, v in judge["rounds_end"].items()])]
-    crab = f.get("crab")
-    if crab:
-        parts += ["<h2>What became of each constraint</h2>",
-                  _table(["source", "fate", "constraints"], [[source, fate, n] for source, fates in crab["fates"].items()
-                                                             for fate, n in fates.items()]),
-                  _table(["figure", "value"], [["mean constraints per forward record",
-                                                crab["mean_constraints_per_forward_record"]]])]
-    unit = "documents" if f["recipe"] == "air" else "pairs"
-    for title, key in ((f"Rejected {unit}", "rejected"), ("Dropped levels", "dropped_levels")):
+    for panel in f["panels"]:
+        parts += [f"<h2>{html.escape(panel['title'])}</h2>", img(panel["plot"]) if panel["plot"] else "",
+                  *(_table(t["head"], t["rows"]) for t in panel["tables"])]
+    for title, key in ((f"Rejected {f['unit']}s", "rejected"), ("Dropped levels", "dropped_levels")):
         parts.append(f"<h2>{title}</h2>")
         parts.append(_table(["stage", "reason", "count", "example"],
                             [[stage, k["reason"], k["count"], f"{k['example']['id']}: {k['example']['reason']}"]
@@ -328,7 +298,7 @@ def write_report(out: Path) -> tuple[Path, str]:
     f = figures(view)
     folder = Path(out) / REPORT_DIR
     folder.mkdir(exist_ok=True)
-    images = plots(f, folder)
+    images = plots(f, folder, view.recipe)
     atomic_write(folder / "summary.json", orjson.dumps(f, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     with atomic_text(folder / "report.html") as handle:
         handle.write(page(f, images))

@@ -14,17 +14,16 @@ from typing import Any
 
 import orjson
 
-from airgen import journal, sink
+from airgen import journal, recipes, sink
 from airgen.calls import Role
 from airgen.config import Config, ConfigError
 from airgen.console import say
-from airgen.corpus import unit_name
+from airgen.rows import unit_name
 from airgen.engines import Engine, model_identity
 from airgen.engines.build import close_engines, start_engines
 from airgen.files import AppendLog, atomic_write
 from airgen.metrics import Metrics, Progress, Rates, serve_prometheus
 from airgen.prompts import PromptSet
-from airgen.recipes import recipe_of
 from airgen.runfolder import JOURNAL, METRICS, RUN_FILE
 from airgen.scheduler import Scheduler
 
@@ -37,9 +36,9 @@ def default_out() -> Path:
 
 def _fingerprint(config: Config, prompts: PromptSet) -> dict[str, Any]:
     settings = {
-        **config.fingerprint_fields(),
+        **recipes.of(config).fingerprint(config.settings, config.seed),
         "prompts": prompts.fingerprint,
-        "models": {role: model_identity(getattr(config, role)) for role in recipe_of(config).roles},
+        "models": {role: model_identity(getattr(config, role)) for role in recipes.of(config).roles},
     }
     digest = hashlib.sha256(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
     return {"fingerprint": digest, "settings": settings}
@@ -77,16 +76,16 @@ def prepare(out: Path, inputs: list[Path], config: Config, prompts: PromptSet, s
     # A run.json half-written when a kill came is a .partial file: such a folder is still a new one.
     if out.exists() and any(not p.name.endswith(".partial") for p in out.iterdir()):
         raise ConfigError(f"{out} exists, is not empty and holds no {RUN_FILE}: not an airgen run folder")
-    kind = recipe_of(config)
-    resolved = [p.resolve() for p in inputs] if inputs else [kind.default_input()]
+    recipe = recipes.of(config)
+    resolved = [p.resolve() for p in inputs] if inputs else [recipe.default_input()]
     # Before the folder is made and any engine starts (a model load takes minutes): an input with nothing in it
     # is a mistake.
-    if not shard and next(iter(kind.read(resolved, config.run.limit)), None) is None:
-        raise ConfigError(f"{', '.join(map(str, resolved))}: nothing to read (no {kind.unit}, not even a line to "
+    if not shard and next(iter(recipe.read(resolved, config.run.limit)), None) is None:
+        raise ConfigError(f"{', '.join(map(str, resolved))}: nothing to read (no {recipe.unit}, not even a line to "
                           "reject)" + (" with --limit 0" if config.run.limit == 0 else ""))
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_file, orjson.dumps({**fp, "inputs": [str(p) for p in resolved], "created": time.time()},
-                                        option=orjson.OPT_INDENT_2))
+    atomic_write(run_file, orjson.dumps({**fp, "inputs": [str(p) for p in resolved], "created": time.time(),
+                                         "preset": config.preset}, option=orjson.OPT_INDENT_2))
     return resolved
 
 
@@ -121,15 +120,15 @@ def say_outputs(out: Path, unit: str) -> None:
 
 
 async def execute(config: Config, out: Path, inputs: list[Path], prompts: PromptSet) -> int:
-    kind = recipe_of(config)
-    roles = kind.roles
+    recipe = recipes.of(config)
+    roles = recipe.roles
     engines = await start_engines(config.guidance, config.student if "student" in roles else None)
     try:
         scheduler = await generate(config, out, inputs, prompts, engines)
     finally:
         await close_engines(engines)
     say(scheduler.metrics.funnel())
-    say_outputs(out, kind.unit)
+    say_outputs(out, recipe.unit)
     if scheduler.interrupted:
         say(f"interrupted: calls in flight were cancelled; run the same command again to resume {out}")
         return 130
@@ -143,9 +142,9 @@ async def generate(config: Config, out: Path, inputs: list[Path], prompts: Promp
 
     While it runs, OUT/metrics.jsonl gets a snapshot every few seconds (and a last one at the end), the progress
     display is refreshed if enabled, and with `run.prometheus_port` set the counters are served on 127.0.0.1."""
-    kind = recipe_of(config)
+    recipe = recipes.of(config)
     replay = journal.load(out / JOURNAL)
-    units = kind.read(inputs, config.run.limit)
+    units = recipe.read(inputs, config.run.limit)
     if shard is not None:
         units = (u for u in units if shard_of(unit_name(u), shard[1]) == shard[0])
     metrics = Metrics(total=config.run.limit if shard is None else None)
@@ -153,7 +152,8 @@ async def generate(config: Config, out: Path, inputs: list[Path], prompts: Promp
     the_sink = sink.Sink(out, replay.finished, {
         "models": {role: engine.name for role, engine in engines.items()}, "prompts": prompts.fingerprint})
     scheduler = Scheduler(
-        kind.flow(config, prompts), engines, {role: getattr(config, role).window for role in engines},
+        recipe.flow(config.settings, prompts, config.seed), engines,
+        {role: getattr(config, role).window for role in engines},
         the_journal, the_sink, metrics, replay, config.run.max_in_flight,
     )
     loop = asyncio.get_running_loop()

@@ -1,8 +1,8 @@
 """A run folder's own files, read back without running anything: the names of its files, its run.json as a config,
 its JSONL lines, and its journal replayed through a recipe's flow.
 
-`run` writes these files; `runview` (report, export) and the pair reader that takes an AIR run folder as CRAB's
-input read them through here.
+`run` writes these files; `runview` (report, export) and the pair reader that takes a run folder as CRAB's input
+read them through here.
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any, Callable
 
 import orjson
 
-from airgen import journal
+from airgen import journal, recipes
 from airgen.calls import Completion, Refusal
 from airgen.config import Config, ConfigError, load
-from airgen.recipe import Recipe, Unit, replay
+from airgen.flow import Flow, Unit, replay
 
 RUN_FILE = "run.json"
 JOURNAL = "journal.jsonl"
@@ -27,7 +27,8 @@ class NotARun(ConfigError):
 
 
 def read_info(out: Path) -> tuple[dict[str, Any], Config]:
-    """run.json, and the method settings the run was made with (its fingerprint fields) as a config."""
+    """run.json, and the method settings the run was made with (its fingerprint fields) as a config. A run that
+    names no recipe is the default recipe's (AIR's runs keep the fields of runs made before there were others)."""
     out = Path(out)
     if not out.is_dir():
         raise NotARun(f"{out} is not a folder")
@@ -37,8 +38,11 @@ def read_info(out: Path) -> tuple[dict[str, Any], Config]:
     try:
         info = orjson.loads(run_file.read_bytes())
         settings = info["settings"]
-        config = load(overrides={"seed": settings["seed"],
-                                 **{k: settings[k] for k in ("recipe", "flow", "crab") if k in settings}})
+        name = settings.get("recipe", recipes.DEFAULT)
+        section = recipes.get(name).section
+        config = load(overrides={"seed": settings["seed"], "recipe": name, section: settings[section]})
+    except recipes.UnknownRecipe as e:
+        raise NotARun(f"{run_file}: made by a recipe this airgen does not have: {e}") from None
     except (orjson.JSONDecodeError, KeyError, TypeError) as e:
         raise NotARun(f"{run_file} is not a run.json airgen wrote ({e})") from None
     return info, config
@@ -76,7 +80,7 @@ def last_line(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def replay_units(flow: Recipe, blank: Callable[[str], Any], calls: list[dict[str, Any]]) -> dict[str, Unit]:
+def replay_units(flow: Flow, blank: Callable[[str], Any], calls: list[dict[str, Any]]) -> dict[str, Unit]:
     """Each journaled unit's state: its calls replayed through `flow`, from `blank(id)` (the input's text is not
     needed, only the keys the flow asks for)."""
     answers: dict[str, dict[str, Completion | Refusal]] = defaultdict(dict)

@@ -14,11 +14,11 @@ from typing import Any
 
 import orjson
 
-from airgen import sink
+from airgen import recipes, sink
 from airgen.calls import split_key
-from airgen.config import Config, load
-from airgen.recipe import Unit
-from airgen.recipes import Kind, recipe_of
+from airgen.config import Config
+from airgen.flow import Unit
+from airgen.recipe import Recipe
 from airgen.runfolder import JOURNAL, METRICS, lines, read_info, replay_units
 
 
@@ -37,7 +37,7 @@ class RunView:
     prompts_match: bool  # the bundled prompt set is the one the run was made with (else the replay may differ)
     selection: dict[str, Any] | None = None  # summary.json of the `airgen select` that made the input, if any
     roles: dict[str, str] = field(default_factory=dict)  # stage -> role
-    kind: Kind | None = None  # the run's recipe
+    recipe: Recipe | None = None
 
     @property
     def in_flight(self) -> list[str]:
@@ -49,18 +49,19 @@ def load_run(out: Path) -> RunView:
     out = Path(out)
     info, config = read_info(out)
     settings = info["settings"]
-    kind = recipe_of(config)
-    prompts = kind.prompts(None)
+    recipe = recipes.get(config.recipe)
+    prompts = recipe.prompts()
     events = lines(out / JOURNAL)
     calls = [e for e in events if "k" in e]
     finished = {e["done"] for e in events if "done" in e}
-    samples = replay_units(kind.flow(config, prompts), kind.blank, calls)
+    samples = replay_units(recipe.flow(config.settings, prompts, config.seed), recipe.blank, calls)
     return RunView(
         out=out, run_info=info, config=config,
         records=lines(out / sink.RECORDS), rejected=lines(out / sink.REJECTED),
         dropped_levels=lines(out / sink.DROPPED_LEVELS), samples=samples, finished=finished, calls=calls,
         metrics=lines(out / METRICS), prompts_match=prompts.fingerprint == settings.get("prompts"),
-        selection=_selection(info), roles={name: step.role for name, step in kind.steps(config).items()}, kind=kind,
+        selection=_selection(info), recipe=recipe,
+        roles={name: step.role for name, step in recipe.steps(config.settings).items()},
     )
 
 
@@ -83,9 +84,9 @@ def stage_of(key: str) -> str:
 
 def defaults_first(config: Config) -> list[tuple[str, Any, Any]]:
     """(setting, value, default) of the method settings, the ones that differ from the defaults first."""
-    section = recipe_of(config).section
-    default = dataclasses.asdict(getattr(load(), section))
-    rows = [(f"{section}.{k}", v, default[k]) for k, v in dataclasses.asdict(config.method).items()]
+    recipe = recipes.get(config.recipe)
+    default = dataclasses.asdict(recipe.settings())
+    rows = [(f"{recipe.section}.{k}", v, default[k]) for k, v in dataclasses.asdict(config.settings).items()]
     rows.append(("seed", config.seed, 0))
     return sorted(rows, key=lambda r: r[1] == r[2])
 

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from airgen.calls import Completion, Refusal, Request, Role
-from airgen.corpus import Document, Rejection, unit_name
+from airgen.corpus import Document
+from airgen.rows import Rejection, unit_name
 from airgen.engines import Engine, RequestRejected
-from airgen.recipe import Done, Next, Recipe, Unit, replay
+from airgen.flow import Done, Flow, Next, Unit, replay
 from airgen.journal import Journal, Replay
 from airgen.metrics import Metrics
 from airgen.sink import Sink
@@ -43,7 +44,7 @@ class Lane:
 
 
 class Scheduler:
-    def __init__(self, flow: Recipe, engines: dict[Role, Engine], windows: dict[Role, int], journal: Journal,
+    def __init__(self, flow: Flow, engines: dict[Role, Engine], windows: dict[Role, int], journal: Journal,
                  sink: Sink, metrics: Metrics, replay: Replay, max_in_flight: int):
         self.flow = flow
         self.journal = journal

@@ -22,7 +22,9 @@ from typing import IO, Callable, Iterator
 import numpy as np
 
 from airgen.config import Config, FilterConfig
-from airgen.corpus import FILTER_RULES, Rejection, bundled_corpus, filter_documents, read_documents
+from airgen.corpus import bundled_corpus, read_documents
+from airgen.filters import FILTER_RULES, filter_documents
+from airgen.rows import Rejection
 from airgen.embed import embed_documents
 from airgen.files import atomic_text
 from airgen.sink import rejection

@@ -15,6 +15,9 @@ from airgen.parsing import ParseError
 from airgen.prompts import PromptSet
 
 
+# The cap on free-text lines of constrained formats under a recipe's `short_lines` (small models never end a line).
+SHORT_LINE_CHARS = 150
+
 _REGEX_SPECIAL = frozenset("\\.^$*+?{}[]|()/")
 
 
@@ -57,7 +60,7 @@ class Step:
     parse: Callable[[str, Mapping[str, Any]], Any] = _as_is
     # (value, config, args) -> the value kept (possibly narrowed); raises Reject with the reason.
     accept: Callable[[Any, Any, Mapping[str, Any]], Any] = _accept_all
-    # Free text may be kept when cut at max_tokens (the recipe's `keep_cut_text`); formatted answers never are.
+    # Free text may be kept when cut at max_tokens (the setting `keep_cut_text`); formatted answers never are.
     free_text: bool = False
     # (config) -> max_tokens of this step's calls; None: the recipe's default.
     max_tokens: Callable[[Any], int] | None = None

@@ -24,9 +24,9 @@ from pathlib import Path
 import orjson
 
 from airgen import cluster, config as C, run
-from airgen.air.steps import load_prompts
+from airgen.air.recipe import RECIPE as AIR
 from airgen.calls import Completion, Request
-from airgen.engines.scripted import MethodScript
+from airgen.air.script import MethodScript
 from airgen.runfolder import last_line
 
 
@@ -37,7 +37,7 @@ class ModelledEngine:
     def __init__(self, peak: float, half: float, ttft_s: float, tokens: int):
         self.name, self.peak, self.half, self.ttft_s, self.tokens = "modelled", peak, half, ttft_s, tokens
         self.running = 0
-        self.script = MethodScript(load_prompts(), fail=1.0)
+        self.script = MethodScript(AIR.prompts(), fail=1.0)
 
     async def generate(self, request: Request) -> Completion:
         self.running += 1
@@ -65,7 +65,7 @@ def one(workers: int, docs: Path, folder: Path, args) -> dict:
     out = folder / f"w{workers}"
     config = C.load(overrides={"flow": {"rounds": 2}, "run": {"progress": False, "metrics_every_s": 1.0},
                                "guidance": {"url": "http://modelled"}, "student": {"url": "http://modelled"}})
-    prompts = load_prompts()
+    prompts = AIR.prompts()
     inputs = run.prepare(out, [docs], config, prompts)
     wall, cpu = time.perf_counter(), time.process_time()
     cluster.execute(config, out, inputs, prompts, None, workers,

@@ -27,14 +27,14 @@ import uvloop
 
 from airgen import journal, sink
 from airgen.calls import Completion, Request, Sampling
-from airgen.config import FlowConfig
+from airgen.air.settings import FlowConfig
 from airgen.corpus import Document
-from airgen.engines.scripted import MethodScript
-from airgen.air.flow import Flow, Sample
-from airgen.air.steps import load_prompts
+from airgen.air.script import MethodScript
+from airgen.air.flow import AirFlow, Sample
+from airgen.air.recipe import RECIPE as AIR
 from airgen.metrics import Metrics
 from airgen.prompts import PromptSet
-from airgen.recipe import Done
+from airgen.flow import Done
 from airgen.scheduler import Scheduler
 
 STAGES = ("back_translate", "answer", "check", "merge")
@@ -134,11 +134,11 @@ def peak_rss_mb() -> float:
 
 def memory_child(in_flight: int) -> None:
     """Run `in_flight` samples, all admitted at once, through the AIR flow; print the peak RSS in MiB."""
-    prompts = load_prompts()
+    prompts = AIR.prompts()
     before = peak_rss_mb()
     # Latency makes every sample wait at the engine, so all of them hold state at the same time.
     engine = InstantEngine(method_responder(prompts), latency_s=0.5)
-    uvloop.run(one_run(Flow(FlowConfig(), prompts), engine, in_flight, in_flight, in_flight))
+    uvloop.run(one_run(AirFlow(FlowConfig(), prompts), engine, in_flight, in_flight, in_flight))
     print(f"{in_flight} {before:.1f} {peak_rss_mb():.1f} {engine.calls}")
 
 
@@ -175,13 +175,13 @@ def main() -> int:
         return 0
     if args.cpu >= 0:
         os.sched_setaffinity(0, {args.cpu})
-    prompts = load_prompts()
+    prompts = AIR.prompts()
     completion = Completion("a fixed answer of several words", "stop", 200, 20, 0, "instant")
     wall, calls = best_of(args.repeat, lambda: (StubFlow(args.calls), InstantEngine(lambda r: completion)),
                           args.samples, args.max_in_flight, args.window)
     print(f"scheduler (stub flow, instant engine): {calls} calls in {wall:.2f}s = {calls / wall:,.0f} calls/s "
           f"({1e6 * wall / calls:.1f} us per call)")
-    wall, calls = best_of(args.repeat, lambda: (Flow(FlowConfig(), prompts), InstantEngine(method_responder(prompts))),
+    wall, calls = best_of(args.repeat, lambda: (AirFlow(FlowConfig(), prompts), InstantEngine(method_responder(prompts))),
                           args.method_samples, args.max_in_flight, args.window)
     print(f"method (AIR flow + MethodScript, instant engine): {calls} calls in {wall:.2f}s = {calls / wall:,.0f} "
           f"calls/s ({1e6 * wall / calls:.1f} us per call)")

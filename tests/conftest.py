@@ -5,24 +5,24 @@ from typing import Callable
 import pytest
 
 from airgen.calls import Completion, Request, split_key
-from airgen.config import FlowConfig
-from airgen.engines.scripted import MethodScript
-from airgen.air.flow import Flow, Sample
-from airgen.air.steps import load_prompts
+from airgen.air.settings import FlowConfig
+from airgen.air.script import MethodScript
+from airgen.air.flow import AirFlow, Sample
+from airgen.air.recipe import RECIPE as AIR
 from airgen.prompts import PromptSet
-from airgen.recipe import Done, Rejected
+from airgen.flow import Done, Rejected
 
 
 @pytest.fixture(scope="session")
 def prompts() -> PromptSet:
-    return load_prompts()
+    return AIR.prompts()
 
 
 def completion(text: str, finish: str = "stop") -> Completion:
     return Completion(text, finish, 10, len(text.split()), 0, "scripted")
 
 
-def drive(flow: Flow, sample: Sample, respond: Callable[[Request], str | Completion],
+def drive(flow: AirFlow, sample: Sample, respond: Callable[[Request], str | Completion],
           pick: Callable[[list[Request]], int] | None = None):
     """Run one sample through the flow with scripted answers; returns (final step, requests made). Of the calls in
     flight, the first asked returns first, or the one `pick` chooses."""
@@ -54,5 +54,5 @@ def script(prompts: PromptSet, overrides: dict[str, object] | None = None, **kno
     return respond
 
 
-def make_flow(prompts: PromptSet, seed: int = 0, **settings) -> Flow:
-    return Flow(FlowConfig(**settings), prompts, seed)
+def make_flow(prompts: PromptSet, seed: int = 0, **settings) -> AirFlow:
+    return AirFlow(FlowConfig(**settings), prompts, seed)

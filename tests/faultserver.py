@@ -1,5 +1,6 @@
-"""A fault-injecting OpenAI-compatible server for tests: answers every AIR and CRAB step well-formed (the scripted
-answers of `airgen.engines.scripted`, so records come fast with no model) and injects faults at a set rate.
+"""A fault-injecting OpenAI-compatible server for tests: answers every step of every registered recipe well-formed
+(their scripted answers, `airgen.engines.scripted.answers`, so records come fast with no model) and injects faults
+at a set rate.
 
 It runs on 127.0.0.1 on a free port in a thread of its own, so a test can point an `airgen run` subprocess at it.
 Whether a try faults is drawn from (seed, call key, try number), so a rerun meets the same faults. Every try is
@@ -19,10 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from airgen.air.steps import load_prompts
 from airgen.calls import Request, split_key
-from airgen.crab.steps import STAGES as CRAB_STAGES
-from airgen.engines.scripted import CrabScript, MethodScript
+from airgen.engines.scripted import answers
 
 # Faults a client should retry until the answer comes; `length` is a well-formed answer cut at max_tokens.
 RETRYABLE = ("429", "500", "503", "hang", "reset", "not_json", "empty_choices", "error_object")
@@ -45,8 +44,7 @@ class FaultServer:
         self.auth_seen: set[str] = set()
         self._tries: collections.Counter = collections.Counter()
         self._lock = threading.Lock()
-        self._air = MethodScript(load_prompts(), fail=1.0)
-        self._crab = CrabScript()
+        self._script = answers(air={"fail": 1.0})
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -156,7 +154,7 @@ class FaultServer:
             criteria = text.split("[Criteria]")[-1].split("\nOutput format:")[0]
             args["count"] = sum(1 for line in criteria.splitlines() if line.strip())
         request = Request(key, "guidance", stage, tuple(body["messages"]), None, args=args)  # type: ignore[arg-type]
-        answer = (self._crab if stage in CRAB_STAGES else self._air)(request)
+        answer = self._script(request)
         if stage in self.chatty:
             answer = "Sure! Here is what I think about it, in a few friendly words."
         prompt = sum(len(m["content"].split()) for m in body["messages"])

@@ -14,14 +14,12 @@ import subprocess
 import sys
 
 from airgen import run
-from airgen.air.steps import load_prompts
-from airgen.crab.steps import STAGES as CRAB_STAGES
-from airgen.engines.scripted import CrabScript, MethodScript, ScriptedEngine
+from airgen.engines.scripted import ScriptedEngine, answers
 
 
 async def start_engines(guidance, student=None):
     kind = os.environ.get("SCRIPTED_ENGINE", "")
-    air, crab = MethodScript(load_prompts(), fail=1.0), CrabScript()
+    answer = answers(air={"fail": 1.0})
     if kind == "chatty":
         print("INFO engine chatter on stdout", flush=True)
         print("WARNING engine chatter on stderr", file=sys.stderr, flush=True)
@@ -38,7 +36,7 @@ async def start_engines(guidance, student=None):
         if die_after and n >= die_after and not os.path.exists(mark):
             open(mark, "w").close()
             os._exit(1)
-        return (crab if request.stage in CRAB_STAGES else air)(request)
+        return answer(request)
 
     most = float(os.environ.get("SCRIPTED_LATENCY_S", 0.02))
     engine = ScriptedEngine(respond, latency=lambda r: random.random() * most)

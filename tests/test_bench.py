@@ -11,9 +11,11 @@ import pytest
 
 from airgen import bench, cli
 from airgen import config as C
-from airgen.air.steps import barrier_key
 from airgen.calls import Completion, Request
-from airgen.engines.scripted import CrabScript, MethodScript, ScriptedEngine
+from airgen.air.recipe import RECIPE as AIR
+from airgen.air.script import MethodScript
+from airgen.crab.script import CrabScript
+from airgen.engines.scripted import ScriptedEngine
 from airgen.prompts import PromptSet
 
 DOCS = 16
@@ -279,7 +281,7 @@ def test_barrier_order_follows_the_method():
     order = ["d/back_translate/0", "d/score/0", "d/refine/0", "d/answer/1", "d/propose/1", "d/answer_with/1",
              "d/check/1", "d/propose/2", "d/dedup/2", "d/answer_with/2", "d/check/2", "d/merge/1", "d/respond/1",
              "d/merge/2", "d/respond/2"]
-    keys = [barrier_key(req(k)) for k in order]
+    keys = [AIR.barrier(req(k)) for k in order]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
 
 
@@ -290,7 +292,8 @@ class CrabRecorder(Recorder):
 
 
 async def test_the_bench_runs_a_crab_recipe(tmp_path):
-    from airgen.crab.steps import STAGES, load_prompts
+    from airgen.crab.recipe import RECIPE as CRAB
+    from airgen.crab.steps import STAGES
 
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_bytes(b"".join(orjson.dumps({"id": f"p{i}", "instruction": f"Question {i}?",
@@ -308,7 +311,7 @@ async def test_the_bench_runs_a_crab_recipe(tmp_path):
         return None
 
     config = C.load(overrides={"recipe": "crab", "run": {"progress": False}})
-    result = await bench.bench(config, load_prompts(), tmp_path / "b", [pairs], {}, start_engines, close_engines)
+    result = await bench.bench(config, CRAB.prompts(), tmp_path / "b", [pairs], {}, start_engines, close_engines)
     assert asked == [None] and result["documents"] == 10  # no student engine for a guidance-only recipe
     modes = result["modes"]
     for name in ("raw", "stage-barrier"):

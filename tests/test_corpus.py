@@ -14,16 +14,9 @@ import pytest
 
 from airgen import corpus
 from airgen.config import ConfigError, FilterConfig, load
-from airgen.corpus import (
-    CorpusError,
-    Document,
-    Rejection,
-    bundled_corpus,
-    check_document,
-    content_id,
-    filter_documents,
-    read_documents,
-)
+from airgen.corpus import Document, bundled_corpus, read_documents
+from airgen.filters import check_document, filter_documents
+from airgen.rows import CorpusError, Rejection, content_id
 
 PROSE = (
     "The committee met on Tuesday to discuss the budget for the coming year, and members agreed that spending on "

@@ -6,14 +6,15 @@ import re
 import pytest
 
 from airgen.calls import Request
-from airgen.config import CrabConfig
+from airgen.crab.recipe import RECIPE as CRAB
+from airgen.crab.settings import CrabConfig
 from airgen.crab import steps
 from airgen.crab.flow import CrabFlow
 from airgen.crab.steps import CHECK, GLOBAL, LOCAL, REFINE
-from airgen.engines.scripted import CrabScript
-from airgen.pairs import Pair
+from airgen.crab.script import CrabScript
+from airgen.crab.pairs import Pair
 from airgen.parsing import ParseError
-from airgen.recipe import Done, Rejected
+from airgen.flow import Done, Rejected
 from tests.conftest import drive
 
 RESPONSE = ("Basil wants light, warmth and water.\n- Light: a sunny window gives six hours of sun.\n"
@@ -22,7 +23,7 @@ RESPONSE = ("Basil wants light, warmth and water.\n- Light: a sunny window gives
 
 @pytest.fixture(scope="module")
 def crab_prompts():
-    return steps.load_prompts()
+    return CRAB.prompts()
 
 
 def flow(prompts, seed: int = 0, **settings) -> CrabFlow:
@@ -168,23 +169,23 @@ def test_the_decode_formats_match_well_formed_answers():
     for short in (False, True):
         for i in range(20):
             answer = script(Request(f"p{i}/{CHECK}/3", "guidance", CHECK, (), None))  # type: ignore[arg-type]
-            assert re.fullmatch(steps.check_regex(short), answer), answer
+            assert re.fullmatch(steps.judgement_regex(short), answer), answer
 
 
 def test_parsers():
-    found = steps.parse_constraints('Sure:\n{"Writing_Style": "Plain and warm for new gardeners.", '
+    found = steps.parse_proposals('Sure:\n{"Writing_Style": "Plain and warm for new gardeners.", '
                                     '"Multi-lingual": "Write in English only.", "semantic_elements": "NULL", '
                                     '"invented": "x y z", "literary_devices": 3}', steps.GLOBAL_TYPES)
     assert found == {"writing_style": "Plain and warm for new gardeners.", "multilingual": "Write in English only."}
     with pytest.raises(ParseError):
-        steps.parse_constraints("no json here", steps.GLOBAL_TYPES)
+        steps.parse_proposals("no json here", steps.GLOBAL_TYPES)
     with pytest.raises(ParseError):
-        steps.parse_verdict('{"satisfaction": "maybe"}')
+        steps.parse_judgement('{"satisfaction": "maybe"}')
     assert steps.parse_refined("Refined instruction: 'Explain basil care.'") == "Explain basil care."
 
 
 def test_each_template_describes_every_type_it_asks_for():
-    folder = steps.load_prompts()
+    folder = CRAB.prompts()
     for name, types in (("crab_global", steps.GLOBAL_TYPES), ("crab_local", steps.LOCAL_TYPES)):
         text = folder.templates[name].template
         assert all(f"- {t}:" in text for t in types)

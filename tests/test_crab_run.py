@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from airgen import cli
-from airgen.corpus import CorpusError, Rejection
-from airgen.pairs import Pair, bundled_pairs, read_pairs
+from airgen.rows import CorpusError, Rejection
+from airgen.crab.pairs import Pair, bundled_pairs, read_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,7 +52,7 @@ def test_pairs_in_every_form_and_what_is_not_a_pair(tmp_path):
         {"id": True, "instruction": "x", "output": "y"},
     ]
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows) + b"{broken\n\xff\xfe\n")
-    from airgen.pairs import admitted_pairs
+    from airgen.crab.pairs import admitted_pairs
 
     units = list(admitted_pairs([path]))
     pairs = [u for u in units if isinstance(u, Pair)]
@@ -152,7 +152,7 @@ def test_report_and_export_of_a_crab_run(tmp_path, pairs_file, capsys):
     assert "- config_name: forward\n  data_files: data/forward.jsonl" in card and "- crab" in card
     assert "CRAB" in card and "student" not in card
     assert cli.main(["export", str(out), "--to", str(tmp_path / "e2"), "--levels", "1"]) == 2
-    assert "AIR's" in capsys.readouterr().err
+    assert "not options of a crab run" in capsys.readouterr().err
 
 
 def test_an_air_run_folder_is_crabs_input(tmp_path):

@@ -427,8 +427,8 @@ def test_every_decode_format_has_a_gbnf_form():
     from airgen.engines.dialects import gbnf
 
     names = ["Alpha Type", "Beta-Type", "C (x)"]
-    formats = [air.SCORE_REGEX, air.SENTENCES_REGEX, air.propose_regex(names), air.shorten(air.check_regex(3)),
-               crab.json_regex(crab.GLOBAL_TYPES, crab._VALUE), crab.check_regex(True)]
+    formats = [air.SCORE_REGEX, air.SENTENCES_REGEX, air.propose_regex(names), air.shorten(air.check_lines_regex(3)),
+               crab.json_regex(crab.GLOBAL_TYPES, crab._VALUE), crab.judgement_regex(True)]
     for regex in formats:
         grammar = gbnf(regex)
         assert grammar.startswith("root ::= ") and grammar.count("(") == grammar.count(")")

@@ -6,8 +6,9 @@ import random
 import pytest
 
 from airgen.air.flow import Sample
+from airgen.air.prompt_data import merge_examples, types
 from airgen.calls import Completion
-from airgen.recipe import Done, Rejected, FlowError
+from airgen.flow import Done, Rejected, FlowError
 from tests.conftest import completion, drive, make_flow, script
 
 DOC = "A long human-written article about gardening in small urban spaces. " * 8
@@ -231,7 +232,7 @@ def test_merge_uses_seeded_few_shot_examples(prompts):
 
     def picks(prompt: str) -> list[str]:
         """The examples shown, in the order shown, and the order of the constraints to merge."""
-        shown = sorted((prompt.index(e.merged), e.merged) for e in prompts.merge_examples if e.merged in prompt)
+        shown = sorted((prompt.index(e.merged), e.merged) for e in merge_examples(prompts) if e.merged in prompt)
         return [merged for _, merged in shown] + [prompt.rsplit("[Constraints]", 1)[1][:200]]
 
     first = picks(merge_prompt("d1", 0))
@@ -264,7 +265,7 @@ def test_no_judge_proposes_without_student_answer(prompts):
 def propose_many(prompts):
     """A one-shot proposal of three constraints, of the first three types the request allows."""
     def many(request):
-        names = [t.name for t in prompts.types if t.name in request.sampling.regex][:3]
+        names = [t.name for t in types(prompts) if t.name in request.sampling.regex][:3]
         pairs = "\n".join(f"**Selected Type**: {n}\n**Constraint**: The answer must satisfy the {n.lower()} rule "
                           "stated in full." for n in names)
         return f"**Analysis**: several gaps.\n{pairs}"

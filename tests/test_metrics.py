@@ -10,11 +10,12 @@ import pytest
 
 from airgen import config as C
 from airgen import journal, run, sink
-from airgen.air.flow import Flow
+from airgen.air.flow import AirFlow
 from airgen.calls import Completion, Request
-from airgen.config import FlowConfig
+from airgen.air.settings import FlowConfig
 from airgen.corpus import Document
-from airgen.engines.scripted import MethodScript, ScriptedEngine
+from airgen.air.script import MethodScript
+from airgen.engines.scripted import ScriptedEngine
 from airgen.metrics import Metrics, Rates, eta_s
 from airgen.scheduler import Scheduler
 
@@ -24,7 +25,7 @@ def docs(n: int):
         yield Document(f"doc{i:04d}", f"document number {i} " * 20, f"mem:{i}")
 
 
-def scheduler(out: Path, flow: Flow, engines, *, window=64, max_in_flight=4096) -> Scheduler:
+def scheduler(out: Path, flow: AirFlow, engines, *, window=64, max_in_flight=4096) -> Scheduler:
     replay = journal.load(out / "journal.jsonl")
     return Scheduler(flow, engines, {"guidance": window, "student": window}, journal.Journal(out / "journal.jsonl"),
                      sink.Sink(out, replay.finished, {"models": {}}), Metrics(), replay, max_in_flight)
@@ -50,7 +51,7 @@ async def test_goodput_splits_tokens_by_outcome_and_drop_stage(prompts, tmp_path
         return script(request)
 
     engine = ScriptedEngine(respond, latency=lambda r: 0.0005)
-    s = scheduler(tmp_path, Flow(FlowConfig(rounds=2), prompts), {"guidance": engine, "student": engine})
+    s = scheduler(tmp_path, AirFlow(FlowConfig(rounds=2), prompts), {"guidance": engine, "student": engine})
     await s.run(docs(40))
     s.journal.close()
     s.sink.close()
@@ -68,7 +69,7 @@ async def test_goodput_splits_tokens_by_outcome_and_drop_stage(prompts, tmp_path
 
 
 async def test_idle_time_counts_our_own_work(prompts, tmp_path):
-    flow = Flow(FlowConfig(rounds=1), prompts)
+    flow = AirFlow(FlowConfig(rounds=1), prompts)
     advance = flow.advance
 
     def slow_advance(sample, key, completion):
@@ -94,7 +95,7 @@ async def test_idle_time_counts_our_own_work(prompts, tmp_path):
 async def test_idle_time_waiting_on_the_other_model(prompts, tmp_path):
     guidance = ScriptedEngine(MethodScript(prompts, fail=1.0), latency=lambda r: 0.0005)
     student = ScriptedEngine(MethodScript(prompts, fail=1.0), latency=lambda r: 0.01)
-    s = scheduler(tmp_path, Flow(FlowConfig(rounds=2), prompts), {"guidance": guidance, "student": student},
+    s = scheduler(tmp_path, AirFlow(FlowConfig(rounds=2), prompts), {"guidance": guidance, "student": student},
                   max_in_flight=1)
     await s.run(docs(3))
     g, st = s.metrics.engines["guidance"], s.metrics.engines["student"]

@@ -11,14 +11,18 @@ from pathlib import Path
 import orjson
 import pytest
 
-from airgen import bench, corpus, files, journal, run
-from airgen.air.flow import Flow
-from airgen.air.steps import ALL_STEPS, INITIAL_STAGES, LEVEL_STAGES, ROUND_STAGES, STAGES, barrier_key
+from airgen import bench, corpus, files, journal, run, rows, sink
+from airgen.air.flow import AirFlow
+from airgen.air.recipe import RECIPE as AIR
+from airgen.air.steps import ALL_STEPS, INITIAL_STAGES, LEVEL_STAGES, ROUND_STAGES, STAGES
 from airgen.calls import Completion, Request, Sampling, call_key, split_key
 from airgen.config import ModelConfig, load
 from airgen.corpus import Document
+from airgen.crab import pairs
 from airgen.engines import model_identity
+from airgen.engines.scripted import ScriptedEngine
 from airgen.metrics import Metrics
+from airgen.runfolder import JOURNAL, METRICS
 from airgen_kernels import resolve_device
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,13 +42,22 @@ def test_model_identity_ignores_how_a_url_or_path_is_spelled(tmp_path, prompts):
     assert run.prepare(tmp_path / "out", [], after, prompts) == [data.resolve()]
 
 
-def test_admission_limits_and_dedupes_in_one_place(tmp_path):
+def test_admission_limits_and_dedupes_in_one_place(tmp_path, monkeypatch):
     data = tmp_path / "docs.jsonl"
     data.write_text('{"id": "a", "text": "x"}\nnot json\n{"id": "a", "text": "y"}\n{"id": "b", "text": "z"}\n')
-    units = list(corpus.admitted([data], limit=3))
-    assert [type(u).__name__ for u in units] == ["Document", "Rejection", "Rejection"]  # rejections count
-    assert units[2].rule == "duplicate_id" and "docs.jsonl:1" in units[2].value
-    assert [u.id for u in corpus.admitted([data]) if isinstance(u, Document)] == ["a", "b"]
+    pair_data = tmp_path / "pairs.jsonl"
+    pair_data.write_text('{"id": "a", "instruction": "x", "output": "y"}\nnot json\n'
+                         '{"id": "a", "instruction": "x", "output": "z"}\n{"id": "b", "instruction": "x", "output": "w"}\n')
+    for admitted, path in ((corpus.admitted, data), (pairs.admitted_pairs, pair_data)):
+        units = list(admitted([path], limit=3))
+        assert [type(u).__name__ == "Rejection" for u in units] == [False, True, True]  # rejections count
+        assert units[2].rule == "duplicate_id" and f"{path.name}:1" in units[2].value
+        assert [u.id for u in admitted([path]) if not isinstance(u, rows.Rejection)] == ["a", "b"]
+    # Both readers admit through the one rule: change it and both change.
+    seen = []
+    monkeypatch.setattr(rows, "first_ids", lambda units: seen.append("called") or iter(units))
+    assert len(list(corpus.admitted([data]))) == len(list(pairs.admitted_pairs([pair_data]))) == 4
+    assert seen == ["called", "called"]
 
 
 def test_call_keys_split_at_the_last_two_slashes():
@@ -69,8 +82,8 @@ class _Echo:
 def test_stage_order_has_one_home():
     assert STAGES == INITIAL_STAGES + ROUND_STAGES + LEVEL_STAGES and len(set(STAGES)) == len(STAGES)
     assert {s.name for s in ALL_STEPS} == set(STAGES)
-    assert list(Flow(load().flow, None).on) == list(STAGES)  # the transition table reads in the method's order
-    keys = [barrier_key(Request(call_key("d", stage, 1), "guidance", stage, (), None)) for stage in STAGES]
+    assert list(AirFlow(load().settings, None).on) == list(STAGES)  # the transition table reads in the method's order
+    keys = [AIR.barrier(Request(call_key("d", stage, 1), "guidance", stage, (), None)) for stage in STAGES]
     assert [k[0] for k in keys] == [0] * len(INITIAL_STAGES) + [1] * len(ROUND_STAGES) + [2] * len(LEVEL_STAGES)
 
 
@@ -84,24 +97,50 @@ def test_atomic_write_never_leaves_a_partial_file(tmp_path):
     assert path.read_bytes() == b"old" and list(tmp_path.iterdir()) == [path]
 
 
-@pytest.mark.parametrize("name", ["journal.jsonl", "records.jsonl", "metrics.jsonl"])
-def test_every_log_cuts_a_torn_last_line_and_appends_whole_lines(tmp_path, name):
-    path = tmp_path / name
-    path.write_bytes(b'{"a": 1}\n{"b": ')  # a write cut by a kill
-    log = files.AppendLog(path)
-    log.write({"c": 3}, {"d": 4})
-    log.close()
-    assert [orjson.loads(x) for x in path.read_bytes().splitlines()] == [{"a": 1}, {"c": 3}, {"d": 4}]
+def _one_run(tmp_path, prompts, docs: int = 2) -> Path:
+    """`run.generate` over `docs` documents on a scripted engine, into tmp_path/out (made by `run.prepare`)."""
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(f'{{"id": "d{i}", "text": "a document about topic {i}"}}\n' for i in range(docs)))
+    config = load(overrides={"flow": {"rounds": 1}, "run": {"progress": False}})
+    out = tmp_path / "out"
+    inputs = run.prepare(out, [data], config, prompts)
+    engine = ScriptedEngine(AIR.script(fail=1.0))
+    asyncio.run(run.generate(config, out, inputs, prompts, {"guidance": engine, "student": engine}))
+    return out
 
 
-def test_the_journal_and_the_run_write_through_the_shared_log(tmp_path):
-    j = journal.Journal(tmp_path / "journal.jsonl")
-    j.call("a/b/score/0", Completion("Score: 4/5", "stop", 5, 3))
-    j.done("a/b")
-    j.close()
-    replay = journal.load(tmp_path / "journal.jsonl")
-    assert replay.finished == {"a/b"} and replay.calls == 1
-    assert orjson.loads((tmp_path / "journal.jsonl").read_bytes().splitlines()[0])["s"] == "a/b"
+@pytest.mark.parametrize("name", [JOURNAL, sink.RECORDS, METRICS])
+def test_every_log_a_run_writes_cuts_a_torn_last_line(tmp_path, prompts, name):
+    """Each of the run's logs, as the run itself opens it (journal, sink, metrics), cuts a torn last line and
+    appends whole lines after what was whole."""
+    first = _one_run(tmp_path, prompts, docs=1)
+    path = first / name
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"s": "d9", "k": ')  # a write cut by a kill
+    asyncio.run(run.generate(load(overrides={"flow": {"rounds": 1}, "run": {"progress": False}}), first,
+                             [tmp_path / "docs.jsonl"], prompts,
+                             {"guidance": ScriptedEngine(AIR.script()), "student": ScriptedEngine(AIR.script())}))
+    after = path.read_bytes()
+    assert after.startswith(whole) and after.endswith(b"\n")
+    assert all(orjson.loads(x) for x in after.splitlines())
+
+
+def test_the_run_writes_every_log_through_the_shared_log(tmp_path, prompts, monkeypatch):
+    """journal.jsonl, records.jsonl and metrics.jsonl of a run all go through AppendLog,
+    the one writer that cuts torn lines and writes whole ones."""
+    written: dict[str, int] = {}
+    real = files.AppendLog.write
+
+    def write(self, *items):
+        written[Path(self.path).name] = written.get(Path(self.path).name, 0) + len(items)
+        return real(self, *items)
+
+    monkeypatch.setattr(files.AppendLog, "write", write)
+    out = _one_run(tmp_path, prompts)
+    for name in (JOURNAL, sink.RECORDS, METRICS):
+        assert written.get(name, 0) == (out / name).read_bytes().count(b"\n") > 0, name
+    replay = journal.load(out / JOURNAL)
+    assert replay.finished == {"d0", "d1"}
 
 
 def test_devices_resolve_in_one_place():

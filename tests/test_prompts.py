@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from airgen.air import parsers, steps
-from airgen.air.steps import load_prompts
+from airgen.air.prompt_data import merge_examples, types
+from airgen.air.recipe import RECIPE as AIR
 from airgen.parsing import ParseError, word_count
 from airgen.prompts import PromptFileError, PromptSet
 
@@ -22,7 +23,7 @@ ALLOWED = ("Inclusion", "Tone and Style", "Domain-Specific Format", "Data Format
 
 @pytest.fixture(scope="module")
 def ps() -> PromptSet:
-    return load_prompts(PROMPTS)
+    return AIR.prompts(PROMPTS)
 
 
 @pytest.fixture
@@ -36,39 +37,46 @@ def folder(tmp_path: Path) -> Path:
 # --- loading -----------------------------------------------------------------------------------------------
 
 def test_twelve_types_in_order(ps):
-    assert tuple(t.name for t in ps.types) == TABLE_16
-    for t in ps.types:
+    assert tuple(t.name for t in types(ps)) == TABLE_16
+    for t in types(ps):
         assert len(t.description.split()) >= 8, t.name
         assert 10 <= word_count(t.example) <= 20, t.example
 
 
 def test_merge_examples(ps):
-    assert len(ps.merge_examples) >= 10
-    assert len({e.instruction for e in ps.merge_examples}) == len(ps.merge_examples)
-    for e in ps.merge_examples:
+    assert len(merge_examples(ps)) >= 10
+    assert len({e.instruction for e in merge_examples(ps)}) == len(merge_examples(ps))
+    for e in merge_examples(ps):
         assert 1 <= len(e.constraints) <= 5
         assert word_count(e.merged) > word_count(e.instruction)
 
 
 def test_fingerprint_tracks_file_bytes(ps, folder):
     assert re.fullmatch(r"[0-9a-f]{16}", ps.fingerprint)
-    assert load_prompts(folder).fingerprint == ps.fingerprint
+    assert AIR.prompts(folder).fingerprint == ps.fingerprint
     path = folder / "dedup_constraint.txt"
     path.write_text(path.read_text() + "\nBe brief.\n")
-    assert load_prompts(folder).fingerprint != ps.fingerprint
+    assert AIR.prompts(folder).fingerprint != ps.fingerprint
 
 
 def test_fingerprint_covers_data_files(ps, folder):
+    from airgen.crab.recipe import RECIPE as CRAB
+
+    crab = CRAB.prompts(folder).fingerprint
     path = folder / "merge_examples.toml"
     path.write_text(path.read_text().replace("Explain how vaccines", "Explain how antibodies", 1))
-    changed = load_prompts(folder)
+    changed = AIR.prompts(folder)
     assert changed.fingerprint != ps.fingerprint
-    assert changed.merge_examples[0].instruction.startswith("Explain how antibodies")
+    assert merge_examples(changed)[0].instruction.startswith("Explain how antibodies")
+    # A recipe's fingerprint covers its own files only: AIR's examples are no part of CRAB's prompt set.
+    assert CRAB.prompts(folder).fingerprint == crab and "types" not in CRAB.prompts(folder).data
+    (folder / "crab_check.txt").write_text((folder / "crab_check.txt").read_text() + "\nBe brief.\n")
+    assert CRAB.prompts(folder).fingerprint != crab
 
 
 def test_bundled_copy_is_the_source_folder(ps):
     pytest.importorskip("airgen_prompts", reason="airgen is not installed")
-    assert load_prompts().fingerprint == ps.fingerprint
+    assert AIR.prompts().fingerprint == ps.fingerprint
 
 
 @pytest.mark.parametrize("name, edit, message", [
@@ -99,13 +107,13 @@ def test_bad_folder_is_a_clear_error(folder, name, edit, message):
     else:
         path.write_text(edit(path.read_text()))
     with pytest.raises(PromptFileError, match=re.escape(message)):
-        load_prompts(folder)
+        AIR.prompts(folder)
 
 
 def test_not_utf8(folder):
     (folder / "system.txt").write_bytes(b"\xff\xfe helpful")
     with pytest.raises(PromptFileError, match="not UTF-8"):
-        load_prompts(folder)
+        AIR.prompts(folder)
 
 
 def test_no_sentences_from_the_paper():
@@ -123,7 +131,7 @@ def test_no_sentences_from_the_paper():
 # --- rendering ---------------------------------------------------------------------------------------------
 
 def test_every_template_renders_its_fields(ps):
-    for name, fields in steps.TEMPLATES.items():
+    for name, fields in AIR.templates().items():
         values = {f: f"<<{f.upper()}-VALUE>>" for f in fields}
         system, user = ps.messages(name, **values)
         assert system == {"role": "system", "content": ps.system}
@@ -157,29 +165,29 @@ def test_count_may_be_an_int(ps):
 
 def test_judge_prompt_keeps_the_repeated_part_first(ps):
     """Across rounds only the answer and the shuffled type list change: everything before the answer is shared."""
-    types = list(ps.types)
+    offered = list(types(ps))
     first = ps.messages("propose_constraint", instruction="Explain tides.", reference="Tides follow the moon.",
-                        answer="Water moves.", types=steps.format_types(types[:6]))[1]["content"]
+                        answer="Water moves.", types=steps.format_types(offered[:6]))[1]["content"]
     later = ps.messages("propose_constraint", instruction="Explain tides.", reference="Tides follow the moon.",
-                        answer="The sea rises.", types=steps.format_types(types[6:][::-1]))[1]["content"]
+                        answer="The sea rises.", types=steps.format_types(offered[6:][::-1]))[1]["content"]
     shared = first[:first.index("Water moves.")]
     assert later.startswith(shared)
     assert shared.index("Explain tides.") < shared.index("Tides follow the moon.")
-    assert first.index("Water moves.") < first.index("- " + types[0].name)
+    assert first.index("Water moves.") < first.index("- " + offered[0].name)
     assert first.rstrip().endswith("**Constraint**: <one sentence of 10 to 20 words, or None>")
 
 
 def test_helpers(ps):
-    assert steps.with_constraints(" Write a poem. ", ["Use rhyme.", " Be short. "]) == \
+    assert steps.append_constraints(" Write a poem. ", ["Use rhyme.", " Be short. "]) == \
         "Write a poem.\n\nUse rhyme.\n\nBe short."
-    assert steps.with_constraints("Write a poem.", []) == "Write a poem."
+    assert steps.append_constraints("Write a poem.", []) == "Write a poem."
     assert steps.format_numbered(["a", "b "]) == "1. a\n2. b"
-    listed = steps.format_types(ps.types[:2])
-    for t in ps.types[:2]:
+    listed = steps.format_types(types(ps)[:2])
+    for t in types(ps)[:2]:
         assert t.name in listed and t.description in listed and t.example in listed
     assert steps.format_examples([]) == ""
-    block = steps.format_examples(ps.merge_examples[:2])
-    assert block.count("[Merged Instruction]") == 2 and ps.merge_examples[1].merged in block
+    block = steps.format_examples(merge_examples(ps)[:2])
+    assert block.count("[Merged Instruction]") == 2 and merge_examples(ps)[1].merged in block
     assert word_count("  one two\nthree\tfour ") == 4
 
 
@@ -329,20 +337,20 @@ def test_parse_constraints_one_shot():
         "**Selected Type 4**: Tone and Style\n**Constraint 4**: Keep a formal tone.\n"
         "**Selected Type 5**: Data Format\n**Constraint 5**: Answer as a table.\n"
     )
-    assert parsers.parse_constraints(text, ALLOWED, 2) == [("Inclusion", "Name two examples."),
+    assert parsers.parse_oneshot(text, ALLOWED, 2) == [("Inclusion", "Name two examples."),
                                                      ("Tone and Style", "Keep a formal tone.")]
-    assert [t for t, _ in parsers.parse_constraints(text, ALLOWED, 5)] == ["Inclusion", "Tone and Style", "Data Format"]
+    assert [t for t, _ in parsers.parse_oneshot(text, ALLOWED, 5)] == ["Inclusion", "Tone and Style", "Data Format"]
 
 
 def test_parse_constraints_none_valid():
     text = "**Analysis**: a\n**Selected Type**: Citation\n**Constraint**: Cite.\n**Selected Type**: None\n"
     with pytest.raises(ParseError, match=r"no valid constraint: type 'Citation' is not one.*None"):
-        parsers.parse_constraints(text, ALLOWED, 2)
+        parsers.parse_oneshot(text, ALLOWED, 2)
     with pytest.raises(ParseError, match="no valid constraint: no type given"):
-        parsers.parse_constraints("nothing here", ALLOWED, 2)
+        parsers.parse_oneshot("nothing here", ALLOWED, 2)
 
 
-# --- parse_verdict -------------------------------------------------------------------------------------------
+# --- parse_yes_no -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, expected", [
     ("Answer: Yes", True), ("Answer: No", False), ("**Answer:** yes", True), ("answer:no\r\n", False),
@@ -350,12 +358,12 @@ def test_parse_constraints_none_valid():
     ("No, the new requirement asks for citations.", False), ("Yes.", True),
 ])
 def test_parse_verdict(text, expected):
-    assert parsers.parse_verdict(text) is expected
+    assert parsers.parse_yes_no(text) is expected
 
 
 def test_parse_verdict_unclear():
     with pytest.raises(ParseError, match="no 'Answer: Yes/No' verdict"):
-        parsers.parse_verdict("The two requirements are related.")
+        parsers.parse_yes_no("The two requirements are related.")
 
 
 # --- parse_check -----------------------------------------------------------------------------------------------
@@ -440,11 +448,11 @@ def _samples():
          parsers.parse_score, 3),
         (steps.SCORE_REGEX, "Justification: a task (+1).\n\nScore: 1/5", parsers.parse_score, 1),
         (steps.propose_regex(TYPES), one, lambda t: parsers.parse_constraint(t, TYPES), ("Inclusion", GOOD)),
-        (steps.propose_many_regex(TYPES, 2), many, lambda t: parsers.parse_constraints(t, TYPES, 2),
+        (steps.propose_many_regex(TYPES, 2), many, lambda t: parsers.parse_oneshot(t, TYPES, 2),
          [("Inclusion", "Name two examples."), ("Tone and Style", "Keep the tone formal throughout.")]),
-        (steps.check_regex(3), check, lambda t: parsers.parse_check(t, 3), [2, 0, 3]),
-        ("(" + "|".join(map(re.escape, steps.DUPLICATE_CHOICES)) + ")", "Answer: Yes", parsers.parse_verdict, True),
-        ("(" + "|".join(map(re.escape, steps.DUPLICATE_CHOICES)) + ")", "Answer: No", parsers.parse_verdict, False),
+        (steps.check_lines_regex(3), check, lambda t: parsers.parse_check(t, 3), [2, 0, 3]),
+        ("(" + "|".join(map(re.escape, steps.DUPLICATE_CHOICES)) + ")", "Answer: Yes", parsers.parse_yes_no, True),
+        ("(" + "|".join(map(re.escape, steps.DUPLICATE_CHOICES)) + ")", "Answer: No", parsers.parse_yes_no, False),
     ]
 
 
@@ -459,11 +467,11 @@ def test_regexes_reject_wrong_formats():
     assert not re.fullmatch(steps.SCORE_REGEX, "Looks good.\nScore: 6/5")
     assert not re.fullmatch(steps.propose_regex(TYPES), "**Analysis**: a\n**Selected Type**: Style\n**Constraint**: b")
     assert re.fullmatch(steps.propose_regex(TYPES), "**Analysis**: a\n**Selected Type**: None\n**Constraint**: None")
-    assert not re.fullmatch(steps.check_regex(2), "A\t1")
-    assert not re.fullmatch(steps.check_regex(1), "A\t4")
+    assert not re.fullmatch(steps.check_lines_regex(2), "A\t1")
+    assert not re.fullmatch(steps.check_lines_regex(1), "A\t4")
     assert not re.fullmatch(steps.propose_many_regex(TYPES, 2), _samples()[2][1])
     with pytest.raises(ValueError):
-        steps.check_regex(0)
+        steps.check_lines_regex(0)
     with pytest.raises(ValueError):
         steps.propose_regex([])
 
@@ -476,7 +484,7 @@ def test_regex_type_names_are_literal():
 
 
 SENT = [r for base in (steps.SCORE_REGEX, steps.propose_regex(TYPES), steps.propose_many_regex(TYPES, 5),
-                        steps.check_regex(4), steps.SENTENCES_REGEX) for r in _sent(base)]
+                        steps.check_lines_regex(4), steps.SENTENCES_REGEX) for r in _sent(base)]
 
 
 def test_regexes_are_in_the_structured_output_subset():

@@ -11,7 +11,8 @@ import pytest
 
 from airgen import cli, run
 from airgen import config as C
-from airgen.engines.scripted import MethodScript, ScriptedEngine
+from airgen.air.script import MethodScript
+from airgen.engines.scripted import ScriptedEngine
 from airgen.report import figures, write_report
 from airgen.runview import load_run
 

@@ -10,11 +10,13 @@ import orjson
 import pytest
 
 from airgen import journal, sink
-from airgen.config import FlowConfig
-from airgen.corpus import Document, Rejection, first_ids
+from airgen.air.settings import FlowConfig
+from airgen.corpus import Document
+from airgen.rows import Rejection, first_ids
 from airgen.engines import RequestRejected
-from airgen.engines.scripted import MethodScript, ScriptedEngine
-from airgen.air.flow import Flow
+from airgen.air.script import MethodScript
+from airgen.engines.scripted import ScriptedEngine
+from airgen.air.flow import AirFlow
 from airgen.metrics import Metrics
 from airgen.scheduler import EngineFailed, Scheduler
 
@@ -28,7 +30,7 @@ def build(out: Path, prompts, engines, *, max_in_flight=4096, windows=None, roun
     replay = journal.load(out / "journal.jsonl")
     the_journal = journal.Journal(out / "journal.jsonl")
     the_sink = sink.Sink(out, replay.finished, {"models": {}})
-    scheduler = Scheduler(Flow(FlowConfig(rounds=rounds), prompts), engines,
+    scheduler = Scheduler(AirFlow(FlowConfig(rounds=rounds), prompts), engines,
                           windows or {"guidance": 64, "student": 64}, the_journal, the_sink, Metrics(), replay,
                           max_in_flight)
     return scheduler, the_journal, the_sink

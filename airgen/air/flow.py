@@ -8,7 +8,7 @@ One `Sample` per document, in one of four phases:
   ENDED     Done (one record per level) or Rejected (stage and reason)
 
 and levels 1..K (merge -> respond) run alongside ROUNDS and SETTLING. What each step asks and accepts is in
-`air.steps`; this module holds when each one is asked. Every transition is one handler in `Flow.on`, and what a
+`air.steps`; this module holds when each one is asked. Every transition is one handler in `AirFlow.on`, and what a
 call waits for besides the answer that unlocks it is declared once, in WAITS_FOR.
 
 A sample runs its calls in parallel wherever the method allows, so that few documents still keep an engine's batch
@@ -24,19 +24,20 @@ import enum
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
+from airgen.air.prompt_data import merge_examples, types
+from airgen.air.settings import FlowConfig
 from airgen.air.steps import (
     ANSWER, ANSWER_WITH, BACK_TRANSLATE, CHECK, DEDUP, MERGE, PROPOSE, REFERENCE, REFINE, RESPOND, SCORE,
-    format_examples, format_numbered, format_types, steps_for, with_constraints,
+    format_examples, format_numbered, format_types, steps_for, append_constraints,
 )
 from airgen.calls import Request
-from airgen.config import FlowConfig
 from airgen.corpus import Document
+from airgen.flow import Done, Fault, Flow, FlowError, Next, Rejected, Unit, record
 from airgen.prompts import PromptSet
-from airgen.recipe import Done, Rejected, Fault, FlowError, Next, Recipe, Unit
 
 # What a call waits for besides the answer that unlocks it: a round's proposal goes out once none of these is in
 # flight (their faults are weighed in this order, so the outcome does not depend on which came back first). A level
-# waits for its rounds to be settled (`Flow._settled`).
+# waits for its rounds to be settled (`AirFlow._settled`).
 WAITS_FOR = {PROPOSE: (REFINE, REFERENCE, ANSWER)}
 
 
@@ -95,11 +96,10 @@ class Sample(Unit):
     level_drops: list[dict[str, Any]] = field(default_factory=list)
 
 
-class Flow(Recipe):
+class AirFlow(Flow):
     def __init__(self, config: FlowConfig, prompts: PromptSet, seed: int = 0):
         super().__init__(config, prompts, seed)
         self.steps = steps_for(config)
-        self.keep_cut = config.keep_cut_text
         # The transition table: the stage whose answer came back -> what follows from it.
         self.on = {
             BACK_TRANSLATE: self._on_back_translate,
@@ -165,12 +165,12 @@ class Flow(Recipe):
         if self.config.judge != "none" and s.answer is None:
             return [self.ask(s, ANSWER, s.round, {"text": self._current_instruction(s)})]
         # Round 1 without a judge: the proposal goes out once the refinement is back (`_propose_when_ready`).
-        return [] if self._awaiting(s, asked) else [self._propose(s)]
+        return [] if self.waiting_on(s, WAITS_FOR[PROPOSE], asked) else [self._propose(s)]
 
     def _propose_when_ready(self, s: Sample) -> Next:
         """The proposal once the calls it waits for are back, their faults weighed in WAITS_FOR's order: a failed
         refinement or reference drops the sample, a failed answer ends the rounds."""
-        if self._awaiting(s):
+        if self.waiting_on(s, WAITS_FOR[PROPOSE]):
             return []
         for stage in WAITS_FOR[PROPOSE]:
             if stage in s.faults:
@@ -179,22 +179,18 @@ class Flow(Recipe):
                 return Rejected(stage, s.faults[stage])
         return [self._propose(s)]
 
-    @staticmethod
-    def _awaiting(s: Sample, asked: list[Request] = ()) -> bool:
-        return any(r.stage in WAITS_FOR[PROPOSE] for r in [*s.pending.values(), *asked])
-
     def _propose(self, s: Sample) -> Request:
         used = {c.type for c in s.constraints}
-        types = [t for t in self.prompts.types if t.name not in used]
-        self.rng(s, f"{PROPOSE}/{s.round}").shuffle(types)
-        allowed = [t.name for t in types]
-        inputs: dict[str, str | int] = {"instruction": s.instruction, "types": format_types(types)}
+        offered = [t for t in types(self.prompts) if t.name not in used]
+        self.rng(s, f"{PROPOSE}/{s.round}").shuffle(offered)
+        allowed = [t.name for t in offered]
+        inputs: dict[str, str | int] = {"instruction": s.instruction, "types": format_types(offered)}
         args: dict[str, Any] = {"allowed": allowed}
         if self.config.judge != "none":
             # The judge always sees the INITIAL instruction (authors' code); the answer varies per round.
             inputs.update(reference=self._reference(s), answer=s.answer or "")
         if self.config.one_shot:
-            args["count"] = inputs["count"] = min(self.config.rounds, len(types))
+            args["count"] = inputs["count"] = min(self.config.rounds, len(offered))
         return self.ask(s, PROPOSE, s.round, inputs, args)
 
     def _on_propose(self, s: Sample, request: Request, value: Any) -> Next:
@@ -299,7 +295,8 @@ class Flow(Recipe):
     def _merge(self, s: Sample, k: int) -> Request:
         chosen = s.levels[k]
         rng = self.rng(s, f"{MERGE}/{k}")
-        examples = rng.sample(self.prompts.merge_examples, min(self.config.few_shot, len(self.prompts.merge_examples)))
+        pool = merge_examples(self.prompts)
+        examples = rng.sample(pool, min(self.config.few_shot, len(pool)))
         order = [c.text for c in chosen]
         rng.shuffle(order)
         return self.ask(s, MERGE, k, {"instruction": s.instruction, "constraints": format_numbered(order),
@@ -340,31 +337,25 @@ class Flow(Recipe):
 
     def _record(self, s: Sample, level: int, response: str) -> dict[str, Any]:
         chosen, merged = s.levels[level], s.merged[level]
-        return {
-            "instruction": merged,
-            "input": "",
-            "output": response,
-            "messages": [{"role": "user", "content": merged}, {"role": "assistant", "content": response}],
-            "meta": {
-                "doc_id": s.doc_id,
-                "split": f"level-{level}",
-                "level": level,
-                "constraint_set": self.config.constraint_set,
-                "constraints": [
-                    {"round": c.round, "type": c.type, "text": c.text, "failed": c.failed, "score": c.score}
-                    for c in s.constraints if c.round <= level
-                ],
-                "merged_constraints": [c.text for c in chosen],
-                "initial_instruction": s.instruction,
-                "instruction_score": s.score,
-                "rounds_end": s.rounds_end,
-            },
-        }
+        return record(merged, response, {
+            "doc_id": s.doc_id,
+            "split": f"level-{level}",
+            "level": level,
+            "constraint_set": self.config.constraint_set,
+            "constraints": [
+                {"round": c.round, "type": c.type, "text": c.text, "failed": c.failed, "score": c.score}
+                for c in s.constraints if c.round <= level
+            ],
+            "merged_constraints": [c.text for c in chosen],
+            "initial_instruction": s.instruction,
+            "instruction_score": s.score,
+            "rounds_end": s.rounds_end,
+        })
 
     # -- helpers -------------------------------------------------------------------------------------------------------
 
     def _current_instruction(self, s: Sample) -> str:
-        return with_constraints(s.instruction, [c.text for c in s.constraints])
+        return append_constraints(s.instruction, [c.text for c in s.constraints])
 
     def _reference(self, s: Sample) -> str:
         return s.reference if self.config.judge == "model" else s.refined

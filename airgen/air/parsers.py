@@ -156,7 +156,7 @@ def parse_constraint(text: str, allowed: Sequence[str]) -> tuple[str, str]:
     return _validate(pairs[0], allowed)
 
 
-def parse_constraints(text: str, allowed: Sequence[str], count: int) -> list[tuple[str, str]]:
+def parse_oneshot(text: str, allowed: Sequence[str], count: int) -> list[tuple[str, str]]:
     """Up to `count` valid pairs with distinct types; invalid or repeated pairs are skipped."""
     kept: list[tuple[str, str]] = []
     reasons: list[str] = []
@@ -180,7 +180,7 @@ def parse_constraints(text: str, allowed: Sequence[str], count: int) -> list[tup
 _VERDICT = re.compile(r"answer[\s*_]*[:=\uff1a]?[\s*_\"']*(yes|no)\b", re.I)
 
 
-def parse_verdict(text: str) -> bool:
+def parse_yes_no(text: str) -> bool:
     """True for 'Answer: Yes', False for 'Answer: No'; the last verdict counts."""
     found = _VERDICT.findall(text)
     if found:

@@ -11,14 +11,13 @@ parentheses.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from airgen.air import parsers
-from airgen.config import FlowConfig
+from airgen.air.prompt_data import ConstraintType, MergeExample
+from airgen.air.settings import FlowConfig
 from airgen.parsing import word_count
-from airgen.prompts import ConstraintType, MergeExample, PromptSet
-from airgen.step import Format, Reject, Step, regex_literal
+from airgen.step import SHORT_LINE_CHARS, Format, Reject, Step, regex_literal
 
 BACK_TRANSLATE = "back_translate"
 SCORE = "score"
@@ -45,8 +44,8 @@ STAGES = INITIAL_STAGES + ROUND_STAGES + LEVEL_STAGES
 _LINE = "[^\\n]+"
 _CRITERION = "[^\\t\\n]+"  # a check line's text, before its TAB and score
 # For small models that never end a line on their own: the same formats with free-text lines capped.
-SHORT_LINE = "[^\\n]{1,150}"
-_SHORT_CRITERION = "[^\\t\\n]{1,150}"
+SHORT_LINE = f"[^\\n]{{1,{SHORT_LINE_CHARS}}}"
+_SHORT_CRITERION = f"[^\\t\\n]{{1,{SHORT_LINE_CHARS}}}"
 # One to three plain sentences on one line: the sentence end lets decoding stop (small models otherwise ramble).
 _SENTENCE = "[A-Z][^\\n.?!]{2,150}[.?!]"
 SENTENCES_REGEX = f"{_SENTENCE}( {_SENTENCE}){{0,2}}"
@@ -83,7 +82,7 @@ def propose_many_regex(type_names: Sequence[str], count: int) -> str:
     return _ANALYSIS_REGEX + pair * count
 
 
-def check_regex(count: int) -> str:
+def check_lines_regex(count: int) -> str:
     """`count` lines of criterion text, a TAB and a 0..3 score, separated by blank lines."""
     if count < 1:
         raise ValueError("count must be >= 1")
@@ -100,7 +99,7 @@ def _sentences(config: FlowConfig, args: Mapping[str, Any]) -> Format | None:
 
 # -- what goes into the templates ------------------------------------------------------------------------------------
 
-def with_constraints(instruction: str, constraints: Sequence[str]) -> str:
+def append_constraints(instruction: str, constraints: Sequence[str]) -> str:
     """The instruction as the student sees it: each constraint appended as its own paragraph."""
     return "\n\n".join([instruction.strip(), *(c.strip() for c in constraints)])
 
@@ -210,13 +209,13 @@ STEP_PROPOSE_MANY = Step(
     PROPOSE, "guidance", "propose_constraints_oneshot",
     frozenset({"instruction", "reference", "answer", "types", "count"}),
     decode=lambda c, args: _regex(c, propose_many_regex(args["allowed"], args["count"])),
-    parse=lambda text, args: parsers.parse_constraints(text, args["allowed"], args["count"]),
+    parse=lambda text, args: parsers.parse_oneshot(text, args["allowed"], args["count"]),
     accept=_constraints_within,
 )
 STEP_DEDUP = Step(
     DEDUP, "guidance", "dedup_constraint", frozenset({"constraint", "existing"}),
     decode=lambda c, args: Format(choice=DUPLICATE_CHOICES),
-    parse=_text(parsers.parse_verdict),  # "Yes": a duplicate
+    parse=_text(parsers.parse_yes_no),  # "Yes": a duplicate
     accept=_not_duplicate,
 )
 # dedup_asks = "new": the same check asked the other way round ("Yes": it asks for something new). The bundled 135M
@@ -224,13 +223,13 @@ STEP_DEDUP = Step(
 STEP_DEDUP_NEW = Step(
     DEDUP, "guidance", "dedup_constraint_new", frozenset({"constraint", "existing"}),
     decode=STEP_DEDUP.decode,
-    parse=lambda text, args: not parsers.parse_verdict(text),
+    parse=lambda text, args: not parsers.parse_yes_no(text),
     accept=_not_duplicate,
 )
 STEP_ANSWER_WITH = Step(ANSWER_WITH, "student", free_text=True)
 STEP_CHECK = Step(
     CHECK, "guidance", "check_constraints", frozenset({"instruction", "answer", "constraints"}),
-    decode=lambda c, args: _regex(c, check_regex(args["count"])),
+    decode=lambda c, args: _regex(c, check_lines_regex(args["count"])),
     parse=lambda text, args: parsers.parse_check(text, args["count"]),
 )
 
@@ -251,8 +250,6 @@ STEP_RESPOND = Step(
 ALL_STEPS = (STEP_BACK_TRANSLATE, STEP_SCORE, STEP_REFINE, STEP_REFERENCE, STEP_ANSWER, STEP_PROPOSE,
              STEP_PROPOSE_BLIND, STEP_PROPOSE_MANY, STEP_DEDUP, STEP_DEDUP_NEW, STEP_ANSWER_WITH, STEP_CHECK,
              STEP_MERGE, STEP_RESPOND)
-# Template -> the fields it fills: what the prompt set checks its files against.
-TEMPLATES: Mapping[str, frozenset[str]] = {s.template: s.fields for s in ALL_STEPS if s.template is not None}
 
 
 def steps_for(config: FlowConfig) -> dict[str, Step]:
@@ -260,14 +257,3 @@ def steps_for(config: FlowConfig) -> dict[str, Step]:
     propose = STEP_PROPOSE_MANY if config.one_shot else STEP_PROPOSE_BLIND if config.judge == "none" else STEP_PROPOSE
     dedup = STEP_DEDUP_NEW if config.dedup_asks == "new" else STEP_DEDUP
     return {s.name: s for s in ALL_STEPS if s.name not in (PROPOSE, DEDUP)} | {PROPOSE: propose, DEDUP: dedup}
-
-
-def barrier_key(request: Any) -> tuple[int, int, int]:
-    """Order of the authors' per-stage batches: initial stages, then rounds 1..R stage by stage, then levels."""
-    phase = 0 if request.stage in INITIAL_STAGES else 2 if request.stage in LEVEL_STAGES else 1
-    return phase, request.n, STAGES.index(request.stage)
-
-
-def load_prompts(folder: Path | None = None) -> PromptSet:
-    """AIR's prompt set: the bundled one, or the files of `folder` checked against the steps' templates."""
-    return PromptSet.load(TEMPLATES, folder)

@@ -17,8 +17,13 @@ ABOUT = ("instruction-response records at levels of constraint complexity, made 
 TAGS = ("air", "instruction-following", "complex-instructions")
 
 
+CARD_FIELDS = ("the document id, the level, the constraints in order with their type and round, and the initial "
+               "instruction.")
+CAVEAT = "Synthetic data: responses are written by the guidance model and inherit its errors and biases."
+
+
 def figures(view) -> dict[str, Any]:
-    flow = view.config.flow
+    flow = view.config.settings
     records, samples = view.records, view.samples
     docs_with_records = {r["meta"]["doc_id"] for r in records}
     levels = sorted({r["meta"]["level"] for r in records})
@@ -60,6 +65,13 @@ def figures(view) -> dict[str, Any]:
         lengths[str(k)] = {"instruction_words": [word_count(r["instruction"]) for r in at],
                            "response_words": [word_count(r["output"]) for r in at]}
         grams[str(k)] = mean([trigrams(r["instruction"]) for r in at])
+    judge = {
+        "constraint_set": flow.constraint_set,
+        "failed_share_by_round": {str(r): sum(v) / len(v) for r, v in sorted(checked.items()) if v},
+        "checked_by_round": {str(r): len(v) for r, v in sorted(checked.items())},
+        "check_scores": {str(k): scores[k] for k in range(4)},
+        "rounds_end": dict(ends.most_common()),
+    }
     return {
         "about": ABOUT.format(rounds=max(levels, default=rounds)),
         "tags": list(TAGS),
@@ -68,14 +80,48 @@ def figures(view) -> dict[str, Any]:
         "constraint_types": {f"round {r}": dict(c.most_common()) for r, c in sorted(types.items())},
         "lengths": lengths,
         "mean_unique_trigrams": grams,
-        "judge": {
-            "constraint_set": flow.constraint_set,
-            "failed_share_by_round": {str(r): sum(v) / len(v) for r, v in sorted(checked.items()) if v},
-            "checked_by_round": {str(r): len(v) for r, v in sorted(checked.items())},
-            "check_scores": {str(k): scores[k] for k in range(4)},
-            "rounds_end": dict(ends.most_common()),
-        },
+        "judge": judge,
         "made_notes": [f"constraint set merged: {flow.constraint_set} " + (
             "(C': the constraints the student still failed)" if flow.constraint_set == "failed"
             else "(C: every constraint found)")],
+        "labels": {"funnel_axis": "units (records for the record rows)", "funnel_title": "funnel (paper Table 8)",
+                   "types_title": "constraint types per round (paper Figure 3b)"},
+        "panels": [{"title": "The judge", "plot": "judge", "tables": [
+            {"head": ["round", "checked", "failed share"],
+             "rows": [[r, judge["checked_by_round"].get(r), share]
+                      for r, share in judge["failed_share_by_round"].items()]},
+            {"head": ["check score", "constraints"], "rows": [[k, v] for k, v in judge["check_scores"].items()]},
+            {"head": ["how the rounds ended", "samples"], "rows": [[k, v] for k, v in judge["rounds_end"].items()]},
+        ]}],
+        "highlights": ["student failed (C'/C): " + ", ".join(
+            f"round {r} {share:.0%}" for r, share in judge["failed_share_by_round"].items())]
+        if judge["failed_share_by_round"] else [],
+        "card": {"fields": CARD_FIELDS, "caveat": CAVEAT},
     }
+
+
+def plots(f: dict[str, Any], plt: Any, save) -> None:
+    """The judge: C'/C per round and the check scores where the run had a check step, how the rounds ended."""
+    judge = f["judge"]
+    if not (any(judge["check_scores"].values()) or judge["rounds_end"]):
+        return
+    checked = any(judge["check_scores"].values())  # no check step (constraint set C): no scores to show
+    fig, axes = plt.subplots(1, 3 if checked else 1, figsize=(14 if checked else 6, 3.8), squeeze=False)
+    axes = axes[0]
+    if checked:
+        shares = judge["failed_share_by_round"]
+        axes[0].bar([f"round {r}" for r in shares], list(shares.values()), color="tab:orange")
+        axes[0].set_ylim(0, 1)
+        axes[0].set_title("constraints the student still failed (C'/C)")
+        axes[1].bar(list(judge["check_scores"]), list(judge["check_scores"].values()), color="tab:green")
+        axes[1].set_xlabel("check score (0..3)")
+        axes[1].set_title("check scores")
+    ends = judge["rounds_end"]
+    axes[-1].barh([_short(k) for k in ends][::-1], list(ends.values())[::-1], color="tab:gray")
+    axes[-1].set_title("how the rounds ended")
+    axes[-1].tick_params(axis="y", labelsize=7)
+    save(fig, "judge")
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."

@@ -1,4 +1,4 @@
-"""CRAB's state machine over one instruction-response pair (sans IO, on the shared `Recipe` contract).
+"""CRAB's state machine over one instruction-response pair (sans IO, on the shared `airgen.flow` contract).
 
   begin     rule-built constraints, built and verified in code; refine, global and local proposals asked together
   proposals once all three are back: local constraints naming a mark the response lacks are dropped, then
@@ -16,12 +16,12 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from airgen.calls import Request
-from airgen.config import CrabConfig
 from airgen.crab import records, rules
+from airgen.crab.pairs import Pair
+from airgen.crab.settings import CrabConfig
 from airgen.crab.steps import CHECK, GLOBAL, LOCAL, MARKED_TYPES, MARKS, REFINE, STEPS
-from airgen.pairs import Pair
+from airgen.flow import Done, Fault, Flow, FlowError, Next, Rejected, Unit, record
 from airgen.prompts import PromptSet
-from airgen.recipe import Done, Fault, FlowError, Next, Recipe, Rejected, Unit
 
 RULE = "rule"
 KEPT = "kept"  # verified (rule) or met in the check (model)
@@ -57,11 +57,14 @@ class PairSample(Unit):
     proposals: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-class CrabFlow(Recipe):
+# What the proposals' checks wait for: the refinement and both proposals back.
+PROPOSALS = (REFINE, GLOBAL, LOCAL)
+
+
+class CrabFlow(Flow):
     def __init__(self, config: CrabConfig, prompts: PromptSet, seed: int = 0):
         super().__init__(config, prompts, seed)
         self.steps = STEPS
-        self.keep_cut = config.keep_cut_text
         self.on = {REFINE: self._on_refine, GLOBAL: self._on_proposal, LOCAL: self._on_proposal, CHECK: self._on_check}
 
     def sample(self, pair: Pair) -> PairSample:
@@ -96,7 +99,7 @@ class CrabFlow(Recipe):
 
     def _after_proposals(self, s: PairSample) -> Next:
         """Once the refinement and both proposals are back: remove near-duplicates, then check what is left."""
-        if any(r.stage in (REFINE, GLOBAL, LOCAL) for r in s.pending.values()):
+        if self.waiting_on(s, PROPOSALS):
             return []
         if sorted(s.proposals) != sorted((GLOBAL, LOCAL)):
             raise FlowError(f"{s.doc_id}: proposals back: {sorted(s.proposals)}")
@@ -147,31 +150,25 @@ class CrabFlow(Recipe):
             overlap = sum(1 for f in kept if refined and rules.rouge_l(refined, f.text) > self.config.dedup_rouge)
             use_refined = bool(refined) and rng.random() > overlap * 0.1 + self.config.diverse_rate
             base = refined if use_refined else s.instruction
-            prompt, output = records.with_constraints(base, [f.text for f in chosen], rng), s.response
+            prompt, output = records.lay_out_constraints(base, [f.text for f in chosen], rng), s.response
         else:
             chosen = self._draw(kept, self.config.reverse_constraints, rng)
             base = refined or s.instruction
             prompt = records.reverse_prompt(s.instruction, s.response)
             output = records.reverse_target(base, [f.text for f in chosen])
-        return Done([{
-            "instruction": prompt,
-            "input": "",
-            "output": output,
-            "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}],
-            "meta": {
-                "doc_id": s.doc_id,
-                "split": kind,
-                "kind": kind,
-                "constraints": [{"source": f.source, "type": f.type, "text": f.text, "status": f.status,
-                                 **({"proposed": f.original} if f.original else {})} for f in chosen],
-                "kept_constraints": len(kept),
-                "initial_instruction": s.instruction,
-                "refined_instruction": s.refined,
-                "instruction_used": base,
-                "counts": counts,
-                "faults": dict(s.faults),
-            },
-        }], [])
+        return Done([record(prompt, output, {
+            "doc_id": s.doc_id,
+            "split": kind,
+            "kind": kind,
+            "constraints": [{"source": f.source, "type": f.type, "text": f.text, "status": f.status,
+                             **({"proposed": f.original} if f.original else {})} for f in chosen],
+            "kept_constraints": len(kept),
+            "initial_instruction": s.instruction,
+            "refined_instruction": s.refined,
+            "instruction_used": base,
+            "counts": counts,
+            "faults": dict(s.faults),
+        })], [])
 
     @staticmethod
     def _draw(kept: list[Found], bounds: tuple[int, int], rng, diverse_rate: float = 0.0) -> list[Found]:

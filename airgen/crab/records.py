@@ -13,7 +13,7 @@ REVERSE = "reverse"
 KINDS = (FORWARD, REVERSE)
 
 
-def with_constraints(instruction: str, constraints: list[str], rng: random.Random) -> str:
+def lay_out_constraints(instruction: str, constraints: list[str], rng: random.Random) -> str:
     layout = rng.randrange(3)
     if layout == 0:
         return f"{instruction}\n\n" + "\n".join(f"{i}. {c}" for i, c in enumerate(constraints, 1))

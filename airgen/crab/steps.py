@@ -10,12 +10,10 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from airgen.parsing import ParseError, word_count
-from airgen.prompts import PromptSet
-from airgen.step import Format, Reject, Step
+from airgen.step import SHORT_LINE_CHARS, Format, Reject, Step
 
 REFINE = "refine_instruction"
 GLOBAL = "propose_global"
@@ -35,9 +33,9 @@ MARKED_TYPES = frozenset({"key_formatting", "item_listing", "paragraphs"})
 
 # A JSON string value: no quote, backslash or newline inside, so the answer parses whatever the model writes.
 _VALUE = r'"[^"\\\n]+"'
-_SHORT_VALUE = r'"[^"\\\n]{1,150}"'
+_SHORT_VALUE = r'"[^"\\\n]{1,%d}"' % SHORT_LINE_CHARS
 _NOTE = r'"[^"\\\n]*"'
-_SHORT_NOTE = r'"[^"\\\n]{0,150}"'
+_SHORT_NOTE = r'"[^"\\\n]{0,%d}"' % SHORT_LINE_CHARS
 
 
 def json_regex(keys: tuple[str, ...], value: str) -> str:
@@ -46,7 +44,7 @@ def json_regex(keys: tuple[str, ...], value: str) -> str:
     return "\\{\\n" + body + "\\n\\}"
 
 
-def check_regex(short: bool) -> str:
+def judgement_regex(short: bool) -> str:
     note = _SHORT_NOTE if short else _NOTE
     return ('\\{\\n"satisfaction": "(YES|NO)",\\n"explanation": ' + note + ',\\n"modified_constraint": ' + note
             + ',\\n"constraint_validity": "(YES|NO)"\\n\\}')
@@ -71,7 +69,7 @@ def _key(name: str) -> str:
     return re.sub(r"[^a-z]+", "_", name.lower()).strip("_").replace("multi_lingual", "multilingual")
 
 
-def parse_constraints(text: str, types: tuple[str, ...]) -> dict[str, str]:
+def parse_proposals(text: str, types: tuple[str, ...]) -> dict[str, str]:
     """type -> constraint for the types that apply; keys outside `types`, "NULL" and empty values are left out."""
     found = {}
     for name, value in _object(text).items():
@@ -91,7 +89,7 @@ class Verdict:
     modified: str  # the checker's rewrite of an unmet constraint ("" when none)
 
 
-def parse_verdict(text: str) -> Verdict:
+def parse_judgement(text: str) -> Verdict:
     value = _object(text)
     satisfied, valid = (str(value.get(k, "")).strip().upper() for k in ("satisfaction", "constraint_validity"))
     if satisfied not in ("YES", "NO"):
@@ -132,24 +130,13 @@ STEP_REFINE = Step(REFINE, "guidance", "crab_refine", frozenset({"instruction", 
 STEP_GLOBAL = Step(GLOBAL, "guidance", "crab_global", frozenset({"instruction", "response"}),
                    decode=lambda c, args: Format(regex=json_regex(GLOBAL_TYPES, _SHORT_VALUE if c.short_lines
                                                                   else _VALUE)),
-                   parse=lambda text, args: parse_constraints(text, GLOBAL_TYPES))
+                   parse=lambda text, args: parse_proposals(text, GLOBAL_TYPES))
 STEP_LOCAL = Step(LOCAL, "guidance", "crab_local", frozenset({"instruction", "response"}),
                   decode=lambda c, args: Format(regex=json_regex(LOCAL_TYPES, _SHORT_VALUE if c.short_lines
                                                                  else _VALUE)),
-                  parse=lambda text, args: parse_constraints(text, LOCAL_TYPES))
+                  parse=lambda text, args: parse_proposals(text, LOCAL_TYPES))
 STEP_CHECK = Step(CHECK, "guidance", "crab_check", frozenset({"response", "constraint"}),
-                  decode=lambda c, args: Format(regex=check_regex(c.short_lines)),
-                  parse=lambda text, args: parse_verdict(text), max_tokens=lambda c: min(c.max_tokens, 400))
+                  decode=lambda c, args: Format(regex=judgement_regex(c.short_lines)),
+                  parse=lambda text, args: parse_judgement(text), max_tokens=lambda c: min(c.max_tokens, 400))
 
 STEPS: Mapping[str, Step] = {s.name: s for s in (STEP_REFINE, STEP_GLOBAL, STEP_LOCAL, STEP_CHECK)}
-TEMPLATES: Mapping[str, frozenset[str]] = {s.template: s.fields for s in STEPS.values() if s.template is not None}
-
-
-def barrier_key(request: Any) -> tuple[int, int, int]:
-    """The authors' per-step scripts: every pair's refinement, then global and local proposals, then every check."""
-    return 0, 0, STAGES.index(request.stage)
-
-
-def load_prompts(folder: Path | None = None) -> PromptSet:
-    """CRAB's prompt set: the bundled one, or the files of `folder` checked against the steps' templates."""
-    return PromptSet.load(TEMPLATES, folder)

@@ -22,6 +22,10 @@ ABOUT = ("instruction-response records made by airgen with constraint back-trans
          "verified in code. Forward records ask the instruction with several of those constraints and keep the "
          "original response; reverse records ask for the constraint-rich instruction of a given response.")
 TAGS = ("crab", "constraint-back-translation", "instruction-following", "complex-instructions")
+CARD_FIELDS = ("the pair's id, the record kind, the constraints used with their type and source (rule or model), "
+               "and the original instruction.")
+CAVEAT = ("Synthetic constraints: the responses are the input's own; the constraints are written by the guidance "
+          "model (checked by it) or built by rule (verified in code).")
 # The funnel's removal rows, in the order the flow applies them.
 REMOVALS = (("rule_failed_rule", "rule-built: removed by verification in code"),
             ("model_too_short", "proposed: removed, fewer than three words"),
@@ -70,6 +74,8 @@ def figures(view) -> dict[str, Any]:
     fates = {source: {s: counts[f"{source}_{s}"] for s in STATUSES if counts[f"{source}_{s}"]}
              for source in ("rule", "model")}
     used = [len(r["meta"]["constraints"]) for r in records if r["meta"]["kind"] == "forward"]
+    settings = view.config.settings
+    mean_used = sum(used) / len(used) if used else None
     return {
         "about": ABOUT,
         "tags": list(TAGS),
@@ -78,10 +84,19 @@ def figures(view) -> dict[str, Any]:
         "constraint_types": {f"in records, {source}": dict(c.most_common()) for source, c in sorted(types.items())},
         "lengths": lengths,
         "crab": {"fates": fates, "counts": dict(sorted(counts.items())),
-                 "mean_constraints_per_forward_record": sum(used) / len(used) if used else None,
+                 "mean_constraints_per_forward_record": mean_used,
                  "records_by_kind": {k: by_kind[k] for k in KINDS}},
-        "made_notes": [f"forward rate {view.config.crab.forward_rate}; forward records take "
-                       f"{view.config.crab.forward_constraints[0]}..{view.config.crab.forward_constraints[1]} "
+        "made_notes": [f"forward rate {settings.forward_rate}; forward records take "
+                       f"{settings.forward_constraints[0]}..{settings.forward_constraints[1]} "
                        "constraints, reverse records "
-                       f"{view.config.crab.reverse_constraints[0]}..{view.config.crab.reverse_constraints[1]}"],
+                       f"{settings.reverse_constraints[0]}..{settings.reverse_constraints[1]}"],
+        "labels": {"funnel_axis": "pairs, constraints, records", "funnel_title": "funnel",
+                   "types_title": "constraint types"},
+        "panels": [{"title": "What became of each constraint", "plot": None, "tables": [
+            {"head": ["source", "fate", "constraints"],
+             "rows": [[source, fate, n] for source, items in fates.items() for fate, n in items.items()]},
+            {"head": ["figure", "value"], "rows": [["mean constraints per forward record", mean_used]]},
+        ]}],
+        "highlights": [],
+        "card": {"fields": CARD_FIELDS, "caveat": CAVEAT},
     }

@@ -1,0 +1,124 @@
+"""AIR as a recipe: what the shared machinery asks of it (`airgen.recipe.Recipe`), from the parts in this folder."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from airgen import corpus
+from airgen.air import prompt_data, views
+from airgen.air.flow import AirFlow, Sample
+from airgen.air.script import MethodScript
+from airgen.air.settings import FlowConfig
+from airgen.air.steps import ALL_STEPS, INITIAL_STAGES, LEVEL_STAGES, STAGES, steps_for
+from airgen.calls import Request
+from airgen.prompts import PromptSet
+from airgen.recipe import Recipe
+from airgen.step import Step
+
+
+class AirRecipe(Recipe):
+    name = "air"
+    title = "AIR"
+    unit = "document"
+    reads = "documents: JSONL (text/document + optional id), Parquet, or a folder of .txt files"
+    roles = ("guidance", "student")
+    section = "flow"
+    settings = FlowConfig
+    stages = STAGES
+    data_files = prompt_data.DATA_FILES
+    flags = {"--rounds": ("rounds", int, "refinement rounds per sample (default 5)")}
+    presets = {
+        # The bundled 135M model cannot pass the method's thresholds; this keeps the demo producing records.
+        "tiny": {
+            "rounds": 2,
+            "score_threshold": 1,
+            # The check step runs and its scores are recorded, but the 135M judge's scores carry no signal, so every
+            # checked constraint counts as failed (C' = C) and both levels are made.
+            "constraint_set": "failed",
+            "pass_score": 4,
+            "max_tokens": 256,
+            "merge_max_tokens": 200,
+            "few_shot": 1,
+            "constraint_words": (2, 40),
+            "instruction_words": (2, 80),
+            "merged_words": (2, 200),
+            "min_answer_words": 2,
+            "keep_cut_text": True,
+            "repetition_penalty": 1.3,
+            "sentence_instructions": True,
+            "short_lines": True,
+            "judge_may_decline": False,
+            "dedup_asks": "new",
+        },
+    }
+
+    def all_steps(self) -> Sequence[Step]:
+        return ALL_STEPS
+
+    def steps(self, settings: FlowConfig) -> dict[str, Step]:
+        return steps_for(settings)
+
+    def flow(self, settings: FlowConfig, prompts: PromptSet, seed: int) -> AirFlow:
+        return AirFlow(settings, prompts, seed)
+
+    def read(self, inputs: Sequence[Path], limit: int | None) -> Iterator[Any]:
+        return corpus.admitted(inputs, limit)
+
+    def default_input(self) -> Path:
+        return corpus.bundled_corpus()
+
+    def blank(self, unit_id: str) -> corpus.Document:
+        return corpus.Document(unit_id, "", "")
+
+    def views(self, view) -> dict[str, Any]:
+        return views.figures(view)
+
+    def plots(self, f: dict[str, Any], plt: Any, save: Callable[[Any, str], None]) -> None:
+        views.plots(f, plt, save)
+
+    def script(self, **knobs: Any) -> MethodScript:
+        return MethodScript(self.prompts(), **knobs)
+
+    def barrier(self, request: Request) -> tuple[int, ...]:
+        """The authors' per-stage batches: initial stages, then rounds 1..R stage by stage, then levels."""
+        phase = 0 if request.stage in INITIAL_STAGES else 2 if request.stage in LEVEL_STAGES else 1
+        return phase, request.n, STAGES.index(request.stage)
+
+    def fingerprint(self, settings: FlowConfig, seed: int) -> dict[str, Any]:
+        # Without the recipe's name: the fields of runs made before there was a second recipe, so they resume.
+        return {"flow": dataclasses.asdict(settings), "seed": seed}
+
+    def about_preset(self, settings: FlowConfig) -> str:
+        return (f"rounds {settings.rounds}, score threshold {settings.score_threshold}, constraint set "
+                f"{settings.constraint_set} with pass score {settings.pass_score}")
+
+    def export_selection(self, view, levels: tuple[int, ...] | None, constraint_set: str):
+        if constraint_set == "failed" and view.config.settings.constraint_set == "all":
+            raise ValueError("this run skipped the check step (constraint set C): no record knows which "
+                             "constraints the student failed, so --constraint-set failed would keep nothing")
+        splits = None
+        if levels is not None:
+            made = sorted({r["meta"]["level"] for r in view.records})
+            unknown = [k for k in levels if k not in made]
+            if unknown:
+                raise ValueError(f"the run has no records at level {unknown[0]}; its levels: "
+                                 f"{', '.join(map(str, made))}")
+            splits = [f"level-{k}" for k in sorted(levels)]
+        return splits, _all_failed if constraint_set == "failed" else None
+
+    def pair(self, sample: Sample) -> tuple[str, str] | str:
+        """The back-translated instruction and the refined document (its reference answer)."""
+        if sample.instruction and sample.refined:
+            return sample.instruction, sample.refined
+        return "the AIR sample has no " + ("refined document" if sample.instruction else "instruction")
+
+
+def _all_failed(record: dict[str, Any]) -> bool:
+    """Whether the student failed every constraint the record merges."""
+    meta = record["meta"]
+    merged = set(meta["merged_constraints"])
+    return all(c["failed"] for c in meta["constraints"] if c["text"] in merged)
+
+
+RECIPE = AirRecipe()

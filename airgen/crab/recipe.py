@@ -1,0 +1,53 @@
+"""CRAB as a recipe: what the shared machinery asks of it (`airgen.recipe.Recipe`), from the parts in this folder."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from airgen.crab import pairs, views
+from airgen.crab.flow import CrabFlow
+from airgen.crab.script import CrabScript
+from airgen.crab.settings import CrabConfig
+from airgen.crab.steps import STAGES, STEPS
+from airgen.prompts import PromptSet
+from airgen.recipe import Recipe
+from airgen.step import Step
+
+
+class CrabRecipe(Recipe):
+    name = "crab"
+    title = "CRAB"
+    unit = "pair"
+    reads = ("instruction-response pairs (JSONL or Parquet: alpaca, messages or conversations) or an AIR run "
+             "folder")
+    roles = ("guidance",)
+    section = "crab"
+    settings = CrabConfig
+    stages = STAGES
+    # keep_modified off: the 135M checker finds every constraint unmet and its rewrites are noise.
+    presets = {"tiny": {"max_tokens": 200, "short_lines": True, "keep_cut_text": True, "repetition_penalty": 1.3,
+                        "keep_modified": False}}
+
+    def all_steps(self) -> Sequence[Step]:
+        return tuple(STEPS.values())
+
+    def flow(self, settings: CrabConfig, prompts: PromptSet, seed: int) -> CrabFlow:
+        return CrabFlow(settings, prompts, seed)
+
+    def read(self, inputs: Sequence[Path], limit: int | None) -> Iterator[Any]:
+        return pairs.admitted_pairs(inputs, limit)
+
+    def default_input(self) -> Path:
+        return pairs.bundled_pairs()
+
+    def blank(self, unit_id: str) -> pairs.Pair:
+        return pairs.Pair(unit_id, "", "", "")
+
+    def views(self, view) -> dict[str, Any]:
+        return views.figures(view)
+
+    def script(self, **knobs: Any) -> CrabScript:
+        return CrabScript(**knobs)
+
+
+RECIPE = CrabRecipe()
