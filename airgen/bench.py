@@ -87,15 +87,17 @@ class Metered:
         self.engine, self.name, self.metrics = engine, name, metrics
 
     async def generate(self, request: Request) -> Completion:
-        self.metrics.call_started(request)
-        self.metrics.engine_load(self.name, 1, True)
+        now = time.perf_counter()
+        self.metrics.call_started(request, now)
+        self.metrics.engine_load(self.name, 1, True, now)
         completion = None
         try:
             completion = await self.engine.generate(request)
             return completion
         finally:
-            self.metrics.engine_load(self.name, -1, True)
-            self.metrics.call_finished(request.unit, request, completion)
+            now = time.perf_counter()
+            self.metrics.engine_load(self.name, -1, True, now)
+            self.metrics.call_finished(request.unit, request, completion, now)
 
 
 def engine_names(engines: dict[Role, Engine]) -> dict[Role, str]:

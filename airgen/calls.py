@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
 Role = Literal["guidance", "student"]
-ROLES: tuple[Role, ...] = ("guidance", "student")
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from airgen.files import atomic_text, publish
 from airgen.rows import content_id
 from airgen_kernels import resolve_device
 
@@ -193,10 +194,12 @@ def embed_to_file(
         raise RuntimeError(f"embedded {done} texts for {count} ids")  # a caller bug, not bad input
     matrix.flush()
     del matrix
-    _write_atomic(folder / IDS_FILE, "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in ids))
-    os.replace(partial, folder / MATRIX_FILE)
+    with atomic_text(folder / IDS_FILE) as f:
+        f.write("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in ids))
+    publish(partial, folder / MATRIX_FILE)
     meta = {"key": key, "count": count, "model": embedder.model_key, "dtype": embedder.dtype}
-    _write_atomic(folder / META_FILE, json.dumps(meta, indent=1) + "\n")
+    with atomic_text(folder / META_FILE) as f:
+        f.write(json.dumps(meta, indent=1) + "\n")
     return np.load(folder / MATRIX_FILE, mmap_mode="r")
 
 
@@ -219,9 +222,3 @@ def model_key(path: Path) -> str:
         stat = file.stat()
         digest.update(f"{file.relative_to(path).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return f"{path.resolve()}#{digest.hexdigest()[:16]}"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

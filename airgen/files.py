@@ -1,7 +1,8 @@
 """How airgen writes files, in one place: whole files appear atomically, logs only ever grow by whole lines.
 
 - `atomic_write` / `atomic_text`: the file appears under its name only once completely written (temporary file in
-  the same folder, fsync, rename, fsync of the folder), so a kill never leaves a half-written file behind its name.
+  the same folder, fsync, rename, fsync of the folder), so a kill never leaves a half-written file behind its name;
+  `publish` does the same for a file written some other way (a memory map).
 - `AppendLog`: one orjson line per `write`, a single os.write on an O_APPEND descriptor, fsync on close. A SIGKILL
   leaves whole lines plus at most one torn last line, which `repair_tail` cuts off when the file is opened again.
 """
@@ -43,12 +44,20 @@ def _atomic(path: Path, mode: str) -> Iterator[IO]:
     try:
         with tmp.open(mode, encoding="utf-8" if "b" not in mode else None) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Give the complete file `tmp` the name `path`, durably: its bytes, then the rename, reach the disk."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(Path(path).parent)
 
 
 def atomic_text(path: Path) -> contextlib.AbstractContextManager[IO[str]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-from airgen.calls import Completion, Refusal, split_key
+from airgen.calls import Completion, Refusal
 from airgen.files import AppendLog, repair_tail
 
 
@@ -67,12 +67,13 @@ class Journal:
     def __init__(self, path: Path):
         self._log = AppendLog(path)
 
-    def call(self, key: str, c: Completion) -> None:
-        self._log.write({"s": split_key(key)[0], "k": key, "t": c.text, "f": c.finish_reason, "p": c.prompt_tokens,
+    def call(self, unit: str, key: str, c: Completion) -> None:
+        """`key`'s completion, for unit `unit` (the caller holds it: the key is not split again)."""
+        self._log.write({"s": unit, "k": key, "t": c.text, "f": c.finish_reason, "p": c.prompt_tokens,
                          "o": c.output_tokens, "c": c.cached_tokens, "m": c.model})
 
-    def refused(self, key: str, reason: str) -> None:
-        self._log.write({"s": split_key(key)[0], "k": key, "r": reason})
+    def refused(self, unit: str, key: str, reason: str) -> None:
+        self._log.write({"s": unit, "k": key, "r": reason})
 
     def done(self, unit_id: str) -> None:
         """Written after the unit's output lines: a unit with this marker is never redone."""

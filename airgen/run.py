@@ -22,7 +22,10 @@ from airgen.rows import unit_name
 from airgen.engines import Engine, model_identity
 from airgen.engines.build import close_engines, start_engines
 from airgen.files import AppendLog, atomic_write
-from airgen.metrics import Metrics, Progress, Rates, serve_prometheus
+from airgen.metrics import Metrics
+from airgen.panel import Progress, Rates
+from airgen.prometheus import serve_prometheus
+from airgen.summary import funnel
 from airgen.prompts import PromptSet
 from airgen.runfolder import JOURNAL, METRICS, RUN_FILE
 from airgen.scheduler import Scheduler
@@ -127,7 +130,7 @@ async def execute(config: Config, out: Path, inputs: list[Path], prompts: Prompt
         scheduler = await generate(config, out, inputs, prompts, engines)
     finally:
         await close_engines(engines)
-    say(scheduler.metrics.funnel())
+    say(funnel(scheduler.metrics))
     say_outputs(out, recipe.unit)
     if scheduler.interrupted:
         say(f"interrupted: calls in flight were cancelled; run the same command again to resume {out}")

@@ -32,7 +32,7 @@ class EngineFailed(RuntimeError):
     """An engine failed (not one request): the run stops; rerunning resumes from the journal."""
 
 
-@dataclass
+@dataclass(eq=False)  # by identity: lanes gather in a set to be pumped once each
 class Lane:
     """One engine's queue and window (roles served by the same engine share one lane)."""
 
@@ -127,7 +127,8 @@ class Scheduler:
         self._active += 1
         self.metrics.active = self._active
         # Replay: the journal answers every call it already holds, through the same pure flow.
-        self._handle(sample, replay(self.flow, sample, self.flow.start(sample), self._replayed))
+        for lane in self._handle(sample, replay(self.flow, sample, self.flow.start(sample), self._replayed)) or ():
+            self._pump(lane)
 
     def _replayed(self, request: Request) -> Completion | Refusal | None:
         completion = self.replay.completions.pop(request.key, None)
@@ -137,13 +138,15 @@ class Scheduler:
 
     # -- calls ----------------------------------------------------------------------------------------------------
 
-    def _handle(self, sample: Unit, step: Next) -> None:
+    def _handle(self, sample: Unit, step: Next) -> set[Lane] | None:
+        """Queue the requests `step` unlocks (returning their lanes, to be pumped once each), or end the sample."""
         if isinstance(step, list):
+            lanes = set()
             for request in step:
                 lane = self._lanes[request.role]
                 heapq.heappush(lane.queue, (-request.progress, next(self._seq), sample, request))
-                self._pump(lane)
-            return
+                lanes.add(lane)
+            return lanes
         if isinstance(step, Done):
             self.sink.records(step.records)
             self.sink.dropped_levels(sample.doc_id, step.level_drops)
@@ -156,19 +159,22 @@ class Scheduler:
         self.journal.done(sample.doc_id)
         self._active -= 1
         self.metrics.active = self._active
+        return None
 
     def _pump(self, lane: Lane) -> None:
+        if lane.outstanding >= lane.window or not lane.queue:
+            return
+        now = time.perf_counter()
         sent = 0
         while lane.outstanding < lane.window and lane.queue:
             _, _, sample, request = heapq.heappop(lane.queue)
             lane.outstanding += 1
             sent += 1
-            self.metrics.call_started(request)
+            self.metrics.call_started(request, now)
             task = self._loop.create_task(self._call(lane, sample, request))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if sent:
-            self.metrics.engine_load(lane.name, sent, True)
+        self.metrics.engine_load(lane.name, sent, True, now)
 
     async def _call(self, lane: Lane, sample: Unit, request: Request) -> None:
         completion: Completion | None = None
@@ -177,30 +183,31 @@ class Scheduler:
             completion = await lane.engine.generate(request)
         except RequestRejected as e:
             refusal = str(e)
-        except asyncio.CancelledError:
-            raise
         except Exception as e:  # noqa: BLE001 - any other failure is the engine's: stop the run, resume later
             failed = EngineFailed(str(e))
             failed.__cause__ = e
             self._fail(failed)
             return
         finally:
+            # One clock read for the call's end: the engine's load, the call's counters and our handling's start.
+            start = time.perf_counter()
             lane.outstanding -= 1
-            self.metrics.engine_load(lane.name, -1, True)
-            self.metrics.call_finished(sample.doc_id, request, completion)
+            self.metrics.engine_load(lane.name, -1, True, start)
+            self.metrics.call_finished(sample.doc_id, request, completion, start)
         # Our own work between the engine's answer and the sample's next request: the scheduler's cost per call.
-        start = time.perf_counter()
         try:
             if completion is not None:
-                self.journal.call(request.key, completion)
+                self.journal.call(sample.doc_id, request.key, completion)
                 step: Next = self.flow.advance(sample, request.key, completion)
             else:
-                self.journal.refused(request.key, refusal)
+                self.journal.refused(sample.doc_id, request.key, refusal)
                 step = self.flow.refused(sample, request.key, refusal)
             if self._finished.is_set():
                 return
-            self._handle(sample, step)
-            self._pump(lane)
+            lanes = self._handle(sample, step) or set()
+            lanes.add(lane)  # the slot this call freed
+            for touched in lanes:
+                self._pump(touched)
             self._admit()
         except Exception as e:  # noqa: BLE001 - a full disk or a bug: stop the run (it resumes) rather than hang
             self._fail(e)

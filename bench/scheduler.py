@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import uvloop
@@ -45,6 +46,7 @@ class StubFlow:
 
     def __init__(self, calls: int):
         self.calls = calls
+        self.faults: Counter = Counter()  # answers a step could not use: none here
         self._messages = ({"role": "user", "content": "a fixed prompt of a few words"},)
         self._sampling = Sampling(max_tokens=64)
 
@@ -58,7 +60,7 @@ class StubFlow:
         sample.calls += 1
         if sample.calls == self.calls:
             return Done([{"instruction": "i", "input": "", "output": completion.text,
-                          "meta": {"doc_id": sample.doc_id, "level": 1}}], [])
+                          "meta": {"doc_id": sample.doc_id, "split": "level-1", "level": 1}}], [])
         return [self._request(sample)]
 
     def _request(self, sample: Sample) -> Request:

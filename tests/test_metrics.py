@@ -16,7 +16,9 @@ from airgen.air.settings import FlowConfig
 from airgen.corpus import Document
 from airgen.air.script import MethodScript
 from airgen.engines.scripted import ScriptedEngine
-from airgen.metrics import Metrics, Rates, eta_s
+from airgen.metrics import Metrics
+from airgen.panel import Rates, eta_s
+from airgen.summary import funnel
 from airgen.scheduler import Scheduler
 
 
@@ -65,7 +67,7 @@ async def test_goodput_splits_tokens_by_outcome_and_drop_stage(prompts, tmp_path
     total = sum(spent.values())
     assert s.metrics.goodput()["share"] == pytest.approx(
         (good["records"]["prompt_tokens"] + good["records"]["output_tokens"]) / total)
-    assert "rejected at score" in s.metrics.funnel() and "goodput:" in s.metrics.funnel()
+    assert "rejected at score" in funnel(s.metrics) and "goodput:" in funnel(s.metrics)
 
 
 async def test_idle_time_counts_our_own_work(prompts, tmp_path):
@@ -156,7 +158,7 @@ async def test_metrics_jsonl_written_during_a_run(prompts, tmp_path):
 def test_funnel_drop_counts_line_up_whatever_the_stage_names():
     metrics = Metrics()
     metrics.rejected_at.update({"back_translate": 3, "propose": 1})
-    lines = [line for line in metrics.funnel().splitlines() if "rejected at" in line]
+    lines = [line for line in funnel(metrics).splitlines() if "rejected at" in line]
     assert len(lines) == 2 and len({line.rindex(" ") for line in lines}) == 1
 
 
@@ -164,12 +166,12 @@ def test_prometheus_endpoint_serves_the_counters():
     import socket
     import urllib.request
 
-    from airgen.metrics import serve_prometheus
+    from airgen.prometheus import serve_prometheus
 
     metrics = Metrics()
-    metrics.call_started(Request("d/score/0", "guidance", "score", (), None))  # type: ignore[arg-type]
+    metrics.call_started(Request("d/score/0", "guidance", "score", (), None), time.perf_counter())  # type: ignore
     metrics.call_finished("d", Request("d/score/0", "guidance", "score", (), None),  # type: ignore[arg-type]
-                          Completion("Score: 4/5", "stop", 120, 7, 64))
+                          Completion("Score: 4/5", "stop", 120, 7, 64), time.perf_counter())
     metrics.finished("records", splits=["level-1"], sample_id="d")
     def free_port() -> int:
         with socket.socket() as probe:
@@ -193,13 +195,13 @@ def test_prometheus_endpoint_serves_the_counters():
 
 def test_stalled_calls_are_counted_only_while_nothing_comes_back(monkeypatch):
     clock = [1000.0]
-    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
     m = Metrics()
     slow, quick = (Request(f"d/{s}/0", "guidance", s, (), None) for s in ("refine", "score"))  # type: ignore[arg-type]
-    m.call_started(slow)
-    m.call_started(quick)
+    m.call_started(slow, clock[0])
+    m.call_started(quick, clock[0])
     clock[0] += 90
-    m.call_finished("d", quick, Completion("ok", "stop", 1, 1))
+    m.call_finished("d", quick, Completion("ok", "stop", 1, 1), clock[0])
     clock[0] += 30
     assert m.stalled()["calls"] == 0  # 120 s out, but the engine answered 30 s ago: slow, not stalled
     clock[0] += 40

@@ -22,7 +22,6 @@ PARAGRAPH_SENTENCES = "paragraph_sentences"
 WORD_CHARS = "word_chars"
 KEYWORDS = "keywords"
 NO_SYMBOL = "no_symbol"
-RULE_KINDS = (WORD_COUNT, SENTENCE_WORDS, PARAGRAPH_SENTENCES, WORD_CHARS, KEYWORDS, NO_SYMBOL)
 
 _WORD = re.compile(r"\w[\w'’-]*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")

@@ -15,8 +15,6 @@ from typing import Any
 from airgen.calls import Sampling
 from airgen.step import regex_literal
 
-DIALECTS = ("vllm", "sglang", "llamacpp", "none")
-
 
 def fields(dialect: str, sampling: Sampling) -> dict[str, Any]:
     """The request fields beyond the standard ones, for `dialect`."""
