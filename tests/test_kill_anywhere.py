@@ -27,6 +27,11 @@ def strict_lines(path: Path) -> list[dict]:
     return [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []
 
 
+def journal_lines(out: Path) -> int:
+    path = out / "journal.jsonl"
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
 def journal_keys(out: Path) -> set[str]:
     path = out / "journal.jsonl"
     keys = set()
@@ -66,14 +71,23 @@ def test_run_survives_twenty_kills_anywhere(tmp_path):
         expected = records_of(tmp_path / "whole")
         del server.received[:]
 
+        total = journal_lines(tmp_path / "whole")
         out = tmp_path / "out"
         rng = random.Random(7)
-        in_flight_at_kills = resent = 0
-        for _ in range(KILLS):
+        in_flight_at_kills = resent = mid_run = 0
+        for kill in range(KILLS):
             proc = start(server.url, docs, out)
-            time.sleep(rng.uniform(0.2, whole_s))  # from start-up and admission to the last writes
+            if kill % 5 == 0:  # during start-up and admission, before or as the first calls go out
+                time.sleep(rng.uniform(0.1, 1.0))
+            else:  # mid-run: once the journal has grown by a random share of what is left
+                target = journal_lines(out) + rng.randint(1, max(1, (total - journal_lines(out)) // 3))
+                deadline = time.monotonic() + 2 * whole_s + 10
+                while journal_lines(out) < target and proc.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.005)
+            assert proc.poll() is None, "the run ended before its kill"
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            mid_run += 0 < journal_lines(out) < total
             finished = journal_keys(out)
             before = set(server.keys())
             mark = len(server.received)
@@ -100,8 +114,10 @@ def test_run_survives_twenty_kills_anywhere(tmp_path):
     keys = Counter(e["k"] for e in events if "k" in e)
     assert max(keys.values()) == 1
     assert resent <= in_flight_at_kills
-    print(f"\n{KILLS} kills: {in_flight_at_kills} calls in flight at the kills, {resent} of them sent again; "
-          f"{len(received)} calls in all for {sum(keys.values())} journaled")
+    # The kills landed in the middle of the work: a journal partly written, calls out at the moment of the kill.
+    assert mid_run >= KILLS - KILLS // 5 and in_flight_at_kills > 0
+    print(f"\n{KILLS} kills ({mid_run} mid-run): {in_flight_at_kills} calls in flight at the kills, {resent} of them "
+          f"sent again; {len(received)} calls in all for {sum(keys.values())} journaled")
 
 
 def test_select_survives_kills_during_embedding_and_sampling(tmp_path):
@@ -123,11 +139,14 @@ def test_select_survives_kills_during_embedding_and_sampling(tmp_path):
     whole_s = time.monotonic() - began
     out = tmp_path / "out"
     rng = random.Random(3)
+    alive = 0
     for _ in range(3):  # each start loads torch and the model: a few kills spread over the run
         proc = select(out)
-        time.sleep(rng.uniform(0.3 * whole_s, whole_s))
+        time.sleep(rng.uniform(0.3 * whole_s, 0.9 * whole_s))
+        alive += proc.poll() is None  # a resumed select has less to do and may be done before its kill
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    assert alive >= 1  # the first start has the whole job: its kill lands mid-run
     proc = select(out)
     assert proc.wait(600) == 0, proc.stderr.read().decode()[-2000:]
     for name in ("manifest.jsonl", "selected.jsonl", "rejected.jsonl"):
