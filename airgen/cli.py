@@ -244,8 +244,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import uvloop
 
-    from airgen import bench
-    from airgen.engines.build import close_engines, start_engines
+    from airgen import bench, run
 
     if args.ray is not None or args.workers is not None:
         raise ConfigError("airgen bench measures one node; `python bench/scaleout.py` measures --ray")
@@ -257,7 +256,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     with engine_log(out, args.verbose):
         try:
             result = uvloop.run(bench.bench(config, recipes.of(config).prompts(), out, list(args.inputs), sweep,
-                                            start_engines, close_engines, args.repeat))
+                                            run.start_engines, run.close_engines, args.repeat))
         except bench.Interrupted as e:
             say(f"airgen bench: {e}; nothing written")
             return 130

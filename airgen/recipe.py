@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from airgen.calls import Request, Role
-from airgen.config import Sampling
 from airgen.flow import Flow, Unit
 from airgen.prompts import PromptSet
 from airgen.step import Step
 
-if TYPE_CHECKING:
-    from airgen.runview import RunView
+# A run folder read back (`runview.RunView`), as the report and export hand it to a recipe; not imported here, so
+# that the registry (which the config reads) stays below the run-folder readers.
+RunView = Any
 
 
 class Recipe:
@@ -29,7 +29,7 @@ class Recipe:
     reads: str  # what its inputs are, for `airgen run --help`
     roles: tuple[Role, ...]  # the models it asks
     section: str  # its config section's name ("flow", "crab")
-    settings: type[Sampling]  # that section
+    settings: type  # that section: a frozen dataclass on `config.Sampling`
     stages: tuple[str, ...]  # its steps' names in the method's order; part of every call key
     # Preset name -> values of its section (the shared part of a preset is `config.SHARED_PRESETS`).
     presets: Mapping[str, Mapping[str, Any]] = {}

@@ -7,10 +7,8 @@ bench and cluster ask the registry for the run's recipe and never compare a reci
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from airgen.recipe import Recipe
+from airgen.recipe import Recipe
 
 # name -> the module whose `RECIPE` it is; imported on first use, so that a run pays only for its own recipe.
 BUILTIN = {

@@ -259,8 +259,8 @@ def test_command_writes_json_and_png(prompts, data, tmp_path, monkeypatch):
     async def close_engines(engines):
         return None
 
-    monkeypatch.setattr("airgen.engines.build.start_engines", start_engines)
-    monkeypatch.setattr("airgen.engines.build.close_engines", close_engines)
+    monkeypatch.setattr("airgen.run.start_engines", start_engines)
+    monkeypatch.setattr("airgen.run.close_engines", close_engines)
     out = tmp_path / "b"
     args = ["bench", str(data), "--out", str(out), "--guidance-url", "http://127.0.0.1:9", "--student-url",
             "http://127.0.0.1:9", "--rounds", "2", "--repeat", "2"]

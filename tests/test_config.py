@@ -146,4 +146,4 @@ def test_bad_settings_end_in_one_line(argv, message, capsys, tmp_path, monkeypat
 def test_the_tree_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Config().settings.rounds = 3  # type: ignore[misc]
-    assert recipes.names() == ["air", "crab"]
+    assert {"air", "crab"} <= set(recipes.names())

@@ -88,7 +88,10 @@ def test_no_symbol_picks_the_first_mark_the_response_never_uses():
 def test_build_is_deterministic_and_every_kind_is_known():
     first = rules.build(TWO_PARAGRAPHS, random.Random(7))
     assert first == rules.build(TWO_PARAGRAPHS, random.Random(7))
-    assert {r.kind for r in first} <= set(rules.RULE_KINDS) and first[0].kind == rules.WORD_COUNT
+    kinds = {rules.WORD_COUNT, rules.SENTENCE_WORDS, rules.PARAGRAPH_SENTENCES, rules.WORD_CHARS, rules.KEYWORDS,
+             rules.NO_SYMBOL}
+    assert {r.kind for r in first} <= kinds and first[0].kind == rules.WORD_COUNT
+    assert all(isinstance(rules.holds(r, TWO_PARAGRAPHS), bool) for r in first)  # holds() knows every kind built
     with pytest.raises(ValueError):
         rules.holds(Rule("nonsense", ""), "x")
 

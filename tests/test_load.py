@@ -48,7 +48,8 @@ def test_ten_thousand_documents_at_twenty_percent_faults(tmp_path):
     # Faults are retried, so nearly every document makes its record: a give-up needs 7 faults in a row
     # (0.2^7 per call, ~1 expected in 90k calls), and a rejection says that it was one.
     assert len(done) >= DOCS - 10
-    assert all(orjson.loads(x)["reason"].startswith("gave up after") for x in rejected)
+    odd = [r for r in map(orjson.loads, rejected) if "gave up after" not in r["reason"]]
+    assert not odd, odd[:3]
     calls = sum(1 for x in (out / "journal.jsonl").read_bytes().splitlines() if b'"k"' in x)
     print(f"\n{DOCS} documents, {calls} calls ({tries} tries, {tries - calls} retried) in {wall:.1f} s: "
           f"{calls / wall:,.0f} calls/s; peak RSS {peak / 2**20:,.0f} MiB; {len(records)} records, "
