@@ -173,3 +173,24 @@ def test_an_air_run_folder_is_crabs_input(tmp_path):
     assert {r["meta"]["doc_id"] for r in lines(out / "records.jsonl")} == {f"d{i}" for i in range(8)}
     with pytest.raises(CorpusError, match="is a crab run"):
         list(read_pairs([out]))
+
+
+def test_the_bench_command_runs_crab(tmp_path):
+    """`airgen bench --recipe crab` in a real process: CRAB's own prompts, no student engine, its stages batched."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_bytes(b"".join(orjson.dumps({"id": f"p{i}", "instruction": f"Question {i}?",
+                                             "output": f"Answer {i}. It explains the steps and reasons. " * 3})
+                               + b"\n" for i in range(12)))
+    out = tmp_path / "bench"
+    cmd = [sys.executable, str(ROOT / "tests" / "scripted_cli.py"), "bench", "--recipe", "crab", str(pairs),
+           "--out", str(out), "--guidance-url", "http://127.0.0.1:9"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    assert b"Traceback" not in done.stderr
+    from airgen.crab.steps import STAGES
+
+    result = json.loads((out / "bench.json").read_text())
+    modes = result["rounds"][0]["modes"] if "rounds" in result else result["modes"]
+    assert result["documents"] == 12 and modes["raw"]["calls"] == modes["airgen"]["calls"] > 12
+    assert [b["stage"] for b in modes["stage-barrier"]["batches"]] == list(STAGES)
+    assert "airgen/raw" in done.stdout.decode() + done.stderr.decode()  # the table the user reads
