@@ -3,7 +3,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: demo test install
+# A real llama.cpp server for the tests (llama-cpp-python compiles llama.cpp: about 10 minutes on 2 cores), in a venv
+# of its own: its server pins its own web stack.
+LLAMACPP_VENV ?= .venv-llamacpp
+
+.PHONY: demo test install llamacpp
 
 install: $(VENV)/.installed
 
@@ -19,9 +23,18 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q -e ".[embedded,test]"
 	touch $@
 
+llamacpp: $(LLAMACPP_VENV)/.installed
+
+$(LLAMACPP_VENV)/.installed:
+	python3 -m venv $(LLAMACPP_VENV)
+	# Portable build: no -march=native, so the compiled server runs on any x86-64 machine.
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(LLAMACPP_VENV)/bin/python -m pip --disable-pip-version-check install -q \
+		"llama-cpp-python[server]==0.3.36"
+	touch $@
+
 demo: install
 	$(VENV)/bin/airgen run --out runs/demo
 	$(VENV)/bin/airgen report runs/demo
 
-test: install
+test: install llamacpp
 	$(PY) -m pytest -q

@@ -75,7 +75,8 @@ def replay_request(request: Request, completion: Completion, mode: str) -> Reque
     constraint: a forced length could not meet one). Its key names the mode in its unit ("raw:DOC/stage/n"), so
     that it stays a call key and an engine never mistakes it for the live call."""
     return dataclasses.replace(request, key=f"{mode}:{request.key}", sampling=dataclasses.replace(
-        request.sampling, max_tokens=max(completion.output_tokens, 1), regex=None, choice=None, ignore_eos=True))
+        request.sampling, max_tokens=max(completion.output_tokens, 1), regex=None, choice=None, schema=None,
+        ignore_eos=True))
 
 
 # -- measuring ---------------------------------------------------------------------------------------------------

@@ -9,13 +9,15 @@ Role = Literal["guidance", "student"]
 
 @dataclass(frozen=True, slots=True)
 class Sampling:
-    """Decoding settings of one call; `regex`/`choice` constrain the output where the engine can."""
+    """Decoding settings of one call; `regex`/`choice` constrain the output where the engine can, and `schema` (a
+    JSON schema, as JSON text) says the same for engines that take formats as JSON schemas."""
 
     max_tokens: int
     temperature: float = 0.2
     top_p: float = 0.9
     regex: str | None = None
     choice: tuple[str, ...] | None = None
+    schema: str | None = None
     repetition_penalty: float = 1.0
     # Benchmarks replay recorded output lengths: generate exactly max_tokens, ignoring end-of-sequence.
     ignore_eos: bool = False

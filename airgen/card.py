@@ -41,8 +41,9 @@ def dataset_card(f: dict[str, Any], images: dict[str, str], counts: dict[str, in
     for i, k in enumerate(splits):
         header += [f"- config_name: {k}", f"  data_files: {data_file(k)}"] + (["  default: true"] if i == 0 else [])
     header.append("---")
-    changed = [f"`{name}` = {value!r} (default {default!r})" for name, value, default in made["settings"]
+    changed = [f"`{name}` = {value!r} (default {default!r})" for name, value, default, _ in made["settings"]
                if value != default]
+    unlike = [f"`{name}` = {value!r} (theirs {authors!r})" for name, value, authors in made["unlike_authors"]]
     body = [
         "",
         f"# Complex instruction-following data made with {f['title']}",
@@ -55,6 +56,8 @@ def dataset_card(f: dict[str, Any], images: dict[str, str], counts: dict[str, in
         f"- prompt set: {made['prompts']}" + ("" if made["prompts_match"] else " (not the bundled one)"),
         *(f"- {note}" for note in f["made_notes"]),
         f"- settings that differ from the method's defaults: {', '.join(changed) or 'none'}",
+        *([f"- preset: {made['preset']}"] if made["preset"] else []),
+        *([f"- settings that differ from the authors' code: {', '.join(unlike)}"] if unlike else []),
         "",
         "## Records",
         "",

@@ -8,11 +8,12 @@ import sys
 import time
 import tomllib
 import traceback
+import typing
 from pathlib import Path
 from typing import Any
 
 from airgen import recipes
-from airgen.config import Config, ConfigError, load
+from airgen.config import PRESET_ABOUT, Config, ConfigError, Dialect, load
 from airgen.console import engine_log, say
 from airgen.rows import CorpusError
 
@@ -59,7 +60,7 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{role}", metavar="PATH", help=f"{role} model: HF folder, run in process by vLLM")
         p.add_argument(f"--{role}-url", metavar="URL", help=f"{role} model: OpenAI-compatible server")
         p.add_argument(f"--{role}-model", metavar="NAME", help=f"model name on the {role} server")
-        p.add_argument(f"--{role}-dialect", choices=("auto", "vllm", "sglang", "llamacpp", "none"),
+        p.add_argument(f"--{role}-dialect", choices=typing.get_args(Dialect),
                        help=f"how the {role} server is told decode-time formats (default auto: asked of the server)")
     p.add_argument("--api-key-env", metavar="NAME",
                    help="environment variable holding the servers' API key (default OPENAI_API_KEY)")
@@ -180,7 +181,11 @@ def run_config(args: argparse.Namespace) -> Config:
         about = f"{recipe.about_preset(config.settings)}, short outputs, {limit} {recipe.unit}s"
         say(f"airgen: bundled tiny model -> preset 'tiny' ({about}); see README 'The bundled demo'")
         return config
-    return load(args.config, overrides, args.preset)
+    config = load(args.config, overrides, args.preset)
+    if config.preset is not None:
+        say(f"airgen: preset '{config.preset}' ({PRESET_ABOUT.get(config.preset, 'named settings')}): "
+            f"{recipes.of(config).about_preset(config.settings)}")
+    return config
 
 
 def _ints(text: str, name: str) -> list[int]:

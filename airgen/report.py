@@ -116,7 +116,10 @@ def figures(view: RunView) -> dict[str, Any]:
             "model_identities": models,
             "prompts": settings.get("prompts"), "prompts_match": view.prompts_match,
             "preset": view.run_info.get("preset"),
-            "settings": [[name, value, default] for name, value, default in defaults_first(view.config)],
+            "settings": [list(row) for row in defaults_first(view.config)],
+            # Where the run's settings are not those of the authors' code (recipes with an authors preset).
+            "unlike_authors": [[name, value, authors] for name, value, _, authors in defaults_first(view.config)
+                               if authors is not None and value != authors],
         },
         "limits": _limits(view, models),
     }
@@ -155,6 +158,12 @@ def text_summary(f: dict[str, Any], folder: Path) -> str:
         hit = f", prefix-cache hit {t['prefix_cache_hit']:.0%}" if t["prefix_cache_hit"] is not None else ""
         good = f", goodput {t['goodput']:.0%}" if t["goodput"] is not None else ""
         lines.append(f"  {t['prompt_tokens']} prompt + {t['output_tokens']} output tokens{hit}{good}")
+    made = f["made"]
+    unlike = made["unlike_authors"]
+    lines.append(f"  preset: {made['preset'] or 'none'}" + (
+        f"; unlike the authors' code: {', '.join(f'{n} = {v!r} (theirs {a!r})' for n, v, a in unlike)}" if unlike
+        else "; every method setting as in the authors' code" if any(row[3] is not None for row in made["settings"])
+        else ""))
     lines += [f"  note: {n}" for n in f["limits"]]
     if not f["records"]:
         lines.append("  no records yet: the report shows how far the run got")
@@ -287,7 +296,7 @@ def page(f: dict[str, Any], images: dict[str, str]) -> str:
               "<h2>How it was made</h2>",
               _table(["", ""], [*([f"{role} model", name] for role, name in f["made"]["models"].items()),
                                 ["prompt set", f["made"]["prompts"]], ["preset", f["made"]["preset"]]]),
-              _table(["setting", "value", "default"], f["made"]["settings"])]
+              _table(["setting", "value", "default", "authors' code"], f["made"]["settings"])]
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>airgen report</title><style>{_CSS}</style>"
             f"</head><body>{''.join(parts)}</body></html>\n")
 

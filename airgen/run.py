@@ -111,6 +111,15 @@ def shard_of(name: str, workers: int) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big") % workers
 
 
+def say_engines(engines: dict[Role, Engine]) -> None:
+    """Which engine answers each role, and how (a server's dialect)."""
+    by_engine: dict[int, list[str]] = {}
+    for role, engine in engines.items():
+        by_engine.setdefault(id(engine), []).append(role)
+    for roles in by_engine.values():
+        say(f"airgen: {' and '.join(roles)}: {engines[roles[0]].about}")
+
+
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
@@ -126,6 +135,7 @@ async def execute(config: Config, out: Path, inputs: list[Path], prompts: Prompt
     recipe = recipes.of(config)
     roles = recipe.roles
     engines = await start_engines(config.guidance, config.student if "student" in roles else None)
+    say_engines(engines)
     try:
         scheduler = await generate(config, out, inputs, prompts, engines)
     finally:

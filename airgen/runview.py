@@ -82,11 +82,18 @@ def stage_of(key: str) -> str:
     return split_key(key)[1]
 
 
-def defaults_first(config: Config) -> list[tuple[str, Any, Any]]:
-    """(setting, value, default) of the method settings, the ones that differ from the defaults first."""
+AUTHORS = "authors"  # the preset that reproduces the authors' code, where a recipe has one
+
+
+def defaults_first(config: Config) -> list[tuple[str, Any, Any, Any]]:
+    """(setting, value, default, the authors' code's value or None) of the method settings, the ones that differ
+    from the defaults first."""
     recipe = recipes.get(config.recipe)
     default = dataclasses.asdict(recipe.settings())
-    rows = [(f"{recipe.section}.{k}", v, default[k]) for k, v in dataclasses.asdict(config.settings).items()]
-    rows.append(("seed", config.seed, 0))
+    theirs = recipe.presets.get(AUTHORS)
+    authors = dataclasses.asdict(dataclasses.replace(recipe.settings(), **theirs)) if theirs is not None else {}
+    rows = [(f"{recipe.section}.{k}", v, default[k], authors.get(k)) for k, v in
+            dataclasses.asdict(config.settings).items()]
+    rows.append(("seed", config.seed, 0, None))
     return sorted(rows, key=lambda r: r[1] == r[2])
 

@@ -33,10 +33,12 @@ class Reject(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Format:
-    """A decode-time constraint: the answer matches `regex`, or is one of `choice`."""
+    """A decode-time constraint: the answer matches `regex`, or is one of `choice`. A format whose answer is a JSON
+    object also gives its `schema` (JSON text), for engines that take JSON schemas rather than regexes."""
 
     regex: str | None = None
     choice: tuple[str, ...] | None = None
+    schema: str | None = None
 
 
 def _as_is(text: str, args: Mapping[str, Any]) -> str:
@@ -60,7 +62,7 @@ class Step:
     parse: Callable[[str, Mapping[str, Any]], Any] = _as_is
     # (value, config, args) -> the value kept (possibly narrowed); raises Reject with the reason.
     accept: Callable[[Any, Any, Mapping[str, Any]], Any] = _accept_all
-    # Free text may be kept when cut at max_tokens (the setting `keep_cut_text`); formatted answers never are.
+    # Free text may be kept when cut at max_tokens (the setting `keep_cut`); formatted answers never are.
     free_text: bool = False
     # (config) -> max_tokens of this step's calls; None: the recipe's default.
     max_tokens: Callable[[Any], int] | None = None
@@ -76,7 +78,7 @@ class Step:
         if fmt is not None or self.max_tokens is not None:
             sampling = dict(sampling)
             if fmt is not None:
-                sampling.update(regex=fmt.regex, choice=fmt.choice)
+                sampling.update(regex=fmt.regex, choice=fmt.choice, schema=fmt.schema)
             if self.max_tokens is not None:
                 sampling["max_tokens"] = self.max_tokens(config)
         return Request(key=key, role=self.role, stage=self.name, messages=messages, sampling=Sampling(**sampling),

@@ -4,7 +4,8 @@ at a set rate.
 
 It runs on 127.0.0.1 on a free port in a thread of its own, so a test can point an `airgen run` subprocess at it.
 Whether a try faults is drawn from (seed, call key, try number), so a rerun meets the same faults. Every try is
-logged (`received`: call key, try number, fault or None), so a test can count calls sent twice.
+logged (`received`: call key, try number, fault or None), so a test can count calls sent twice. It can also refuse
+like a misconfigured server: every request (`refuse_status`, with `refuse_body`), or one unit's (`refuse_unit`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import random
 import re
 import threading
 import time
+import urllib.parse
 from typing import Any
 
 from aiohttp import web
@@ -35,7 +37,8 @@ _TYPE_LINE = re.compile(r"^- ([^:\n]+):", re.M)
 class FaultServer:
     def __init__(self, rate: float = 0.0, kinds: tuple[str, ...] = RETRYABLE, seed: int = 0,
                  latency_s: float = 0.002, hang_s: float = 2.0, api_key: str | None = None,
-                 poison: str | None = None, owned_by: str = "vllm", port: int = 0, chatty: frozenset = frozenset()):
+                 poison: str | None = None, owned_by: str = "vllm", port: int = 0, chatty: frozenset = frozenset(),
+                 refuse_status: int | None = None, refuse_body: str = "", refuse_unit: str | None = None):
         self.rate, self.kinds, self.seed = rate, kinds, seed
         self.latency_s, self.hang_s, self.api_key, self.poison, self.owned_by = latency_s, hang_s, api_key, poison, owned_by
         self.received: list[tuple[str, int, str | None]] = []
@@ -50,6 +53,8 @@ class FaultServer:
         self._ready = threading.Event()
         self.port = port  # 0: a free one
         self.chatty = chatty  # stages answered in loose prose, as a model with no decode-time format does
+        self.refuse_status, self.refuse_body, self.refuse_unit = refuse_status, refuse_body, refuse_unit
+        self.refused = 0
 
     @property
     def url(self) -> str:
@@ -99,7 +104,13 @@ class FaultServer:
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return web.json_response({"error": {"message": "invalid api key"}}, status=401)
         body = await request.json()
-        key = request.headers.get("X-Request-Id", "")
+        key = urllib.parse.unquote(request.headers.get("X-Airgen-Call", ""))
+        if self.refuse_status is not None or (self.refuse_unit is not None and split_key(key)[0] == self.refuse_unit):
+            with self._lock:
+                self.refused += 1
+            if self.refuse_status is not None:
+                return web.Response(status=self.refuse_status, text=self.refuse_body)
+            return web.json_response({"error": {"message": "prompt too long for this server"}}, status=400)
         with self._lock:
             attempt = self._tries[key]
             self._tries[key] += 1
@@ -154,7 +165,7 @@ class FaultServer:
             criteria = text.split("[Criteria]")[-1].split("\nOutput format:")[0]
             args["count"] = sum(1 for line in criteria.splitlines() if line.strip())
         request = Request(key, "guidance", stage, tuple(body["messages"]), None, args=args)  # type: ignore[arg-type]
-        answer = self._script(request)
+        answer = "Hi." if stage == "probe" else self._script(request)
         if stage in self.chatty:
             answer = "Sure! Here is what I think about it, in a few friendly words."
         prompt = sum(len(m["content"].split()) for m in body["messages"])

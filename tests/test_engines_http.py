@@ -3,23 +3,27 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 from airgen.calls import Request, Sampling
 from airgen.config import ConfigError, ModelConfig
 from airgen.engines.build import close_engines, start_engines
-from airgen.engines.openai import HTTPEngineError, HTTPRequestRejected, OpenAIEngine, _retry_after
+from airgen.engines.openai import HTTPEngineError, HTTPRequestRejected, OpenAIEngine, _retry_after, call_headers
 
 
 def make_request(text: str = "Rate it.", key: str = "doc/judge/0", **sampling) -> Request:
@@ -53,7 +57,7 @@ class FakeServer:
         self.owned_by = "vllm"  # what vLLM's /v1/models says
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        self.calls.append((time.monotonic(), await request.json(), dict(request.headers)))
+        self.calls.append((time.monotonic(), await request.json(), CIMultiDict(request.headers)))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -133,14 +137,15 @@ async def test_garbage_answers_are_retried_like_server_errors(serve):
 
 
 async def test_bad_request_fails_at_once_with_the_servers_message(serve):
-    server = await serve(reply(400, {"error": {"message": "invalid regex '[bad'", "code": 400}}))
+    server = await serve(reply(400, {"error": {"message": "invalid regex '[bad'", "code": 400}}), reply())
     engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", max_retries=5))
     try:
         with pytest.raises(HTTPRequestRejected, match=r"HTTP 400.*invalid regex '\[bad'"):
             await engine.generate(make_request(regex="[bad"))
     finally:
         await engine.close()
-    assert len(server.calls) == 1
+    # Never retried; with nothing else in flight, a one-token request showed that the server answers.
+    assert [body["max_tokens"] for _, body, _ in server.calls] == [8, 1]
 
 
 async def test_gives_up_after_max_retries_saying_what_failed(serve):
@@ -411,7 +416,7 @@ async def test_each_server_is_told_the_format_in_its_own_dialect(serve, owner, f
 
 async def test_an_unknown_server_gets_only_standard_fields(serve):
     server = await serve(reply())
-    server.owned_by = "openai"
+    server.owned_by = "some-proxy"
     engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m"))
     try:
         await engine.generate(make_request(regex="[1-5]", repetition_penalty=1.3))
@@ -435,3 +440,133 @@ def test_every_decode_format_has_a_gbnf_form():
     assert gbnf('\\{"a": "[^"\\\\\\n]+"\\}') == 'root ::= "{" "\\"" "a" "\\"" ":" " " "\\"" [^"\\\\\\n]+ "\\"" "}"'
     with pytest.raises(ValueError):
         gbnf("a.b")
+
+
+# --- what servers people run check: headers, dialects, refusals ------------------------------------------------------
+
+def uuid_checked(request: web.Request):
+    """llama-cpp-python's server (starlette-context's request-id plugin): a request id that is no UUID is answered
+    400 with an empty body."""
+    try:
+        uuid.UUID(request.headers.get("X-Request-Id", ""))
+    except ValueError:
+        return web.Response(status=400)
+    return web.json_response(ok_body())
+
+
+async def test_the_call_key_travels_in_its_own_header_and_the_request_id_is_a_uuid(serve):
+    server = await serve(uuid_checked)
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m"))
+    try:
+        await engine.generate(make_request(key="docs/a b ü.txt/propose/2"))
+        await engine.generate(make_request(key="docs/a b ü.txt/propose/2"))
+    finally:
+        await engine.close()
+    first, second = (headers for _, _, headers in server.calls)
+    assert urllib.parse.unquote(first["X-Airgen-Call"]) == "docs/a b ü.txt/propose/2"
+    assert uuid.UUID(first["X-Request-Id"]).version == 5 and first["X-Request-Id"] == second["X-Request-Id"]
+    assert call_headers("a/b/1")["X-Request-Id"] != call_headers("a/b/2")["X-Request-Id"]
+    # The server of the first contact: the key itself as the request id was answered 400, empty body.
+    assert uuid_checked(type("R", (), {"headers": {"X-Request-Id": "a/b/c"}})()).status == 400
+
+
+async def test_the_openai_dialect_sends_json_schemas_and_unwraps_a_choice(serve):
+    from airgen.crab import steps as crab
+
+    server = await serve(reply(body=ok_body('{"answer": "Answer: No"}')), reply(body=ok_body('{"a": "NULL"}')),
+                         reply())
+    server.owned_by = "openai"
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m"))
+    try:
+        assert engine.dialect == "openai"
+        choice = await engine.generate(make_request(choice=("Answer: Yes", "Answer: No")))
+        schema = crab.json_schema(("a", "b"))
+        proposal = await engine.generate(make_request(regex=crab.json_regex(("a", "b"), crab._VALUE), schema=schema))
+        await engine.generate(make_request(regex="Score: [1-5]/5"))
+    finally:
+        await engine.close()
+    assert choice.text == "Answer: No" and proposal.text == '{"a": "NULL"}'
+    sent = [body.get("response_format") for _, body, _ in server.calls]
+    assert sent[0]["type"] == "json_schema"
+    assert sent[0]["json_schema"]["schema"]["properties"]["answer"]["enum"] == ["Answer: Yes", "Answer: No"]
+    assert sent[1]["json_schema"]["schema"] == json.loads(schema)
+    assert sent[2] is None  # a regex that is no JSON schema goes plain, for the lenient parser
+    assert all("structured_outputs" not in body and "grammar" not in body for _, body, _ in server.calls)
+
+
+@pytest.mark.parametrize("path, answer", [
+    ("/props", {"default_generation_settings": {"n_ctx": 2048}, "total_slots": 1}),  # llama-server
+    ("/openapi.json", {"openapi": "3.1.0", "info": {"title": "\U0001f999 llama.cpp Python API"}}),  # llama-cpp-python
+])
+async def test_auto_knows_a_llamacpp_server_by_what_it_answers(serve, path, answer):
+    server = await serve(reply())
+    server.owned_by = "me"  # llama-cpp-python's model list says no more than this
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", server.chat)
+    app.router.add_get("/v1/models", server.models)
+    app.router.add_get(path, lambda request: web.json_response(answer))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        engine = await OpenAIEngine.start(ModelConfig(url=f"http://127.0.0.1:{runner.addresses[0][1]}", model="m"))
+        await engine.generate(make_request(regex="Score: [1-5]/5"))
+        await engine.close()
+    finally:
+        await runner.cleanup()
+    assert engine.dialect == "llamacpp" and server.calls[0][1]["grammar"].startswith("root ::= ")
+
+
+async def test_a_server_refusing_everything_stops_with_its_status_and_message(serve):
+    server = await serve(lambda request: web.Response(status=400))
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", refusal_window=4))
+    try:
+        results = await asyncio.gather(*(engine.generate(make_request(key=f"d{i}/s/0")) for i in range(6)),
+                                       return_exceptions=True)
+    finally:
+        await engine.close()
+    assert all(isinstance(r, HTTPEngineError) for r in results), results
+    assert server.url in str(results[0]) and "HTTP 400" in str(results[0]) and "(empty body)" in str(results[0])
+
+
+async def test_a_lone_refusal_is_settled_by_a_one_token_probe(serve):
+    refused = {"key": "long/back_translate/0"}
+
+    def answer(request: web.Request):
+        if urllib.parse.unquote(request.headers["X-Airgen-Call"]) == refused["key"]:
+            return web.json_response({"error": {"message": "prompt is too long"}}, status=400)
+        return web.json_response(ok_body())
+
+    server = await serve(answer)
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m"))
+    try:
+        with pytest.raises(HTTPRequestRejected, match="prompt is too long"):
+            await engine.generate(make_request(key=refused["key"]))
+        assert await engine.generate(make_request(key="short/back_translate/0"))
+        # A server that refuses even the probe refuses everything.
+        refused["key"] = "airgen/probe/0"
+    finally:
+        await engine.close()
+    probes = [body for _, body, _ in server.calls if body["max_tokens"] == 1]
+    assert len(probes) == 1 and len(server.calls) == 3
+
+
+async def test_refusals_while_the_server_answers_others_are_the_requests_own(serve):
+    def answer(request: web.Request):
+        if urllib.parse.unquote(request.headers["X-Airgen-Call"]).startswith("bad"):
+            return web.json_response({"error": {"message": "prompt is too long"}}, status=400)
+        return asyncio.sleep(0.05, web.json_response(ok_body()))
+
+    server = await serve(answer)
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", refusal_window=4))
+    try:
+        results = await asyncio.gather(*(engine.generate(make_request(key=f"{'bad' if i % 2 else 'ok'}{i}/s/0"))
+                                         for i in range(12)), return_exceptions=True)
+    finally:
+        await engine.close()
+    # Each window of 4 (in the order sent) was half refused: the refusals are the requests' own, though every one
+    # came back before the first answer.
+    assert [type(r).__name__ for r in results] == [
+        "HTTPRequestRejected" if i % 2 else "Completion" for i in range(12)]
+    assert not any(body["max_tokens"] == 1 for _, body, _ in server.calls)  # no probe was needed

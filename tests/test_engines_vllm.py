@@ -169,17 +169,18 @@ async def test_a_dead_engine_raises_instead_of_hanging():
     assert not [p.name() for p in started if _alive(p.pid)]
 
 
-# The guard runs in its own session and ends the processes it was armed with once its owner is gone.
+# The guard runs in its own session and ends its owner's processes once the owner is gone: those it saw, and one
+# started an instant before the kill, too late for the guard to have looked.
 OWNER = textwrap.dedent(
     """
     import subprocess, sys, time, psutil
     from airgen.engines.vllm import _OrphanGuard
+    guard = _OrphanGuard.arm()
     child = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
                               "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)"])
-    time.sleep(0.5)
-    proc = psutil.Process(child.pid)
-    guard = _OrphanGuard({child.pid: proc.create_time()})
-    print(child.pid, *[c.pid for c in proc.children()], flush=True)
+    time.sleep(1)
+    late = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    print(child.pid, *[c.pid for c in psutil.Process(child.pid).children()], late.pid, flush=True)
     time.sleep(600)
     """
 )
@@ -189,7 +190,7 @@ def test_guard_ends_the_processes_of_an_owner_killed_with_sigkill():
     owner = subprocess.Popen([sys.executable, "-c", OWNER], stdout=subprocess.PIPE, text=True)
     try:
         pids = [int(pid) for pid in owner.stdout.readline().split()]
-        assert len(pids) == 2, "the owner did not start its child and grandchild"
+        assert len(pids) == 3, "the owner did not start its child, grandchild and late child"
         assert all(psutil.pid_exists(pid) for pid in pids)
         owner.kill()
         owner.wait()
@@ -201,13 +202,16 @@ def test_guard_ends_the_processes_of_an_owner_killed_with_sigkill():
         owner.kill()
 
 
-def test_disarmed_guard_leaves_processes_alone():
+def test_released_guard_leaves_processes_alone():
     from airgen.engines.vllm import _OrphanGuard
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
-        guard = _OrphanGuard({sleeper.pid: psutil.Process(sleeper.pid).create_time()})
-        guard.disarm()
+        first, second = _OrphanGuard.arm(), _OrphanGuard.arm()
+        assert first is second  # one guard per process, whatever the number of engines
+        first.release()
+        second.release()
+        assert second._proc.poll() == 0  # disarmed: it ended without touching anything
         time.sleep(0.5)
         assert sleeper.poll() is None
     finally:

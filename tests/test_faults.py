@@ -94,6 +94,40 @@ def test_a_request_that_always_fails_rejects_its_document_and_the_run_goes_on(tm
     assert any("r" in e and e["s"] == "d07" for e in events)  # journaled as refused: a resume does not ask again
 
 
+@pytest.mark.parametrize("status, body, says", [
+    (400, "", "HTTP 400: (empty body)"),  # llama-cpp-python's answer to an X-Request-Id it does not like
+    (401, '{"error": {"message": "invalid api key"}}', "HTTP 401): invalid api key"),
+    (403, "<html>Forbidden by the proxy</html>", "HTTP 403): <html>Forbidden by the proxy</html>"),
+])
+def test_a_server_refusing_everything_stops_the_run_and_journals_none_of_it(tmp_path, docs, status, body, says):
+    out = tmp_path / "out"
+    with FaultServer(refuse_status=status, refuse_body=body) as server:
+        done = airgen(server.url, docs, out, timeout=120)
+        url = server.url
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    stopped = [line for line in done.stderr.splitlines() if line.startswith("airgen: the run stopped")]
+    assert len(stopped) == 1 and url in stopped[0] and says in stopped[0], done.stderr[-2000:]
+    assert server.refused >= 1
+    events = lines(out / "journal.jsonl")
+    assert not any("r" in e or "done" in e for e in events)  # no refusal, no rejected document on record
+    with FaultServer(port=server.port) as healed:  # the same command, once the server is fixed
+        done = airgen(healed.url, docs, out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(by_doc(out)) == DOCS and not lines(out / "rejected.jsonl")
+
+
+def test_one_documents_refused_requests_reject_it_and_the_run_goes_on(tmp_path, docs):
+    with FaultServer(refuse_unit="d03") as server:
+        done = airgen(server.url, docs, tmp_path / "out")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rejected = lines(tmp_path / "out" / "rejected.jsonl")
+    assert [(r["id"], r["stage"]) for r in rejected] == [("d03", "back_translate")]
+    assert "engine refused the request" in rejected[0]["reason"] and "prompt too long" in rejected[0]["reason"]
+    assert set(by_doc(tmp_path / "out")) == {f"d{i:02d}" for i in range(DOCS)} - {"d03"}
+    assert server.refused == 1  # refused once, journaled: never asked again
+
+
 def test_a_cut_answer_is_a_recorded_fault_not_a_retry(tmp_path, docs):
     with FaultServer(rate=0.3, kinds=("length",), seed=1) as server:
         done = airgen(server.url, docs, tmp_path / "out")

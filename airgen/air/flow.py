@@ -28,11 +28,12 @@ from airgen.air.prompt_data import merge_examples, types
 from airgen.air.settings import FlowConfig
 from airgen.air.steps import (
     ANSWER, ANSWER_WITH, BACK_TRANSLATE, CHECK, DEDUP, MERGE, PROPOSE, REFERENCE, REFINE, RESPOND, SCORE,
-    format_examples, format_numbered, format_types, steps_for, append_constraints,
+    format_examples, format_numbered, format_types, steps_for, append_constraints, type_name,
 )
 from airgen.calls import Request
 from airgen.corpus import Document
 from airgen.flow import Done, Fault, Flow, FlowError, Next, Rejected, Unit, record
+from airgen.parsing import word_count
 from airgen.prompts import PromptSet
 
 # What a call waits for besides the answer that unlocks it: a round's proposal goes out once none of these is in
@@ -165,7 +166,14 @@ class AirFlow(Flow):
         if self.config.judge != "none" and s.answer is None:
             return [self.ask(s, ANSWER, s.round, {"text": self._current_instruction(s)})]
         # Round 1 without a judge: the proposal goes out once the refinement is back (`_propose_when_ready`).
-        return [] if self.waiting_on(s, WAITS_FOR[PROPOSE], asked) else [self._propose(s)]
+        if self.waiting_on(s, WAITS_FOR[PROPOSE], asked):
+            return []
+        short = self._short_answer(s)
+        if short is not None:  # the answer reused from the last round's check; a constraint exists by then
+            ended = self._end_rounds(s, ANSWER, short)
+            assert isinstance(ended, list)
+            return ended
+        return [self._propose(s)]
 
     def _propose_when_ready(self, s: Sample) -> Next:
         """The proposal once the calls it waits for are back, their faults weighed in WAITS_FOR's order: a failed
@@ -177,14 +185,25 @@ class AirFlow(Flow):
                 if stage == ANSWER:
                     return self._end_rounds(s, ANSWER, s.faults[ANSWER])
                 return Rejected(stage, s.faults[stage])
+        short = self._short_answer(s)
+        if short is not None:
+            return self._end_rounds(s, ANSWER, short)
         return [self._propose(s)]
+
+    def _short_answer(self, s: Sample) -> str | None:
+        """Why the round's student answer is too short for the judge to compare, if it is."""
+        answer = s.rounds[s.round].answer
+        n = word_count(answer) if answer is not None else None
+        if n is None or n >= self.config.min_student_words:
+            return None
+        return f"the student's answer has {n} words, fewer than {self.config.min_student_words}"
 
     def _propose(self, s: Sample) -> Request:
         used = {c.type for c in s.constraints}
-        offered = [t for t in types(self.prompts) if t.name not in used]
+        offered = [t for t in types(self.prompts) if type_name(t, self.config) not in used]
         self.rng(s, f"{PROPOSE}/{s.round}").shuffle(offered)
-        allowed = [t.name for t in offered]
-        inputs: dict[str, str | int] = {"instruction": s.instruction, "types": format_types(offered)}
+        allowed = [type_name(t, self.config) for t in offered]
+        inputs: dict[str, str | int] = {"instruction": s.instruction, "types": format_types(offered, allowed)}
         args: dict[str, Any] = {"allowed": allowed}
         if self.config.judge != "none":
             # The judge always sees the INITIAL instruction (authors' code); the answer varies per round.
@@ -272,14 +291,22 @@ class AirFlow(Flow):
         while any(c.round == s.next_level for c in s.constraints) and self._settled(s, s.next_level):
             k = s.next_level
             s.next_level += 1
-            chosen = [c for c in s.constraints if c.round <= k and (self.config.constraint_set == "all" or c.failed)]
+            # Each distinct constraint once: a text proposed twice (the duplicate check said no) is one requirement.
+            texts: set[str] = set()
+            chosen = [c for c in s.constraints if c.round <= k and (self.config.constraint_set == "all" or c.failed)
+                      and not (c.text in texts or texts.add(c.text))]
             previous = s.levels[max(s.levels)] if s.levels else None
+            words = sum(word_count(c.text) for c in chosen)
             if not chosen:
                 unread = any(c.failed is None for c in s.constraints if c.round <= k)
                 s.level_drops.append({"level": k, "stage": CHECK, "reason": "no constraint is known to be failed: "
                                       "a check could not be read" if unread else "the student met every constraint"})
-            elif chosen == previous:
-                s.level_drops.append({"level": k, "stage": CHECK, "reason": "no new failed constraint at this level"})
+            elif chosen == previous and not self.config.keep_unchanged_levels:
+                new = "failed constraint" if self.config.constraint_set == "failed" else "constraint"
+                s.level_drops.append({"level": k, "stage": CHECK, "reason": f"no new {new} at this level"})
+            elif words < self.config.level_constraint_words:
+                s.level_drops.append({"level": k, "stage": MERGE, "reason": f"the level's constraints have {words} "
+                                      f"words in all, fewer than {self.config.level_constraint_words}"})
             else:
                 s.levels[k] = chosen
                 started.append(self._merge(s, k))

@@ -10,7 +10,7 @@ from airgen.air import prompt_data, views
 from airgen.air.flow import AirFlow, Sample
 from airgen.air.script import MethodScript
 from airgen.air.settings import FlowConfig
-from airgen.air.steps import ALL_STEPS, INITIAL_STAGES, LEVEL_STAGES, STAGES, steps_for
+from airgen.air.steps import ALL_STEPS, FREE_TEXT_STAGES, INITIAL_STAGES, LEVEL_STAGES, STAGES, steps_for
 from airgen.calls import Request
 from airgen.prompts import PromptSet
 from airgen.recipe import Recipe
@@ -44,12 +44,22 @@ class AirRecipe(Recipe):
             "instruction_words": (2, 80),
             "merged_words": (2, 200),
             "min_answer_words": 2,
-            "keep_cut_text": True,
+            "keep_cut": FREE_TEXT_STAGES,
             "repetition_penalty": 1.3,
             "sentence_instructions": True,
             "short_lines": True,
             "judge_may_decline": False,
             "dedup_asks": "new",
+        },
+        # The authors' code, decision for decision (README: "Where airgen differs from the authors' code").
+        "authors": {
+            "constraint_set": "all",
+            "keep_cut": ("answer", "answer_with", "respond"),
+            "merged_words": (4, 149),
+            "level_constraint_words": 4,
+            "keep_unchanged_levels": True,
+            "parsers": "authors",
+            "structured": False,
         },
     }
 

@@ -33,8 +33,10 @@ class MethodScript:
             case "score":
                 return f"The instruction is a clear general task.\nScore: {self.score}/5"
             case "propose":
-                # The first of the offered types in the prompt set's order.
-                kind = next((t.name for t in types(self.prompts) if t.name in request.args["allowed"]), None)
+                # The first of the offered types in the prompt set's order (offered as named, maybe "X Constraint").
+                order = {t.name: i for i, t in enumerate(types(self.prompts))}
+                kind = min(request.args["allowed"], key=lambda a: order.get(a.removesuffix(" Constraint"), len(order)),
+                           default=None)
                 if kind is None:
                     return "**Analysis**: nothing to add.\n**Selected Type**: None\n**Constraint**: None"
                 return (f"**Analysis**: the answer lacks {kind.lower()} features.\n**Selected Type**: {kind}\n"

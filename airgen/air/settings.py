@@ -41,6 +41,17 @@ class FlowConfig(Sampling):
     merged_words: tuple[int, int] = (3, 150)
     min_refined_words: int = 3
     min_answer_words: int = 4
+    # A round whose student answer has fewer words gives the judge nothing to compare: the rounds end there, so
+    # that round's level and every later one make no record (the authors' final filter drops them).
+    min_student_words: int = 3
+    # A level whose merged constraints have fewer words than this, all together, makes no record (authors: 4).
+    level_constraint_words: int = 0
+    # A level that would merge the same constraints as the level before it makes a record again (the authors'
+    # code merges every level); off, it is dropped as adding nothing.
+    keep_unchanged_levels: bool = False
+    # How answers are read: airgen's lenient parsers, or the rules of the authors' code (`air.authors`), their
+    # case-sensitive substring tests and any 2..6-word constraint type included.
+    parsers: Literal["airgen", "authors"] = "airgen"
 
     def validate(self, where: str = "flow") -> None:
         super().validate(where)
@@ -49,6 +60,11 @@ class FlowConfig(Sampling):
         check(0 <= self.pass_score <= 4, "flow.pass_score must be 0..4 (4 = every constraint counts as failed)")
         check(self.merge_max_tokens >= 16, "flow.merge_max_tokens must be >= 16")
         check(0 <= self.few_shot <= 8, "flow.few_shot must be 0..8")
+        check(self.parsers == "airgen" or not (self.one_shot or self.dedup_asks == "new"),
+              "flow.parsers = authors reads one constraint a round and the duplicate question as the authors ask it: "
+              "it goes with neither flow.one_shot nor flow.dedup_asks = new")
+        check(self.min_student_words >= 0 and self.level_constraint_words >= 0,
+              "flow.min_student_words and flow.level_constraint_words must be >= 0")
         for name in ("instruction_words", "constraint_words", "merged_words"):
             lo, hi = getattr(self, name)
             check(0 <= lo <= hi, f"flow.{name} must be [low, high] with 0 <= low <= high")

@@ -10,10 +10,11 @@ parentheses.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airgen.air import parsers
+from airgen.air import authors, parsers
 from airgen.air.prompt_data import ConstraintType, MergeExample
 from airgen.air.settings import FlowConfig
 from airgen.parsing import word_count
@@ -104,9 +105,17 @@ def append_constraints(instruction: str, constraints: Sequence[str]) -> str:
     return "\n\n".join([instruction.strip(), *(c.strip() for c in constraints)])
 
 
-def format_types(types: Sequence[ConstraintType]) -> str:
-    """The type list the judge picks from. Unnumbered, so a judge echoes a bare name rather than '3. Name'."""
-    return "\n".join(f"- {t.name}: {t.description}\n  Example: {t.example}" for t in types)
+def format_types(types: Sequence[ConstraintType], names: Sequence[str] | None = None) -> str:
+    """The type list the judge picks from, under `names` (default: the types' own). Unnumbered, so a judge echoes a
+    bare name rather than '3. Name'."""
+    return "\n".join(f"- {name}: {t.description}\n  Example: {t.example}"
+                     for t, name in zip(types, names or [t.name for t in types]))
+
+
+def type_name(kind: ConstraintType, config: FlowConfig) -> str:
+    """A type as the judge is offered it: under `parsers = "authors"`, as the authors' code names it ("Inclusion
+    Constraint"), the names their 2..6-word rule for a judge's type was written for."""
+    return f"{kind.name} Constraint" if config.parsers == "authors" else kind.name
 
 
 def format_numbered(items: Sequence[str]) -> str:
@@ -247,13 +256,32 @@ STEP_RESPOND = Step(
     free_text=True,
 )
 
-ALL_STEPS = (STEP_BACK_TRANSLATE, STEP_SCORE, STEP_REFINE, STEP_REFERENCE, STEP_ANSWER, STEP_PROPOSE,
+ALL_STEPS: tuple[Step, ...] = (STEP_BACK_TRANSLATE, STEP_SCORE, STEP_REFINE, STEP_REFERENCE, STEP_ANSWER, STEP_PROPOSE,
              STEP_PROPOSE_BLIND, STEP_PROPOSE_MANY, STEP_DEDUP, STEP_DEDUP_NEW, STEP_ANSWER_WITH, STEP_CHECK,
              STEP_MERGE, STEP_RESPOND)
 
 
+FREE_TEXT_STAGES = tuple(sorted({s.name for s in ALL_STEPS if s.free_text}))
+
+
+# flow.parsers = "authors": the steps read their answers by the rules of the authors' code.
+AUTHORS_PARSERS = {
+    BACK_TRANSLATE: _text(authors.instruction),
+    SCORE: _text(authors.score),
+    REFINE: _text(authors.free_text),
+    PROPOSE: lambda text, args: authors.constraint(text, args["allowed"]),
+    DEDUP: _text(authors.duplicate),
+    CHECK: lambda text, args: authors.check(text, args["count"]),
+    MERGE: _text(authors.free_text),
+}
+
+
 def steps_for(config: FlowConfig) -> dict[str, Step]:
-    """Stage -> the step that answers it under `config` (propose: the judge settings; dedup: `dedup_asks`)."""
+    """Stage -> the step that answers it under `config` (propose: the judge settings; dedup: `dedup_asks`; every
+    parser: `parsers`)."""
     propose = STEP_PROPOSE_MANY if config.one_shot else STEP_PROPOSE_BLIND if config.judge == "none" else STEP_PROPOSE
     dedup = STEP_DEDUP_NEW if config.dedup_asks == "new" else STEP_DEDUP
-    return {s.name: s for s in ALL_STEPS if s.name not in (PROPOSE, DEDUP)} | {PROPOSE: propose, DEDUP: dedup}
+    steps = {s.name: s for s in ALL_STEPS if s.name not in (PROPOSE, DEDUP)} | {PROPOSE: propose, DEDUP: dedup}
+    if config.parsers == "authors":
+        steps |= {name: dataclasses.replace(steps[name], parse=parse) for name, parse in AUTHORS_PARSERS.items()}
+    return steps

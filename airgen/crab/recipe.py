@@ -25,7 +25,7 @@ class CrabRecipe(Recipe):
     settings = CrabConfig
     stages = STAGES
     # keep_modified off: the 135M checker finds every constraint unmet and its rewrites are noise.
-    presets = {"tiny": {"max_tokens": 200, "short_lines": True, "keep_cut_text": True, "repetition_penalty": 1.3,
+    presets = {"tiny": {"max_tokens": 200, "short_lines": True, "repetition_penalty": 1.3,
                         "keep_modified": False}}
 
     def all_steps(self) -> Sequence[Step]:

@@ -44,6 +44,23 @@ def json_regex(keys: tuple[str, ...], value: str) -> str:
     return "\\{\\n" + body + "\\n\\}"
 
 
+def json_schema(keys: tuple[str, ...]) -> str:
+    """The same object as `json_regex` as a JSON schema: every key, each a string ("NULL" where it does not
+    apply)."""
+    return json.dumps({"type": "object", "properties": {k: {"type": "string"} for k in keys},
+                       "required": list(keys), "additionalProperties": False})
+
+
+# The check's answer as a JSON schema (`judgement_regex` as a regex).
+JUDGEMENT_SCHEMA = json.dumps({
+    "type": "object",
+    "properties": {"satisfaction": {"type": "string", "enum": ["YES", "NO"]}, "explanation": {"type": "string"},
+                   "modified_constraint": {"type": "string"},
+                   "constraint_validity": {"type": "string", "enum": ["YES", "NO"]}},
+    "required": ["satisfaction", "explanation", "modified_constraint", "constraint_validity"],
+    "additionalProperties": False})
+
+
 def judgement_regex(short: bool) -> str:
     note = _SHORT_NOTE if short else _NOTE
     return ('\\{\\n"satisfaction": "(YES|NO)",\\n"explanation": ' + note + ',\\n"modified_constraint": ' + note
@@ -109,10 +126,6 @@ def parse_refined(text: str) -> str:
 
 # -- the steps ------------------------------------------------------------------------------------------------------
 
-def _format(regex: str) -> Any:
-    return lambda c, args: Format(regex=regex)
-
-
 def _refined(text: str, c: Any, args: Mapping[str, Any]) -> str:
     """The prompt asks for 10 to 20 more words; a rewrite that adds more than `crab.refine_max_added_words` or
     drops words is not a refinement (the pair keeps its own instruction)."""
@@ -127,16 +140,19 @@ def _refined(text: str, c: Any, args: Mapping[str, Any]) -> str:
 STEP_REFINE = Step(REFINE, "guidance", "crab_refine", frozenset({"instruction", "response"}),
                    parse=lambda text, args: parse_refined(text), accept=_refined,
                    max_tokens=lambda c: min(c.max_tokens, 256))
+def _proposal_format(types: tuple[str, ...]) -> Any:
+    return lambda c, args: Format(regex=json_regex(types, _SHORT_VALUE if c.short_lines else _VALUE),
+                                  schema=json_schema(types))
+
+
 STEP_GLOBAL = Step(GLOBAL, "guidance", "crab_global", frozenset({"instruction", "response"}),
-                   decode=lambda c, args: Format(regex=json_regex(GLOBAL_TYPES, _SHORT_VALUE if c.short_lines
-                                                                  else _VALUE)),
+                   decode=_proposal_format(GLOBAL_TYPES),
                    parse=lambda text, args: parse_proposals(text, GLOBAL_TYPES))
 STEP_LOCAL = Step(LOCAL, "guidance", "crab_local", frozenset({"instruction", "response"}),
-                  decode=lambda c, args: Format(regex=json_regex(LOCAL_TYPES, _SHORT_VALUE if c.short_lines
-                                                                 else _VALUE)),
+                  decode=_proposal_format(LOCAL_TYPES),
                   parse=lambda text, args: parse_proposals(text, LOCAL_TYPES))
 STEP_CHECK = Step(CHECK, "guidance", "crab_check", frozenset({"response", "constraint"}),
-                  decode=lambda c, args: Format(regex=judgement_regex(c.short_lines)),
+                  decode=lambda c, args: Format(regex=judgement_regex(c.short_lines), schema=JUDGEMENT_SCHEMA),
                   parse=lambda text, args: parse_judgement(text), max_tokens=lambda c: min(c.max_tokens, 400))
 
 STEPS: Mapping[str, Step] = {s.name: s for s in (STEP_REFINE, STEP_GLOBAL, STEP_LOCAL, STEP_CHECK)}

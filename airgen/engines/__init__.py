@@ -12,6 +12,7 @@ EMBEDDED = "embedded:SmolLM2-135M-Instruct"
 
 class Engine(Protocol):
     name: str  # the model's name, written into each record's meta
+    about: str  # what the run's first lines say of it (where it runs, how formats reach it)
 
     async def generate(self, request: Request) -> Completion: ...
 

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import dataclasses
 import email.utils
 import json
 import os
 import random
 import time
+import urllib.parse
+import uuid
 from typing import Any
 
 import aiohttp
@@ -22,6 +26,9 @@ _BACKOFF_CAP_S = 30.0
 # A Retry-After longer than this is a server asking to be left alone, not a pause to sit through.
 _RETRY_AFTER_CAP_S = 300.0
 _RETRYABLE_STATUS = frozenset({408, 429})
+# X-Request-Id is a UUID made from the call key: servers that validate the header as a UUID (llama-cpp-python's
+# answers 400 to anything else) accept it, and the same call always has the same id in a server's log.
+_REQUEST_IDS = uuid.uuid5(uuid.NAMESPACE_URL, "https://airgen/call")
 
 
 class HTTPEngineError(RuntimeError):
@@ -29,7 +36,12 @@ class HTTPEngineError(RuntimeError):
 
 
 class HTTPRequestRejected(RequestRejected, ValueError):
-    """The server refused this request as invalid (400, 413, 422); retrying cannot help, the sample drops."""
+    """The server refused this request as invalid (400, 413, 422) while it answers others; retrying cannot help,
+    the sample drops."""
+
+    def __init__(self, url: str, status: int, message: str) -> None:
+        super().__init__(f"{url} refused the request (HTTP {status}): {message}")
+        self.url, self.status, self.message = url, status, message
 
 
 class HTTPGaveUp(RequestRejected, RuntimeError):
@@ -58,6 +70,7 @@ class OpenAIEngine:
         # What the run shows: each fault by kind, the retries it cost, and the requests given up on.
         self.faults: collections.Counter = collections.Counter()
         self._answered = 0  # successful answers so far: tells a sick request from a sick server
+        self._refusals = _Refusals(self, min(config.refusal_window, config.window))
 
     @classmethod
     async def start(cls, config: ModelConfig) -> "OpenAIEngine":
@@ -75,20 +88,23 @@ class OpenAIEngine:
         engine = cls(config, base_url(config.url), session)
         if not engine.name or engine.dialect == "auto":
             try:
-                listed, owner = await engine._first_model(needed=not engine.name)
+                await engine._identify()
             except BaseException:
                 await session.close()
                 raise
-            engine.name = engine.name or listed
-            if engine.dialect == "auto":
-                engine.dialect = dialects.detect(owner)
         return engine
+
+    @property
+    def about(self) -> str:
+        """The server as a run's start names it: where, which model, how formats reach it."""
+        return f"{self._base_url} (model {self.name or 'default'}; formats sent as {self.dialect})"
 
     async def generate(self, request: Request) -> Completion:
         body = self._body(request)
         url = f"{self._base_url}/v1/chat/completions"
         last, retry_after, timeouts = "", None, 0
         answered_before = self._answered
+        window = self._refusals.ticket()
         tries = 0
         while True:
             if tries:
@@ -96,7 +112,9 @@ class OpenAIEngine:
                 await asyncio.sleep(_delay(tries, retry_after, self._config.backoff_s))
             tries += 1
             try:
-                completion = _completion(await self._post(url, body, request.key), self.name)
+                with self._refusals.sending():
+                    payload = await self._post(url, body, request.key)
+                completion = _completion(payload, self.name)
             except _Retryable as e:  # also a 200 whose body is garbage: a proxy's hiccup, asked again
                 self.faults[e.kind] += 1
                 last, retry_after = str(e), e.retry_after
@@ -105,9 +123,14 @@ class OpenAIEngine:
                 if tries > self._config.max_retries or timeouts > self._config.timeout_retries:
                     break
                 continue
+            except HTTPRequestRejected as e:
+                raise await self._refusals.verdict(window, e) from None
             self._answered += 1
-            return completion
+            self._refusals.answered(window)
+            return dataclasses.replace(completion, text=dialects.answer(self.dialect, request.sampling,
+                                                                       completion.text))
         self.faults["gave up"] += 1
+        self._refusals.answered(window)  # not refused: judged like an answer
         if self._answered > answered_before:
             raise HTTPGaveUp(f"gave up after {tries} tries while the server answered other requests; last: {last}")
         raise HTTPEngineError(f"{url} answered nothing for {tries} tries of one request: {last}")
@@ -128,31 +151,57 @@ class OpenAIEngine:
         async with self._window:
             await self._throttler.acquire()
             try:
-                # The call key as the request id: vLLM's logs and a server's access log name the same call as the
-                # journal does.
-                async with self._session.post(url, json=body, headers={"X-Request-Id": key}) as response:
+                async with self._session.post(url, json=body, headers=call_headers(key)) as response:
                     return await _read(response)
             except asyncio.TimeoutError as e:
                 raise _Retryable(f"no answer within timeout_s = {self._config.timeout_s} s", kind="timeout") from e
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
                 raise _Retryable(f"{type(e).__name__}: {e}", kind="connection") from e
 
-    async def _first_model(self, needed: bool) -> tuple[str, str]:
-        """(the first model the server lists, who owns it); with `needed` False a server without a listing is
-        fine (its dialect is then none)."""
+    async def _identify(self) -> None:
+        """The model's name (the first one the server lists, unless set) and, for `auto`, the server's dialect:
+        what its model list says, else what only llama.cpp's servers answer, else none."""
+        needed = not self.name
+        entry: dict[str, Any] = {}
         url = f"{self._base_url}/v1/models"
         try:
             async with self._session.get(url) as response:
                 listing = await _read(response)
-            first = listing["data"][0]
-            return str(first["id"]), str(first.get("owned_by") or "")
-        except (_Retryable, aiohttp.ClientError, asyncio.TimeoutError, HTTPEngineError) as e:
+            entry = listing["data"][0]
+            self.name = self.name or str(entry["id"])
+        except (_Retryable, aiohttp.ClientError, asyncio.TimeoutError, HTTPEngineError, HTTPRequestRejected) as e:
             if needed:
                 raise HTTPEngineError(f"cannot list the models at {url}: {e}") from e
         except (KeyError, IndexError, TypeError, AttributeError):
             if needed:
                 raise HTTPEngineError(f"{url} lists no model; name one with model = ...") from None
-        return "", ""
+            entry = {}
+        if self.dialect == "auto":
+            said = dialects.from_listing(entry) if isinstance(entry, dict) else None
+            if said is None and dialects.is_llamacpp(await self._get_json("/props"),
+                                                     await self._get_json("/openapi.json")):
+                said = "llamacpp"
+            self.dialect = said or "none"
+
+    async def _get_json(self, path: str) -> Any:
+        """The JSON a GET of `path` answers, or None for anything else."""
+        try:
+            async with self._session.get(f"{self._base_url}{path}") as response:
+                if response.status != 200:
+                    return None
+                return await response.json(content_type=None)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            return None
+
+    async def probe(self) -> None:
+        """Ask for one token of a one-word prompt: does the server answer at all? Raises HTTPRequestRejected or
+        HTTPEngineError when it does not."""
+        body = {"model": self.name, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 1}
+        url = f"{self._base_url}/v1/chat/completions"
+        try:
+            _completion(await self._post(url, body, "airgen/probe/0"), self.name)
+        except _Retryable as e:
+            raise HTTPEngineError(f"{url} does not answer a one-token request: {e}") from None
 
     def _body(self, request: Request) -> dict[str, Any]:
         sampling = request.sampling
@@ -165,6 +214,104 @@ class OpenAIEngine:
         }
         body.update(dialects.fields(self.dialect, sampling))
         return body
+
+
+def call_headers(key: str) -> dict[str, str]:
+    """The call key in a header of airgen's own (percent-encoded: a unit id may hold any character), and a UUID made
+    from it as the request id."""
+    return {"X-Airgen-Call": urllib.parse.quote(key, safe="/:#@"),
+            "X-Request-Id": str(uuid.uuid5(_REQUEST_IDS, key))}
+
+
+class _Refusals:
+    """Tells a refused request from a refusing server, so that one bad setting cannot burn a corpus.
+
+    Refusals (HTTP 400, 413, 422) are judged in windows of `size` requests in the order they were sent. A refusal
+    is held, unjournaled, until its window is settled (each of its requests answered or refused): a window more
+    than half refused means the server refuses (a wrong model name, a header it dislikes, a context limit set too
+    small), and every held refusal stops the run instead; otherwise its refusals are the requests' own (one prompt
+    over the context) and end their samples. A window that cannot fill (the run's last requests, or held refusals
+    taking every slot) is judged once nothing else is out at the server: a one-token request is sent, and a server
+    that refuses that too refuses everything.
+    """
+
+    def __init__(self, engine: OpenAIEngine, size: int) -> None:
+        self._engine = engine
+        self._size = size
+        self._sent = 0  # requests numbered in the order they were sent
+        self._settled: collections.Counter = collections.Counter()  # window -> requests answered or refused
+        self._refused: collections.Counter = collections.Counter()  # window -> requests refused
+        self._last: dict[int, HTTPRequestRejected] = {}  # window -> its latest refusal, for the message
+        self._cleared: set[int] = set()  # windows whose refusals are the requests' own
+        self._in_flight = 0  # requests out at the server (held refusals are not)
+        self._held = 0
+        self._news = asyncio.Event()  # set (and replaced) when something a held refusal waits on changes
+        self._probe: asyncio.Task | None = None
+        self._systemic: str | None = None
+
+    def ticket(self) -> int:
+        """The window of a request about to be sent."""
+        self._sent += 1
+        return (self._sent - 1) // self._size
+
+    @contextlib.contextmanager
+    def sending(self):
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            self._notify()
+
+    def answered(self, window: int) -> None:
+        self._settle(window)
+        self._notify()
+
+    async def verdict(self, window: int, refusal: HTTPRequestRejected) -> Exception:
+        """`refusal`, once its window shows the server answers; HTTPEngineError if the server refuses."""
+        self._refused[window] += 1
+        self._last[window] = refusal
+        self._settle(window)
+        self._held += 1
+        try:
+            while True:
+                if self._systemic is not None:
+                    return HTTPEngineError(self._systemic)
+                if window in self._cleared:
+                    return refusal
+                if self._in_flight == 0 and (self._probe is None or self._probe.done()):
+                    self._probe = asyncio.ensure_future(self._ask_probe(refusal))
+                await self._news.wait()
+        finally:
+            self._held -= 1
+
+    def _settle(self, window: int) -> None:
+        self._settled[window] += 1
+        if self._settled[window] < self._size:
+            return
+        if self._refused[window] * 2 > self._size and self._systemic is None:
+            last = self._last[window]
+            self._systemic = (f"{last.url} refused {self._refused[window]} of {self._size} requests in a row; the "
+                              f"last: HTTP {last.status}: {last.message}")
+        self._cleared.add(window)
+        self._last.pop(window, None)
+        self._notify()
+
+    async def _ask_probe(self, refusal: HTTPRequestRejected) -> None:
+        try:
+            await self._engine.probe()
+        except (HTTPRequestRejected, HTTPEngineError) as e:
+            if self._systemic is None:
+                self._systemic = (f"{refusal.url} refuses every request, even a one-token one; the last: HTTP "
+                                  f"{refusal.status}: {refusal.message} (the one-token request: {e})")
+        else:
+            self._cleared.update(self._refused)  # the server answers: the refusals so far are the requests' own
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._held:
+            self._news.set()
+            self._news = asyncio.Event()
 
 
 def _api_key(config: ModelConfig) -> str | None:
@@ -206,7 +353,7 @@ async def _read(response: aiohttp.ClientResponse) -> dict[str, Any]:
     if status in _RETRYABLE_STATUS or status >= 500:
         raise _Retryable(f"HTTP {status}: {message}", _retry_after(response.headers.get("Retry-After")))
     if status in (400, 413, 422):
-        raise HTTPRequestRejected(f"{response.url} refused the request (HTTP {status}): {message}")
+        raise HTTPRequestRejected(str(response.url), status, message)
     # 401, 403, 404, ...: the server or our settings are wrong, not this one request: the run stops.
     raise HTTPEngineError(f"{response.url} refused the request (HTTP {status}): {message}")
 

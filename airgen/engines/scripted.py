@@ -16,6 +16,7 @@ class ScriptedEngine:
     def __init__(self, respond: Responder, *, name: str = "scripted",
                  latency: Callable[[Request], float] | None = None):
         self.name = name
+        self.about = f"{name} (scripted answers)"
         self._respond = respond
         self._latency = latency
         self.calls: list[Request] = []

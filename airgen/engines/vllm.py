@@ -1,8 +1,9 @@
 """vLLM in process: one AsyncLLM per model, fed chat-templated token ids.
 
 vLLM runs the model in child processes (EngineCore, which starts its Workers). A Worker exits when its EngineCore
-dies, but an EngineCore whose parent is killed with SIGKILL keeps running forever, holding its memory. Each engine
-therefore arms an `_OrphanGuard`: a small process that ends the engine's processes once this process is gone.
+dies, but an EngineCore whose parent is killed with SIGKILL keeps running forever, holding its memory (on a GPU, the
+memory the resumed run needs). So before the first engine starts, this process arms an `_OrphanGuard`: a small
+process that watches this one's children from the start-up on and ends them once this process is gone.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +38,13 @@ class VLLMRequestRejected(RequestRejected, ValueError):
 class VLLMEngine:
     """An `Engine` over vLLM's AsyncLLM. Build it with `await VLLMEngine.start(config)`."""
 
-    def __init__(self, tokenizer: Any, name: str) -> None:
+    def __init__(self, tokenizer: Any, name: str, path: Path) -> None:
         self.name = name
+        self.about = f"vLLM in process, {path}"
         self._tokenizer = tokenizer
         self._llm: Any = None
         self._guard: _OrphanGuard | None = None
+        self._processes: dict[int, float] = {}  # the engine's child processes: pid -> start time
         # vLLM rejects a request id that is still in flight; a retried key must get a fresh one.
         self._ids = itertools.count()
         self._closed = False
@@ -62,16 +66,22 @@ class VLLMEngine:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         if not tokenizer.chat_template:
             raise VLLMEngineError(f"{path} has no chat template; the prompts are chat messages")
-        engine = cls(tokenizer, name or config.model or path.name)
+        engine = cls(tokenizer, name or config.model or path.name, path)
+        # Armed before the start-up: a model load takes minutes, and a kill may come at any moment of it.
+        engine._guard = _OrphanGuard.arm()
         before = _child_processes()
-        # Never bound to a local: a module imported above keeps an exception whose traceback holds this frame,
-        # and a local here would keep the AsyncLLM alive until interpreter exit, when its __del__ fails.
-        engine._llm = AsyncLLM.from_engine_args(
-            AsyncEngineArgs(**engine_arguments(config, path, on_cpu=on_cpu)),
-            # LLM_CLASS selects the throughput defaults for max_num_seqs and max_num_batched_tokens.
-            usage_context=UsageContext.LLM_CLASS,
-        )
-        engine._guard = _OrphanGuard({pid: t for pid, t in _child_processes().items() if pid not in before})
+        try:
+            # Never bound to a local: a module imported above keeps an exception whose traceback holds this frame,
+            # and a local here would keep the AsyncLLM alive until interpreter exit, when its __del__ fails.
+            engine._llm = AsyncLLM.from_engine_args(
+                AsyncEngineArgs(**engine_arguments(config, path, on_cpu=on_cpu)),
+                # LLM_CLASS selects the throughput defaults for max_num_seqs and max_num_batched_tokens.
+                usage_context=UsageContext.LLM_CLASS,
+            )
+        except BaseException:
+            engine._guard.release()
+            raise
+        engine._processes = {pid: t for pid, t in _child_processes().items() if pid not in before}
         return engine
 
     async def generate(self, request: Request) -> Completion:
@@ -119,12 +129,12 @@ class VLLMEngine:
         # Called on the loop's thread so that vLLM cancels its output handler before the handler sees the
         # engine go and logs it as a failure. It blocks for the seconds the processes take to exit.
         self._llm.shutdown(timeout=_SHUTDOWN_GRACE_S)
-        assert self._guard is not None
-        self._guard.disarm()
         # vLLM SIGKILLs an EngineCore that outlives the grace without waiting for it; reap it.
         for child in multiprocessing.active_children():
-            if child.pid in self._guard.processes:
+            if child.pid in self._processes:
                 child.join(timeout=5)
+        assert self._guard is not None
+        self._guard.release()
         # Released now, while the interpreter is whole: AsyncLLM.__del__ fails at interpreter exit.
         self._llm = None
 
@@ -224,57 +234,108 @@ def _child_processes() -> dict[int, float]:
     return children
 
 
-# Runs in its own session, so a Ctrl-C meant for airgen does not end it before it has done its work.
+# Runs in its own session, so a Ctrl-C meant for airgen does not end it before it has done its work. It notes the
+# owner's descendants every 0.1 s while the owner lives; once the owner is gone (end of file on its stdin, with no
+# "disarm" first), it ends them, and also any orphan of the owner's session born since it was armed (a child
+# started in the last instant, after the last look).
 _GUARD_SCRIPT = r"""
-import sys, psutil
-if sys.stdin.buffer.read() == b"disarm":
-    sys.exit(0)
-procs = []
-for arg in sys.argv[1:]:
-    pid, started = arg.split(":")
+import os, select, sys, time, psutil
+owner, armed = int(sys.argv[1]), float(sys.argv[2])
+session = os.getsid(owner)
+seen = {}
+def look():
     try:
-        proc = psutil.Process(int(pid))
-        if proc.create_time() == float(started):
-            procs += [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
+        for proc in psutil.Process(owner).children(recursive=True):
+            if proc.pid != os.getpid():
+                seen.setdefault(proc.pid, proc)
+    except psutil.Error:
         pass
-for proc in procs:
+said = b""
+while True:
+    if select.select([0], [], [], 0.1)[0]:
+        data = os.read(0, 64)
+        said += data
+        if said == b"disarm":
+            sys.exit(0)
+        if not data:
+            break
+    look()
+procs = {}
+for proc in seen.values():
+    try:
+        if proc.is_running():
+            procs[proc.pid] = proc
+            procs.update((p.pid, p) for p in proc.children(recursive=True))
+    except psutil.Error:
+        pass
+for proc in psutil.process_iter():
+    try:
+        if proc.pid != os.getpid() and proc.create_time() >= armed and os.getsid(proc.pid) == session \
+                and (proc.ppid() == 1 or os.getsid(proc.ppid()) != session):
+            procs[proc.pid] = proc
+    except (psutil.Error, OSError):
+        pass
+for proc in procs.values():
     try:
         proc.terminate()
-    except psutil.NoSuchProcess:
+    except psutil.Error:
         pass
-for proc in psutil.wait_procs(procs, timeout=10)[1]:
+for proc in psutil.wait_procs(list(procs.values()), timeout=10)[1]:
     try:
         proc.kill()
-    except psutil.NoSuchProcess:
+    except psutil.Error:
         pass
 """
 
 
 class _OrphanGuard:
-    """Ends `processes` (and their children) when this process exits without close(), even by SIGKILL.
+    """Ends this process's children when it exits without disarming the guard, even by SIGKILL: one guard per
+    process, shared by its engines (`arm` and `release` count them).
 
     The guard blocks reading a pipe whose only writer is this process: end-of-file without "disarm" means the
     owner died.
     """
 
-    def __init__(self, processes: dict[int, float]) -> None:
-        self.processes = processes
-        self._proc = None
-        if not processes:  # vLLM ran the engine in this process
-            return
+    _current: "_OrphanGuard | None" = None
+
+    def __init__(self) -> None:
+        self.users = 0
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", _GUARD_SCRIPT, *(f"{pid}:{started!r}" for pid, started in processes.items())],
+            [sys.executable, "-c", _GUARD_SCRIPT, str(os.getpid()), repr(time.time() - 1)],
             stdin=subprocess.PIPE,
             start_new_session=True,
         )
 
-    def disarm(self) -> None:
-        if self._proc is None or self._proc.stdin is None:
+    @classmethod
+    def arm(cls) -> "_OrphanGuard":
+        if cls._current is None:
+            cls._current = cls()
+        cls._current.users += 1
+        return cls._current
+
+    @classmethod
+    def _after_fork(cls) -> None:
+        """In a forked child (vLLM forks its EngineCore): let go of the pipe's writing end, so that the guard
+        still sees the end of the file when its owner dies. Pointed at /dev/null rather than closed, since the
+        child's copy of this object still closes it at exit."""
+        guard = cls._current
+        if guard is not None and guard._proc.stdin is not None:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, guard._proc.stdin.fileno())
+            os.close(null)
+
+    def release(self) -> None:
+        """One engine closed; the last one disarms the guard."""
+        self.users -= 1
+        if self.users > 0:
             return
+        type(self)._current = None
         try:
             self._proc.stdin.write(b"disarm")
             self._proc.stdin.close()
         except BrokenPipeError:  # the guard was already gone
             pass
         self._proc.wait()
+
+
+os.register_at_fork(after_in_child=_OrphanGuard._after_fork)
