@@ -374,6 +374,24 @@ async def test_real_server_answers_concurrent_and_constrained_requests(vllm_serv
 
 
 @pytest.mark.vllm
+async def test_real_server_takes_the_openai_dialects_json_schemas(vllm_server):
+    from airgen.crab import steps as crab
+
+    engine = await OpenAIEngine.start(ModelConfig(url=vllm_server, dialect="openai"))
+    try:
+        verdict = make_request("Is the sky blue?", key="v/dup/0", choice=("Answer: Yes", "Answer: No"), max_tokens=32)
+        checked = make_request("Check: 'The text has two sentences.' Text: 'Hi. Bye.'", key="c/check/0",
+                               regex=crab.judgement_regex(True), schema=crab.JUDGEMENT_SCHEMA, max_tokens=200)
+        choice, judgement = await asyncio.gather(engine.generate(verdict), engine.generate(checked))
+    finally:
+        await engine.close()
+    assert choice.text in ("Answer: Yes", "Answer: No")  # unwrapped from {"answer": ...}
+    value = json.loads(judgement.text)
+    assert set(value) == {"satisfaction", "explanation", "modified_constraint", "constraint_validity"}
+    assert value["satisfaction"] in ("YES", "NO") and crab.parse_judgement(judgement.text)
+
+
+@pytest.mark.vllm
 async def test_real_server_reports_prefix_cache_hits_and_rejects_bad_regex(vllm_server):
     engine = await OpenAIEngine.start(ModelConfig(url=vllm_server, max_retries=1))
     document = "Document: " + " ".join(f"fact {i} is true." for i in range(80))
