@@ -103,7 +103,7 @@ def _other(hint, value):
     if hint is int:
         return 3 if value is None else value + 1
     if hint is float:
-        return 0.5 if value is None else value / 2
+        return 0.5 if not value else value / 2
     return "tiny" if value is None else value + "x"
 
 

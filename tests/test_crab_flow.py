@@ -126,7 +126,7 @@ def test_without_the_check_step_proposals_are_kept_unchecked(crab_prompts):
 def test_records_mix_forward_and_reverse_at_the_forward_rate(crab_prompts):
     kinds = [run(flow(crab_prompts), pair(i))[0].records[0]["meta"]["kind"] for i in range(400)]
     share = kinds.count("forward") / len(kinds)
-    assert 0.70 <= share <= 0.80  # 0.75 by default; the draw is per pair and seed, so this is fixed
+    assert 0.65 <= share <= 0.75  # 0.70 by default; the draw is per pair and seed, so this is fixed
     assert {run(flow(crab_prompts, forward_rate=0.0), pair(i))[0].records[0]["meta"]["kind"] for i in range(20)} \
         == {"reverse"}
 
@@ -144,11 +144,11 @@ def test_a_forward_record_keeps_the_response_and_draws_six_to_eight(crab_prompts
 
 
 def test_a_reverse_record_asks_for_the_refined_instruction_and_its_constraints(crab_prompts):
-    record = run(flow(crab_prompts, forward_rate=0.0), pair())[0].records[0]
+    record = run(flow(crab_prompts, forward_rate=0.0, reverse_diverse_rate=0.0), pair())[0].records[0]
     meta = record["meta"]
     assert RESPONSE in record["instruction"] and meta["initial_instruction"] in record["instruction"]
     assert record["output"].startswith(meta["refined_instruction"] + "\n\nConstraints:\n1. ")
-    assert 3 <= len(meta["constraints"]) <= 6
+    assert 3 <= len(meta["constraints"]) <= 6 and meta["asks"] == "both"
     assert record["messages"][1]["content"] == record["output"]
 
 

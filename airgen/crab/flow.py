@@ -19,7 +19,7 @@ from airgen.calls import Request
 from airgen.crab import records, rules
 from airgen.crab.pairs import Pair
 from airgen.crab.settings import CrabConfig
-from airgen.crab.steps import CHECK, GLOBAL, LOCAL, MARKED_TYPES, MARKS, REFINE, STEPS
+from airgen.crab.steps import CHECK, GLOBAL, LOCAL, MARKED_TYPES, MARKS, REFINE, steps_for
 from airgen.flow import Done, Fault, Flow, FlowError, Next, Rejected, Unit, record
 from airgen.prompts import PromptSet
 
@@ -32,7 +32,6 @@ KEEPS = (KEPT, MODIFIED, UNCHECKED)
 # Every other status is a removal: failed_rule, too_short, unmarked, duplicate, unmet, vague, unreadable.
 STATUSES = (KEPT, MODIFIED, UNCHECKED, "failed_rule", "too_short", "unmarked", "duplicate", "unmet", "vague",
             "unreadable")
-MIN_WORDS = 3  # a proposed constraint shorter than this is no sentence (the authors ask for 10 to 20 words)
 
 
 @dataclass(slots=True)
@@ -64,7 +63,15 @@ PROPOSALS = (REFINE, GLOBAL, LOCAL)
 class CrabFlow(Flow):
     def __init__(self, config: CrabConfig, prompts: PromptSet, seed: int = 0):
         super().__init__(config, prompts, seed)
-        self.steps = STEPS
+        self.steps = steps_for(config)
+        measure, keywords, self.rouge = rules.WORDS, rules.frequency_keywords, rules.rouge_l
+        if config.counting == "nltk" or config.keywords == "yake" or config.rouge == "package":
+            from airgen.crab import authors  # the authors extra: imported only by the runs that use it
+
+            measure = authors.MEASURE if config.counting == "nltk" else measure
+            keywords = authors.keywords if config.keywords == "yake" else keywords
+            self.rouge = authors.rouge_l if config.rouge == "package" else self.rouge
+        self.how = rules.How(measure, config.word_chars_from == "longest", keywords)
         self.on = {REFINE: self._on_refine, GLOBAL: self._on_proposal, LOCAL: self._on_proposal, CHECK: self._on_check}
 
     def sample(self, pair: Pair) -> PairSample:
@@ -75,8 +82,9 @@ class CrabFlow(Flow):
         if length > self.config.max_response_words:
             return Rejected("length", f"response of {length} words, over crab.max_response_words="
                             f"{self.config.max_response_words}", value=length)
-        for rule in rules.build(s.response, self.rng(s, "rules")):
-            s.found.append(Found(RULE, rule.kind, rule.text, KEPT if rules.holds(rule, s.response) else "failed_rule"))
+        for rule in rules.build(s.response, self.rng(s, "rules"), self.how):
+            holds = not self.config.verify_rules or rules.holds(rule, s.response, self.how.measure)
+            s.found.append(Found(RULE, rule.kind, rule.text, KEPT if holds else "failed_rule"))
         inputs = {"instruction": s.instruction, "response": s.response}
         asked = [self.ask(s, GLOBAL, 0, inputs), self.ask(s, LOCAL, 0, inputs)]
         if self.config.refine:
@@ -98,7 +106,8 @@ class CrabFlow(Flow):
         return self._after_proposals(s)
 
     def _after_proposals(self, s: PairSample) -> Next:
-        """Once the refinement and both proposals are back: remove near-duplicates, then check what is left."""
+        """Once the refinement and both proposals are back: remove near-duplicates, then check what is left (or, with
+        `dedup_after_check`, check every proposal and remove near-duplicates at the end)."""
         if self.waiting_on(s, PROPOSALS):
             return []
         if sorted(s.proposals) != sorted((GLOBAL, LOCAL)):
@@ -107,11 +116,11 @@ class CrabFlow(Flow):
             for kind, text in s.proposals[stage].items():
                 unmarked = (stage == LOCAL and kind in MARKED_TYPES
                             and any(mark in text and mark not in s.response for mark in MARKS))
-                status = "too_short" if len(text.split()) < MIN_WORDS else "unmarked" if unmarked else PROPOSED
+                short = len(text.split()) < self.config.min_constraint_words
+                status = "too_short" if short else "unmarked" if unmarked else PROPOSED
                 s.found.append(Found(source, kind, text, status))
-        alive = [f for f in s.found if f.status in (KEPT, PROPOSED)]
-        for i in rules.near_duplicates([f.text for f in alive], self.config.dedup_rouge):
-            alive[i].status = "duplicate"
+        if not self.config.dedup_after_check:
+            self._remove_duplicates([f for f in s.found if f.status in (KEPT, PROPOSED)])
         asked = []
         for n, f in enumerate(s.found):
             if f.status == PROPOSED:
@@ -126,7 +135,7 @@ class CrabFlow(Flow):
         if f.status != PROPOSED:
             raise FlowError(f"{s.doc_id}: a check came back for constraint {request.n}, which is {f.status}")
         if isinstance(value, Fault):
-            f.status = "unreadable"  # only checked constraints are kept
+            f.status = UNCHECKED if self.config.keep_unreadable else "unreadable"
         elif value.satisfied:
             f.status = KEPT
         elif value.valid and value.modified and self.config.keep_modified:
@@ -136,7 +145,23 @@ class CrabFlow(Flow):
             f.status = "unmet" if value.valid else "vague"
         return []
 
+    def _remove_duplicates(self, alive: list[Found]) -> None:
+        for i in rules.near_duplicates([f.text for f in alive], self.config.dedup_rouge, self.rouge,
+                                       authors_ties=self.config.dedup_ties == "authors"):
+            alive[i].status = "duplicate"
+
+    def _overlap(self, refined: str, constraints: list[Found]) -> int:
+        """How many constraints the refined instruction already says (ROUGE-L over the threshold): each one makes
+        the refined instruction less likely to be used (the authors' rule)."""
+        return sum(1 for f in constraints if refined and self.rouge(refined, f.text) > self.config.dedup_rouge)
+
     def finish(self, s: PairSample) -> Done | Rejected:
+        refined = s.refined if len(s.refined.split()) >= len(s.instruction.split()) else ""
+        overlap = None
+        if self.config.dedup_after_check:  # the authors' order: overlap counted, then duplicates removed
+            alive = [f for f in s.found if f.status in KEEPS]
+            overlap = self._overlap(refined, alive)
+            self._remove_duplicates(alive)
         kept = [f for f in s.found if f.status in KEEPS]
         counts = self.counts(s)
         if not kept:
@@ -144,22 +169,24 @@ class CrabFlow(Flow):
             return Rejected(stage, "no constraint kept: " + _removals(counts), value=counts)
         rng = self.rng(s, "record")
         kind = records.FORWARD if rng.random() < self.config.forward_rate else records.REVERSE
-        refined = s.refined if len(s.refined.split()) >= len(s.instruction.split()) else ""
         if kind == records.FORWARD:
             chosen = self._draw(kept, self.config.forward_constraints, rng, self.config.diverse_rate)
-            overlap = sum(1 for f in kept if refined and rules.rouge_l(refined, f.text) > self.config.dedup_rouge)
+            overlap = self._overlap(refined, kept) if overlap is None else overlap
             use_refined = bool(refined) and rng.random() > overlap * 0.1 + self.config.diverse_rate
             base = refined if use_refined else s.instruction
             prompt, output = records.lay_out_constraints(base, [f.text for f in chosen], rng), s.response
         else:
-            chosen = self._draw(kept, self.config.reverse_constraints, rng)
+            targets = records.reverse_targets(rng) if self.config.reverse_targets == "drawn" else records.BOTH
+            chosen = (self._draw(kept, self.config.reverse_constraints, rng, self.config.reverse_diverse_rate)
+                      if targets != records.REFINED else [])
             base = refined or s.instruction
-            prompt = records.reverse_prompt(s.instruction, s.response)
-            output = records.reverse_target(base, [f.text for f in chosen])
+            prompt = records.reverse_prompt(s.instruction, s.response, targets)
+            output = records.reverse_target(base, [f.text for f in chosen], targets)
         return Done([record(prompt, output, {
             "doc_id": s.doc_id,
             "split": kind,
             "kind": kind,
+            **({"asks": targets} if kind == records.REVERSE else {}),
             "constraints": [{"source": f.source, "type": f.type, "text": f.text, "status": f.status,
                              **({"proposed": f.original} if f.original else {})} for f in chosen],
             "kept_constraints": len(kept),

@@ -4,17 +4,20 @@ Each builder follows the authors' construction (THU-KEG/Crab, `3_llama3_unified_
 tens with a random margin, the longest sentence rounded up to five words, paragraphs' sentence counts with a random
 margin, keywords the response repeats, a punctuation mark it never uses. Their construction can state what the
 response breaks (a paragraph limit taken from the shortest paragraph plus up to two; a per-word minimum taken from
-the longest word), so every rule goes through `holds`, an independent check, and the ones that fail are removed
-and counted. Here the per-word minimum is built from the shortest word, the one reading under which it can hold.
+the longest word), so by default every rule goes through `holds`, an independent check, and the ones that fail are
+removed and counted, and the per-word minimum is built from the shortest word, the one reading under which it can
+hold. How a response is measured (`Measure`) and which of these choices hold (`How`) are settings: `crab/authors.py`
+holds the authors' own measures (nltk's tokens and sentences, YAKE, the `rouge` package).
 
-Also here: ROUGE-L between constraints and the authors' greedy removal of near-duplicates.
+Also here: ROUGE-L between constraints and the greedy removal of near-duplicates.
 """
 from __future__ import annotations
 
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 WORD_COUNT = "word_count"
 SENTENCE_WORDS = "sentence_words"
@@ -61,6 +64,35 @@ def sentences(paragraph: str) -> list[str]:
     return [s for s in _SENTENCE_END.split(paragraph.strip()) if words(s)]
 
 
+@dataclass(frozen=True)
+class Measure:
+    """How a response is cut into what the rules count."""
+
+    words: Callable[[str], list[str]]  # the units a word count counts, in a text
+    paragraphs: Callable[[str], list[str]]
+    sentences: Callable[[str], list[str]]  # of one paragraph
+
+
+WORDS = Measure(words, paragraphs, sentences)
+
+
+def frequency_keywords(response: str) -> tuple[str, ...]:
+    """Up to three content words the response uses most (the authors use YAKE; repetition is its main signal)."""
+    found = [w.lower() for w in words(response) if len(w) >= 5 and w.lower() not in _STOPWORDS and w.isalpha()]
+    counts = Counter(found)
+    ranked = sorted(counts, key=lambda w: (-counts[w], found.index(w)))
+    return tuple(ranked[:3])
+
+
+@dataclass(frozen=True)
+class How:
+    """The choices behind the rules: the measure, where the per-word minimum comes from, the keyword extractor."""
+
+    measure: Measure = WORDS
+    longest_word: bool = False  # the authors' per-word minimum: the longest word, rounded up to five (never holds)
+    keywords: Callable[[str], tuple[str, ...]] = field(default=frequency_keywords)
+
+
 def around_tolerance(n: int) -> int:
     """How far "about N words" may be off: the authors' N is the count rounded down to tens, so up to 9 words; ten,
     or a tenth of N for long answers."""
@@ -69,18 +101,18 @@ def around_tolerance(n: int) -> int:
 
 # -- building -------------------------------------------------------------------------------------------------------
 
-def build(response: str, rng: random.Random) -> list[Rule]:
-    """Every rule the authors would build for `response`, in a fixed order (randomness from `rng` only)."""
-    rules = [_word_count(response, rng)]
+def build(response: str, rng: random.Random, how: How = How()) -> list[Rule]:
+    """Every rule the authors would build for `response`, in their order (randomness from `rng` only)."""
+    rules = [_word_count(response, rng, how)]
     for make in (_paragraph_sentences, _sentence_words, _word_chars, _keywords, _no_symbol):
-        rule = make(response, rng)
+        rule = make(response, rng, how)
         if rule is not None:
             rules.append(rule)
     return rules
 
 
-def _word_count(response: str, rng: random.Random) -> Rule:
-    n = len(words(response))
+def _word_count(response: str, rng: random.Random, how: How = How()) -> Rule:
+    n = len(how.measure.words(response))
     tens = n // 10
     if tens == 0:
         low, high, around = 3, 20, 10
@@ -103,8 +135,9 @@ def _word_count(response: str, rng: random.Random) -> Rule:
                                         f"The response should be roughly {around} words long.")), around=around)
 
 
-def _paragraph_sentences(response: str, rng: random.Random) -> Rule | None:
-    counts = [len(sentences(p)) for p in paragraphs(response)]
+def _paragraph_sentences(response: str, rng: random.Random, how: How = How()) -> Rule | None:
+    m = how.measure
+    counts = [len(m.sentences(p)) for p in m.paragraphs(response)]
     fewest = min(counts, default=0)
     if fewest <= 1:
         return None
@@ -113,8 +146,9 @@ def _paragraph_sentences(response: str, rng: random.Random) -> Rule | None:
                                                  f"Keep every paragraph to {limit} sentences or fewer.")), low=limit)
 
 
-def _sentence_words(response: str, rng: random.Random) -> Rule | None:
-    longest = max((len(words(s)) for p in paragraphs(response) for s in sentences(p)), default=0)
+def _sentence_words(response: str, rng: random.Random, how: How = How()) -> Rule | None:
+    m = how.measure
+    longest = max((len(m.words(s)) for p in m.paragraphs(response) for s in m.sentences(p)), default=0)
     if longest <= 5:
         return None
     limit = ((longest - 1) // 5 + 1) * 5
@@ -122,20 +156,24 @@ def _sentence_words(response: str, rng: random.Random) -> Rule | None:
                                             f"Keep each sentence to at most {limit} words.")), low=limit)
 
 
-def _word_chars(response: str, rng: random.Random) -> Rule | None:
-    shortest = min((len(w) for w in words(response)), default=0)
-    if shortest <= 3:
-        return None
-    return Rule(WORD_CHARS, _pick(rng, (f"Every word must have at least {shortest} characters.",
-                                        f"Use only words of {shortest} or more letters.")), low=shortest)
+def _word_chars(response: str, rng: random.Random, how: How = How()) -> Rule | None:
+    m = how.measure
+    lengths = [len(w) for p in m.paragraphs(response) for s in m.sentences(p) for w in m.words(s)]
+    if how.longest_word:  # the authors': their longest token rounded up to five, "at least" that many characters
+        longest = max(lengths, default=0)
+        if longest <= 3:
+            return None
+        low = ((longest - 1) // 5 + 1) * 5
+    else:
+        low = min(lengths, default=0)
+        if low <= 3:
+            return None
+    return Rule(WORD_CHARS, _pick(rng, (f"Every word must have at least {low} characters.",
+                                        f"Use only words of {low} or more letters.")), low=low)
 
 
-def _keywords(response: str, rng: random.Random) -> Rule | None:
-    """Up to three content words the response uses most (the authors use YAKE; repetition is its main signal)."""
-    found = [w.lower() for w in words(response) if len(w) >= 5 and w.lower() not in _STOPWORDS and w.isalpha()]
-    counts = Counter(found)
-    ranked = sorted(counts, key=lambda w: (-counts[w], found.index(w)))
-    chosen = tuple(ranked[:3])
+def _keywords(response: str, rng: random.Random, how: How = How()) -> Rule | None:
+    chosen = how.keywords(response)
     if not chosen:
         return None
     quoted = ", ".join(f'"{w}"' for w in chosen)
@@ -143,7 +181,7 @@ def _keywords(response: str, rng: random.Random) -> Rule | None:
                                       f"The response must mention {quoted}.")), items=chosen)
 
 
-def _no_symbol(response: str, rng: random.Random) -> Rule | None:
+def _no_symbol(response: str, rng: random.Random, how: How = How()) -> Rule | None:
     for symbol, name in _SYMBOLS:
         if symbol not in response:
             return Rule(NO_SYMBOL, _pick(rng, (f"Do not use any {name} in the response.",
@@ -157,22 +195,23 @@ def _pick(rng: random.Random, options: tuple[str, ...]) -> str:
 
 # -- verifying ------------------------------------------------------------------------------------------------------
 
-def holds(rule: Rule, response: str) -> bool:
-    """Whether `response` meets `rule`, measured afresh."""
+def holds(rule: Rule, response: str, measure: Measure = WORDS) -> bool:
+    """Whether `response` meets `rule`, measured afresh the way it was built."""
+    m = measure
     if rule.kind == WORD_COUNT:
-        n = len(words(response))
+        n = len(m.words(response))
         if rule.around is not None:
             return abs(n - rule.around) <= around_tolerance(rule.around)
         return (rule.low is None or n >= rule.low) and (rule.high is None or n <= rule.high)
     if rule.kind == PARAGRAPH_SENTENCES:
-        return all(len(sentences(p)) <= rule.low for p in paragraphs(response))
+        return all(len(m.sentences(p)) <= rule.low for p in m.paragraphs(response))
     if rule.kind == SENTENCE_WORDS:
-        return all(len(words(s)) <= rule.low for p in paragraphs(response) for s in sentences(p))
+        return all(len(m.words(s)) <= rule.low for p in m.paragraphs(response) for s in m.sentences(p))
     if rule.kind == WORD_CHARS:
-        return all(len(w) >= rule.low for w in words(response))
-    if rule.kind == KEYWORDS:
-        present = {w.lower() for w in words(response)}
-        return all(k in present for k in rule.items)
+        return all(len(w) >= rule.low for w in m.words(response))
+    if rule.kind == KEYWORDS:  # a keyword may be a phrase (YAKE's are)
+        text = response.lower()
+        return all(re.search(rf"(?<!\w){re.escape(k.lower())}(?!\w)", text) for k in rule.items)
     if rule.kind == NO_SYMBOL:
         return not any(s in response for s in rule.items)
     raise ValueError(f"unknown rule kind {rule.kind!r}")
@@ -181,7 +220,8 @@ def holds(rule: Rule, response: str) -> bool:
 # -- near-duplicates --------------------------------------------------------------------------------------------------
 
 def rouge_l(a: str, b: str) -> float:
-    """ROUGE-L F1 over lower-cased words: the longest common subsequence against both lengths."""
+    """ROUGE-L F1 over lower-cased words: the longest common subsequence against both lengths. (The authors call
+    the `rouge` package, `authors.rouge_l`: case-sensitive, punctuation kept on words, sentences split at ".".)"""
     x, y = [w.lower() for w in words(a)], [w.lower() for w in words(b)]
     if not x or not y:
         return 0.0
@@ -198,17 +238,21 @@ def rouge_l(a: str, b: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def near_duplicates(texts: list[str], threshold: float) -> set[int]:
-    """Indexes to remove so that no two kept texts have ROUGE-L above `threshold`: the text with the most
-    near-duplicates goes first (the authors' greedy order; ties by position)."""
-    links: dict[int, set[int]] = {i: set() for i in range(len(texts))}
+def near_duplicates(texts: list[str], threshold: float, rouge: Callable[[str, str], float] = rouge_l,
+                    authors_ties: bool = False) -> set[int]:
+    """Indexes to remove so that no two kept texts have ROUGE-L above `threshold` (`rouge(earlier, later)`): the text
+    with the most near-duplicates goes first (the authors' greedy order). Ties: the earlier text first; with
+    `authors_ties`, in the order the authors' code meets them (each linked pair's later text, then its earlier one),
+    which removes the later of two equally linked texts."""
+    links: dict[int, set[int]] = {}
     for i in range(len(texts)):
         for j in range(i + 1, len(texts)):
-            if rouge_l(texts[i], texts[j]) > threshold:
-                links[i].add(j)
-                links[j].add(i)
+            if rouge(texts[i], texts[j]) > threshold:
+                for a, b in ((j, i), (i, j)):
+                    links.setdefault(a, set()).add(b)
+    order = list(links) if authors_ties else sorted(links)
     removed: set[int] = set()
-    for i in sorted(links, key=lambda k: -len(links[k])):
+    for i in sorted(order, key=lambda k: -len(links[k])):
         if links[i]:
             removed.add(i)
             for j in links[i]:

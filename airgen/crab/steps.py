@@ -6,6 +6,8 @@ Each template puts the response first, so a pair's calls share one prompt prefix
 """
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -82,7 +84,7 @@ def _object(text: str) -> dict[str, Any]:
     return value
 
 
-def _key(name: str) -> str:
+def type_key(name: str) -> str:
     return re.sub(r"[^a-z]+", "_", name.lower()).strip("_").replace("multi_lingual", "multilingual")
 
 
@@ -90,7 +92,7 @@ def parse_proposals(text: str, types: tuple[str, ...]) -> dict[str, str]:
     """type -> constraint for the types that apply; keys outside `types`, "NULL" and empty values are left out."""
     found = {}
     for name, value in _object(text).items():
-        kind = _key(str(name))
+        kind = type_key(str(name))
         if kind not in types or not isinstance(value, str):
             continue
         value = " ".join(value.split())
@@ -124,13 +126,64 @@ def parse_refined(text: str) -> str:
     return text
 
 
+# -- how the authors' scripts read the answers (crab.parsers = "authors") ----------------------------------------------
+
+def _authors_json(text: str) -> Any:
+    """The answer as JSON, or its second blank-line-separated block as JSON (3_llama3_unified_constraints.py)."""
+    for candidate in (text, *text.split("\n\n")[1:2]):
+        try:
+            return json.loads(candidate)
+        except ValueError:
+            continue
+    raise ParseError("not JSON, nor its second block")
+
+
+def authors_proposals(text: str, types: tuple[str, ...]) -> dict[str, str]:
+    """Every key whose value is not "NULL" (a key airgen's prompt names is read as that type; any other key is kept
+    under its own name, as their dictionary keeps it)."""
+    value = _authors_json(text)
+    if not isinstance(value, dict):
+        raise ParseError("not a JSON object")
+    found = {}
+    for name, constraint in value.items():
+        if constraint == NOT_APPLICABLE or not isinstance(constraint, str):
+            continue
+        key = type_key(str(name))
+        found[key if key in types else str(name)] = constraint
+    return found
+
+
+def authors_judgement(text: str) -> Verdict:
+    """5_res_constraints_check.py: an answer with satisfaction, modified_constraint and constraint_validity; a
+    satisfaction other than exactly "NO" keeps the constraint as it is, a validity of exactly "NO" removes it."""
+    value = _authors_json(text)
+    if not isinstance(value, dict) or not {"satisfaction", "modified_constraint", "constraint_validity"} <= set(value):
+        raise ParseError("no satisfaction, modified_constraint and constraint_validity")
+    modified = value["modified_constraint"]
+    return Verdict(value["satisfaction"] != "NO", value["constraint_validity"] != "NO",
+                   modified if isinstance(modified, str) else "")
+
+
+def authors_refined(text: str) -> str:
+    """The answer as a Python string literal when it is one, cut after a "refined instruction:" heading."""
+    try:
+        value = ast.literal_eval(text)
+        text = value if isinstance(value, str) else text
+    except (ValueError, SyntaxError):
+        pass
+    text = text.split("refined instruction:\n\n")[-1]
+    if not text.strip():
+        raise ParseError("no instruction")
+    return text
+
+
 # -- the steps ------------------------------------------------------------------------------------------------------
 
 def _refined(text: str, c: Any, args: Mapping[str, Any]) -> str:
     """The prompt asks for 10 to 20 more words; a rewrite that adds more than `crab.refine_max_added_words` or
     drops words is not a refinement (the pair keeps its own instruction)."""
     added = word_count(text) - args["instruction_words"]
-    if not 0 <= added <= c.refine_max_added_words:
+    if c.refine_max_added_words is not None and not 0 <= added <= c.refine_max_added_words:
         raise Reject(f"the refinement changes the instruction by {added:+d} words (allowed 0 to "
                      f"+{c.refine_max_added_words})")
     return text
@@ -156,3 +209,18 @@ STEP_CHECK = Step(CHECK, "guidance", "crab_check", frozenset({"response", "const
                   parse=lambda text, args: parse_judgement(text), max_tokens=lambda c: min(c.max_tokens, 400))
 
 STEPS: Mapping[str, Step] = {s.name: s for s in (STEP_REFINE, STEP_GLOBAL, STEP_LOCAL, STEP_CHECK)}
+
+# crab.parsers = "authors": the steps read their answers by the rules of the authors' scripts.
+AUTHORS_PARSERS = {
+    REFINE: lambda text, args: authors_refined(text),
+    GLOBAL: lambda text, args: authors_proposals(text, GLOBAL_TYPES),
+    LOCAL: lambda text, args: authors_proposals(text, LOCAL_TYPES),
+    CHECK: lambda text, args: authors_judgement(text),
+}
+
+
+def steps_for(config: Any) -> Mapping[str, Step]:
+    """Stage -> the step that answers it under `config` (its parsers: `crab.parsers`)."""
+    if config.parsers == "authors":
+        return {name: dataclasses.replace(step, parse=AUTHORS_PARSERS[name]) for name, step in STEPS.items()}
+    return STEPS
