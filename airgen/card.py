@@ -1,6 +1,7 @@
 """The dataset card: a Hugging Face style README.md (YAML header, then how the data was made, its funnel, its plots and
-its limits), for the folder `airgen export` lays out: one config per split, data/SPLIT.jsonl (AIR: level-K; CRAB:
-forward, reverse). The recipe's own words come in the report's figures (`title`, `about`, `card`)."""
+its limits), for the folder `airgen export` lays out: data/SPLIT.jsonl (AIR: level_K; CRAB: forward, reverse), a
+default config `all` that holds every split as a split of its own, and one config per split. The recipe's own words
+come in the report's figures (`title`, `about`, `card`)."""
 from __future__ import annotations
 
 from typing import Any
@@ -17,9 +18,21 @@ def data_file(split: str) -> str:
     return f"data/{split}.jsonl"
 
 
-def dataset_card(f: dict[str, Any], images: dict[str, str], counts: dict[str, int] | None = None) -> str:
-    """The card for the report's figures `f`; `counts` (split -> records) where an export kept fewer than the run
-    made, `images` (name -> path relative to the card) the plots to show."""
+# What a card says its lines hold, by what was exported.
+_LINES = {"records": "Each line holds the training pair and `meta`: {fields}",
+          "pairs": "Each line is a preference pair: the prompt (the level's merged instruction), `chosen` (the guidance "
+                   "model's answer, the record's output) and `rejected` (the student's answer, which the judge found "
+                   "failing at least one of the level's constraints), in TRL's conversational form, the same as "
+                   "`instruction`, `chosen_response` and `rejected_response` for LlamaFactory, and `meta`: the document "
+                   "id, the level, each constraint with its type, round and the score the judge gave the rejected "
+                   "answer, and the failed ones."}
+
+
+def dataset_card(f: dict[str, Any], images: dict[str, str], counts: dict[str, int] | None = None,
+                 lines: str = "records") -> str:
+    """The card for the report's figures `f`; `counts` (split -> lines) where an export kept fewer than the run
+    made, `images` (name -> path relative to the card) the plots to show, `lines` what the files hold ("records" or
+    "pairs")."""
     counts = counts if counts is not None else dict(f["records_by_split"])
     splits = [k for k, n in counts.items() if n]
     total = sum(counts.values())
@@ -36,11 +49,19 @@ def dataset_card(f: dict[str, Any], images: dict[str, str], counts: dict[str, in
         "tags:",
         "- synthetic",
         *(f"- {tag}" for tag in f["tags"]),
-        "configs:",
     ]
-    for i, k in enumerate(splits):
-        header += [f"- config_name: {k}", f"  data_files: {data_file(k)}"] + (["  default: true"] if i == 0 else [])
+    if splits:
+        # The default: every split, each a split of its own (load_dataset(DIR) and load_dataset(DIR, split=K)).
+        header += ["configs:", "- config_name: all", "  default: true", "  data_files:",
+                   *(f"  - split: {k}\n    path: {data_file(k)}" for k in splits)]
+        for k in splits:
+            header += [f"- config_name: {k}", f"  data_files: {data_file(k)}"]
     header.append("---")
+    loading = ([f"`load_dataset(DIR)` gives every split (config `all`); `load_dataset(DIR, split=\"{splits[0]}\")` "
+                f"one of them, and `load_dataset(DIR, \"{splits[0]}\")` the config of that split alone. `datasets` "
+                "caches a folder by its name, not its files: after exporting into this folder again, load it with "
+                "`download_mode=\"force_redownload\"`.", ""]
+               if splits else [])
     changed = [f"`{name}` = {value!r} (default {default!r})" for name, value, default, _ in made["settings"]
                if value != default]
     unlike = [f"`{name}` = {value!r} (theirs {authors!r})" for name, value, authors in made["unlike_authors"]]
@@ -59,14 +80,15 @@ def dataset_card(f: dict[str, Any], images: dict[str, str], counts: dict[str, in
         *([f"- preset: {made['preset']}"] if made["preset"] else []),
         *([f"- settings that differ from the authors' code: {', '.join(unlike)}"] if unlike else []),
         "",
-        "## Records",
+        f"## {lines.capitalize()}",
         "",
-        "| split | records | file |",
+        f"| split | {lines} | file |",
         "| --- | --- | --- |",
         *(f"| {k} | {counts[k]} | `{data_file(k)}` |" for k in splits),
         "",
-        f"Each line holds the training pair and `meta`: {f['card']['fields']}",
+        _LINES[lines].format(fields=f["card"]["fields"]),
         "",
+        *loading,
         "## Funnel",
         "",
         "| stage | count |",

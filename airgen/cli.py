@@ -278,20 +278,42 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    from airgen import trace
+
+    try:
+        story = trace.trace(args.out, args.id)
+    except trace.TraceError as e:
+        print(f"airgen trace: {e}", file=sys.stderr)
+        return 2
+    if args.html:
+        folder = args.out / "report" / "trace"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / trace.page_name(args.id)
+        path.write_text(trace.page(story), encoding="utf-8")
+        print(f"{path} ({len(story.calls)} calls; ended: {trace.ending(story)})")
+    else:
+        print(trace.text(story))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from airgen import export
 
     levels = tuple(_ints(args.levels, "--levels")) if args.levels else None
     job = export.Job(out=args.out, to=args.to, format=args.format, levels=levels,
                      min_constraints=args.min_constraints, constraint_set=args.constraint_set,
-                     dedupe=not args.keep_duplicates)
+                     dedupe=not args.keep_duplicates, name=args.name)
     try:
         counts = export.export(job)
     except export.ExportError as e:
         print(f"airgen export: {e}", file=sys.stderr)
         return 2
-    print(f"{args.to}: " + ", ".join(f"{k}: {n} records" for k, n in counts.items() if n)
-          + f" ({args.format}); dataset_info.json for LlamaFactory, README.md dataset card")
+    what = "pairs" if args.format == "dpo" else "records"
+    llamafactory = ("" if args.format == "prompt-completion"
+                    else f"dataset_info.json for LlamaFactory ({export.dataset_name(job)}_*), ")
+    print(f"{args.to}: " + ", ".join(f"{k}: {n} {what}" for k, n in counts.items() if n)
+          + f" ({args.format}); {llamafactory}README.md dataset card")
     return 0
 
 
@@ -331,7 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     export_parser = commands.add_parser("export", help="a run's records as training files (HF folder, LlamaFactory)")
     export_parser.add_argument("out", type=Path, metavar="OUT", help="a run folder")
     export_parser.add_argument("--to", type=Path, required=True, metavar="DIR", help="the dataset folder to write")
-    export_parser.add_argument("--format", default="alpaca", help="alpaca (default), sharegpt or messages")
+    export_parser.add_argument("--format", default="alpaca",
+                               help="alpaca (default), sharegpt, messages, prompt-completion (TRL: loss on the "
+                                    "completion alone), or dpo (the preference pairs: TRL and LlamaFactory)")
+    export_parser.add_argument("--name", help="the dataset's name in LlamaFactory's dataset_info.json (default: the "
+                                              "folder's name)")
     export_parser.add_argument("--levels", help="comma-separated levels to keep, e.g. 1,3,5 (default: all)")
     export_parser.add_argument("--min-constraints", type=int, default=0, metavar="N",
                                help="keep records with at least N constraints")
@@ -340,9 +366,14 @@ def main(argv: list[str] | None = None) -> int:
                                     "all failed")
     export_parser.add_argument("--keep-duplicates", action="store_true",
                                help="keep records whose instruction repeats another document's")
+    trace_parser = commands.add_parser("trace", help="every call of one document (or pair) of a run, and how it "
+                                                     "ended")
+    trace_parser.add_argument("out", type=Path, metavar="OUT", help="a run folder (finished, running or killed)")
+    trace_parser.add_argument("id", metavar="ID", help="the unit's id, as in records.jsonl and rejected.jsonl")
+    trace_parser.add_argument("--html", action="store_true", help="write OUT/report/trace/ID.html instead")
     args = parser.parse_args(argv)
     handlers = {"run": cmd_run, "bench": cmd_bench, "select": cmd_select, "report": cmd_report,
-                "export": cmd_export}
+                "export": cmd_export, "trace": cmd_trace}
     try:
         return handlers[args.command](args)
     except (ConfigError, CorpusError) as e:

@@ -26,7 +26,7 @@ from airgen.runfolder import JOURNAL, METRICS, last_line
 
 SHARDS = "shards"
 LAYOUT = "ray.json"  # how many shards the run was split into: a resume must use the same number
-MERGED = (sink.RECORDS, sink.REJECTED, sink.DROPPED_LEVELS, JOURNAL)
+MERGED = (sink.RECORDS, sink.PAIRS, sink.REJECTED, sink.DROPPED_LEVELS, JOURNAL)
 
 
 def shard_dir(out: Path, k: int) -> Path:

@@ -35,6 +35,8 @@ class Done:
     records: list[dict[str, Any]]
     # Parts that produced no record (AIR: levels), each {"level", "stage", "reason"}; the unit itself succeeded.
     level_drops: list[dict[str, Any]]
+    # Preference pairs ({"prompt", "chosen", "rejected", "meta"}), where the recipe makes them.
+    pairs: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

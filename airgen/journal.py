@@ -67,13 +67,14 @@ class Journal:
     def __init__(self, path: Path):
         self._log = AppendLog(path)
 
-    def call(self, unit: str, key: str, c: Completion) -> None:
-        """`key`'s completion, for unit `unit` (the caller holds it: the key is not split again)."""
+    def call(self, unit: str, key: str, c: Completion, ms: int = 0) -> None:
+        """`key`'s completion, for unit `unit` (the caller holds it: the key is not split again), and how long the
+        call took in milliseconds (`airgen trace` shows it)."""
         self._log.write({"s": unit, "k": key, "t": c.text, "f": c.finish_reason, "p": c.prompt_tokens,
-                         "o": c.output_tokens, "c": c.cached_tokens, "m": c.model})
+                         "o": c.output_tokens, "c": c.cached_tokens, "m": c.model, "ms": ms})
 
-    def refused(self, unit: str, key: str, reason: str) -> None:
-        self._log.write({"s": unit, "k": key, "r": reason})
+    def refused(self, unit: str, key: str, reason: str, ms: int = 0) -> None:
+        self._log.write({"s": unit, "k": key, "r": reason, "ms": ms})
 
     def done(self, unit_id: str) -> None:
         """Written after the unit's output lines: a unit with this marker is never redone."""

@@ -1,6 +1,6 @@
 """What a run did and where the engines' time went.
 
-- Counters: calls and tokens per role and stage, samples by outcome, records by split (AIR: level-K).
+- Counters: calls and tokens per role and stage, samples by outcome, records by split (AIR: level_K).
 - Goodput: every token is charged to its sample; when the sample ends, its tokens move to "records" or to the stage
   it was rejected at, so the final summary says how much of the engines' work produced records.
 - Engine time: each engine's wall time is split into busy (>= 1 request outstanding) and idle, and idle by cause:
@@ -87,11 +87,12 @@ class Metrics:
         self.in_flight_by_stage[request.stage] += 1
         self._started[request.key] = now
 
-    def call_finished(self, sample_id: str, request: Request, completion: Completion | None, now: float) -> None:
+    def call_finished(self, sample_id: str, request: Request, completion: Completion | None, now: float) -> float:
+        """Count a call that came back at `now`; returns how long it was out."""
         self.in_flight_by_stage[request.stage] -= 1
-        self._started.pop(request.key, None)
+        took = now - self._started.pop(request.key, now)
         if completion is None:
-            return
+            return took
         self._last_answer = now
         role = self.roles[request.role]
         role.calls += 1
@@ -105,6 +106,7 @@ class Metrics:
         else:
             spent[0] += completion.prompt_tokens
             spent[1] += completion.output_tokens
+        return took
 
     def finished(self, outcome: str, stage: str | None = None, splits: list[str] | None = None,
                  sample_id: str | None = None) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -254,8 +254,19 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;
         ".note{background:#fff6d6;padding:.5em 1em;border-left:4px solid #e0b000}td.n{text-align:right}")
 
 
+class Link(NamedTuple):
+    """A table cell whose text links to a page, where there is one."""
+
+    text: str
+    href: str | None
+
+
 def _table(head: list[str], rows: list[list[Any]]) -> str:
     def cell(v: Any) -> str:
+        if isinstance(v, Link):
+            text, href = v
+            return (f'<td><a href="{html.escape(href)}">{html.escape(text)}</a></td>' if href
+                    else f"<td>{html.escape(text)}</td>")
         text = "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
         return f'<td class="n">{html.escape(text)}</td>' if isinstance(v, (int, float)) else f"<td>{html.escape(text)}</td>"
     return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
@@ -280,10 +291,12 @@ def page(f: dict[str, Any], images: dict[str, str]) -> str:
     for panel in f["panels"]:
         parts += [f"<h2>{html.escape(panel['title'])}</h2>", img(panel["plot"]) if panel["plot"] else "",
                   *(_table(t["head"], t["rows"]) for t in panel["tables"])]
+    traces = f.get("traces", {})
     for title, key in ((f"Rejected {f['unit']}s", "rejected"), ("Dropped levels", "dropped_levels")):
         parts.append(f"<h2>{title}</h2>")
         parts.append(_table(["stage", "reason", "count", "example"],
-                            [[stage, k["reason"], k["count"], f"{k['example']['id']}: {k['example']['reason']}"]
+                            [[stage, k["reason"], k["count"],
+                              Link(f"{k['example']['id']}: {k['example']['reason']}", traces.get(k["example"]["id"]))]
                              for stage, kinds in f[key].items() for k in kinds]))
     t = f["throughput"]
     parts += ["<h2>Throughput</h2>",
@@ -301,12 +314,32 @@ def page(f: dict[str, Any], images: dict[str, str]) -> str:
             f"</head><body>{''.join(parts)}</body></html>\n")
 
 
+def _trace_pages(f: dict[str, Any], out: Path, folder: Path) -> dict[str, str]:
+    """Each example rejection's and dropped level's document told call by call (`airgen trace`): id -> its page."""
+    from airgen import trace
+
+    made = {}
+    ids = {k["example"]["id"] for key in ("rejected", "dropped_levels") for kinds in f[key].values() for k in kinds}
+    for unit in sorted(i for i in ids if i):
+        try:
+            story = trace.trace(out, unit)
+        except (trace.TraceError, OSError):
+            continue
+        (folder / "trace").mkdir(exist_ok=True)
+        name = f"trace/{trace.page_name(unit)}"
+        with atomic_text(folder / name) as handle:
+            handle.write(trace.page(story))
+        made[unit] = name
+    return made
+
+
 def write_report(out: Path) -> tuple[Path, str]:
     """Write OUT/report/ and return (the folder, the text summary)."""
     view = load_run(out)
     f = figures(view)
     folder = Path(out) / REPORT_DIR
     folder.mkdir(exist_ok=True)
+    f["traces"] = _trace_pages(f, Path(out), folder)
     images = plots(f, folder, view.recipe)
     atomic_write(folder / "summary.json", orjson.dumps(f, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     with atomic_text(folder / "report.html") as handle:

@@ -38,6 +38,7 @@ class RunView:
     selection: dict[str, Any] | None = None  # summary.json of the `airgen select` that made the input, if any
     roles: dict[str, str] = field(default_factory=dict)  # stage -> role
     recipe: Recipe | None = None
+    pairs: list[dict[str, Any]] = field(default_factory=list)  # preference pairs (pairs.jsonl), where made
 
     @property
     def in_flight(self) -> list[str]:
@@ -60,7 +61,7 @@ def load_run(out: Path) -> RunView:
         records=lines(out / sink.RECORDS), rejected=lines(out / sink.REJECTED),
         dropped_levels=lines(out / sink.DROPPED_LEVELS), samples=samples, finished=finished, calls=calls,
         metrics=lines(out / METRICS), prompts_match=prompts.fingerprint == settings.get("prompts"),
-        selection=_selection(info), recipe=recipe,
+        selection=_selection(info), recipe=recipe, pairs=lines(out / sink.PAIRS),
         roles={name: step.role for name, step in recipe.steps(config.settings).items()},
     )
 

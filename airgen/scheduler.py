@@ -149,6 +149,7 @@ class Scheduler:
             return lanes
         if isinstance(step, Done):
             self.sink.records(step.records)
+            self.sink.pairs(step.pairs)
             self.sink.dropped_levels(sample.doc_id, step.level_drops)
             self.metrics.finished("records", splits=[r["meta"]["split"] for r in step.records],
                                   sample_id=sample.doc_id)
@@ -193,14 +194,15 @@ class Scheduler:
             start = time.perf_counter()
             lane.outstanding -= 1
             self.metrics.engine_load(lane.name, -1, True, start)
-            self.metrics.call_finished(sample.doc_id, request, completion, start)
+            took = self.metrics.call_finished(sample.doc_id, request, completion, start)
         # Our own work between the engine's answer and the sample's next request: the scheduler's cost per call.
         try:
+            ms = round(1000 * took)
             if completion is not None:
-                self.journal.call(sample.doc_id, request.key, completion)
+                self.journal.call(sample.doc_id, request.key, completion, ms)
                 step: Next = self.flow.advance(sample, request.key, completion)
             else:
-                self.journal.refused(sample.doc_id, request.key, refusal)
+                self.journal.refused(sample.doc_id, request.key, refusal, ms)
                 step = self.flow.refused(sample, request.key, refusal)
             if self._finished.is_set():
                 return

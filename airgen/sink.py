@@ -1,7 +1,10 @@
 """The run's output files. Each finished unit's lines go out in one write, before the journal marks it done.
 
 - records.jsonl: one line per record (AIR: per sample and level), alpaca fields + chat `messages` + `meta`; each
-  record's `meta.split` names the part of the dataset it belongs to (AIR: "level-K"; CRAB: "forward", "reverse").
+  record's `meta.split` names the part of the dataset it belongs to (AIR: "level_K", a name `datasets` takes as a
+  split; CRAB: "forward", "reverse").
+- pairs.jsonl: preference pairs, where the recipe makes them (AIR with `flow.preference_pairs`): `prompt`, `chosen`,
+  `rejected` and `meta`.
 - rejected.jsonl: one line per document that produced no record (input problems included): `REJECTION_FIELDS`.
 - dropped_levels.jsonl: levels of successful samples that produced no record, with stage and reason.
 So documents read = samples with records + lines of rejected.jsonl, always.
@@ -19,6 +22,7 @@ from airgen.files import AppendLog, atomic_write, repair_tail
 RECORDS = "records.jsonl"
 REJECTED = "rejected.jsonl"
 DROPPED_LEVELS = "dropped_levels.jsonl"
+PAIRS = "pairs.jsonl"
 # Every rejected.jsonl, `airgen run`'s and `airgen select`'s alike: the document's id (null where none could be
 # read), where it was read, the stage that rejected it, why, and the measured value where a rule measured one.
 # `airgen run` adds "unit", the journal's name for the line (the id, or "@source" for an unreadable entry).
@@ -26,8 +30,8 @@ REJECTION_FIELDS = ("id", "source", "stage", "reason", "value")
 
 
 def split_order(name: str) -> tuple[str, int]:
-    """Sort key of split names: "level-2" before "level-10"."""
-    m = re.fullmatch(r"(.*?)-?(\d+)", name)
+    """Sort key of split names: "level_2" before "level_10"."""
+    m = re.fullmatch(r"(.*?)[-_]?(\d+)", name)
     return (m.group(1), int(m.group(2))) if m else (name, 0)
 
 
@@ -54,15 +58,26 @@ def _keep_finished(path: Path, finished: set[str]) -> None:
 class Sink:
     def __init__(self, out: Path, finished: set[str], extra_meta: dict[str, Any]):
         self._logs = {}
-        for name in (RECORDS, REJECTED, DROPPED_LEVELS):
+        for name in (RECORDS, PAIRS, REJECTED, DROPPED_LEVELS):
             _keep_finished(out / name, finished)
-            self._logs[name] = AppendLog(out / name)
+            if name != PAIRS:  # made on its first pair: a run without pairs has no pairs file
+                self._logs[name] = AppendLog(out / name)
+        self._out = out
         self._extra_meta = extra_meta
 
     def records(self, records: list[dict[str, Any]]) -> None:
         for record in records:
             record["meta"].update(self._extra_meta)
         self._logs[RECORDS].write(*records)
+
+    def pairs(self, pairs: list[dict[str, Any]]) -> None:
+        if not pairs:
+            return
+        for pair in pairs:
+            pair["meta"].update(self._extra_meta)
+        if PAIRS not in self._logs:
+            self._logs[PAIRS] = AppendLog(self._out / PAIRS)
+        self._logs[PAIRS].write(*pairs)
 
     def rejected(self, unit: str, doc_id: str | None, source: str, stage: str, reason: str,
                  value: Any = None) -> None:

@@ -60,7 +60,7 @@ class StubFlow:
         sample.calls += 1
         if sample.calls == self.calls:
             return Done([{"instruction": "i", "input": "", "output": completion.text,
-                          "meta": {"doc_id": sample.doc_id, "split": "level-1", "level": 1}}], [])
+                          "meta": {"doc_id": sample.doc_id, "split": "level_1", "level": 1}}], [])
         return [self._request(sample)]
 
     def _request(self, sample: Sample) -> Request:

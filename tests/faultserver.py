@@ -38,7 +38,8 @@ class FaultServer:
     def __init__(self, rate: float = 0.0, kinds: tuple[str, ...] = RETRYABLE, seed: int = 0,
                  latency_s: float = 0.002, hang_s: float = 2.0, api_key: str | None = None,
                  poison: str | None = None, owned_by: str = "vllm", port: int = 0, chatty: frozenset = frozenset(),
-                 refuse_status: int | None = None, refuse_body: str = "", refuse_unit: str | None = None):
+                 refuse_status: int | None = None, refuse_body: str = "", refuse_unit: str | None = None,
+                 air: dict | None = None):
         self.rate, self.kinds, self.seed = rate, kinds, seed
         self.latency_s, self.hang_s, self.api_key, self.poison, self.owned_by = latency_s, hang_s, api_key, poison, owned_by
         self.received: list[tuple[str, int, str | None]] = []
@@ -47,7 +48,7 @@ class FaultServer:
         self.auth_seen: set[str] = set()
         self._tries: collections.Counter = collections.Counter()
         self._lock = threading.Lock()
-        self._script = answers(air={"fail": 1.0})
+        self._script = answers(air=air or {"fail": 1.0})  # AIR's scripted answers: `fail` is the checks' fail rate
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -161,7 +162,7 @@ class FaultServer:
         args: dict[str, Any] = {}
         if stage == "propose":
             args["allowed"] = _TYPE_LINE.findall(text.split("#Constraint types#")[-1])
-        elif stage == "check":
+        elif stage in ("check", "pair_check"):
             criteria = text.split("[Criteria]")[-1].split("\nOutput format:")[0]
             args["count"] = sum(1 for line in criteria.splitlines() if line.strip())
         request = Request(key, "guidance", stage, tuple(body["messages"]), None, args=args)  # type: ignore[arg-type]

@@ -172,7 +172,7 @@ def test_prometheus_endpoint_serves_the_counters():
     metrics.call_started(Request("d/score/0", "guidance", "score", (), None), time.perf_counter())  # type: ignore
     metrics.call_finished("d", Request("d/score/0", "guidance", "score", (), None),  # type: ignore[arg-type]
                           Completion("Score: 4/5", "stop", 120, 7, 64), time.perf_counter())
-    metrics.finished("records", splits=["level-1"], sample_id="d")
+    metrics.finished("records", splits=["level_1"], sample_id="d")
     def free_port() -> int:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))

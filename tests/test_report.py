@@ -85,7 +85,7 @@ async def test_report_of_a_finished_run_holds_the_papers_views(prompts, tmp_path
     assert "records at level 3" in text and "report.html" in text
     card = (folder / "README.md").read_text()
     assert card.startswith("---\nlicense: other  # SET THIS") and "size_categories:\n- n<1K" in card
-    assert "- config_name: level-3\n  data_files: data/level-3.jsonl" in card and "- synthetic" in card
+    assert "- config_name: level_3\n  data_files: data/level_3.jsonl" in card and "- synthetic" in card
 
 
 async def test_report_of_a_killed_run_shows_how_far_it_got(prompts, tmp_path):
@@ -135,14 +135,22 @@ async def test_exports_load_in_datasets_and_llamafactory(prompts, tmp_path, fmt,
     view = load_run(out)
     for level in (1, 2, 3):
         want = sum(1 for r in view.records if r["meta"]["level"] == level)
-        ds = datasets.load_dataset("json", data_files=str(to / "data" / f"level-{level}.jsonl"), split="train")
+        file = str(to / "data" / f"level_{level}.jsonl")
+        ds = datasets.load_dataset("json", data_files=file, split="train")
         assert set(ds.column_names) == columns and len(ds) == want
-        # The folder itself, through the card's configs.
-        assert len(datasets.load_dataset(str(to), f"level-{level}", split="train")) == want
+        # A split named after the level, in the json loader and through the card's configs.
+        assert len(datasets.load_dataset("json", data_files={f"level_{level}": file})[f"level_{level}"]) == want
+        assert len(datasets.load_dataset(str(to), f"level_{level}", split="train")) == want
+        assert len(datasets.load_dataset(str(to), split=f"level_{level}")) == want
+    # No config: every level, each its own split (the default config `all`).
+    assert {k: len(v) for k, v in datasets.load_dataset(str(to)).items()} == {
+        f"level_{k}": sum(1 for r in view.records if r["meta"]["level"] == k) for k in (1, 2, 3)}
     info = json.loads((to / "dataset_info.json").read_text())
     entry = info["export_level_2"]
-    assert entry["file_name"] == "data/level-2.jsonl"
-    row = json.loads((to / "data" / "level-2.jsonl").read_text().splitlines()[0])
+    assert entry["file_name"] == "data/level_2.jsonl"
+    row = json.loads((to / "data" / "level_2.jsonl").read_text().splitlines()[0])
+    # The card's fields are the line's: each constraint with its round, type, check score and verdict.
+    assert set(row["meta"]["constraints"][0]) == {"round", "type", "text", "failed", "score"}
     if fmt == "alpaca":
         assert entry["columns"] == {"prompt": "instruction", "query": "input", "response": "output"}
         assert "formatting" not in entry and all(row[c] is not None for c in entry["columns"].values())
@@ -151,25 +159,30 @@ async def test_exports_load_in_datasets_and_llamafactory(prompts, tmp_path, fmt,
         assert entry["formatting"] == "sharegpt"
         assert [m[tags["role_tag"]] for m in messages] == [tags["user_tag"], tags["assistant_tag"]]
         assert all(m[tags["content_tag"]].strip() for m in messages)
-    assert (to / "README.md").read_text().count("config_name: level-") == 3
+    card = (to / "README.md").read_text()
+    assert card.count("config_name: level_") == 3 and "config_name: all" in card
+    from huggingface_hub import DatasetCard
+
+    assert [c["config_name"] for c in DatasetCard(card).data.to_dict()["configs"]] == [
+        "all", "level_1", "level_2", "level_3"]
 
 
 async def test_export_filters(prompts, tmp_path, capsys):
     out = await make_run(prompts, tmp_path)
     to = tmp_path / "e"
     assert cli.main(["export", str(out), "--to", str(to), "--levels", "1,3", "--min-constraints", "3"]) == 0
-    assert sorted(p.name for p in (to / "data").iterdir()) == ["level-3.jsonl"]  # level 1 has one constraint
+    assert sorted(p.name for p in (to / "data").iterdir()) == ["level_3.jsonl"]  # level 1 has one constraint
     assert cli.main(["export", str(out), "--to", str(tmp_path / "f"), "--levels", "7"]) == 2
     assert "no records at level 7" in capsys.readouterr().err
     # The exported file holds exactly the run's level-3 records with 3 or more constraints, as the run wrote them.
     level3 = {r["meta"]["doc_id"]: r for r in load_run(out).records if r["meta"]["level"] == 3}
-    rows = [json.loads(x) for x in (to / "data" / "level-3.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (to / "data" / "level_3.jsonl").read_text().splitlines()]
     assert rows and {row["id"] for row in rows} == {
-        f"{d}#level-3" for d, r in level3.items() if len(r["meta"]["constraints"]) >= 3}
+        f"{d}#level_3" for d, r in level3.items() if len(r["meta"]["constraints"]) >= 3}
     for row in rows:
         record = level3[row["meta"]["doc_id"]]
         assert (row["instruction"], row["output"]) == (record["instruction"], record["output"])
-        assert row["meta"]["constraints"] == [c["text"] for c in record["meta"]["constraints"]]
+        assert row["meta"]["constraints"] == record["meta"]["constraints"]
 
 
 async def test_export_dedupes_identical_instructions(prompts, tmp_path):
@@ -181,9 +194,9 @@ async def test_export_dedupes_identical_instructions(prompts, tmp_path):
             r["instruction"] = "Write one identical instruction."
     (out / "records.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in same))
     assert cli.main(["export", str(out), "--to", str(tmp_path / "a")]) == 0
-    assert len((tmp_path / "a" / "data" / "level-1.jsonl").read_text().splitlines()) == 1
+    assert len((tmp_path / "a" / "data" / "level_1.jsonl").read_text().splitlines()) == 1
     assert cli.main(["export", str(out), "--to", str(tmp_path / "b"), "--keep-duplicates"]) == 0
-    assert len((tmp_path / "b" / "data" / "level-1.jsonl").read_text().splitlines()) == DOCS - 3
+    assert len((tmp_path / "b" / "data" / "level_1.jsonl").read_text().splitlines()) == DOCS - 3
 
 
 async def test_constraint_set_failed_needs_a_checked_run(prompts, tmp_path, capsys):

@@ -27,7 +27,8 @@ from typing import Any
 from airgen.air.prompt_data import merge_examples, types
 from airgen.air.settings import FlowConfig
 from airgen.air.steps import (
-    ANSWER, ANSWER_WITH, BACK_TRANSLATE, CHECK, DEDUP, MERGE, PROPOSE, REFERENCE, REFINE, RESPOND, SCORE,
+    ANSWER, ANSWER_WITH, BACK_TRANSLATE, CHECK, DEDUP, MERGE, PAIR_ANSWER, PAIR_CHECK, PROPOSE, REFERENCE, REFINE,
+    RESPOND, SCORE,
     format_examples, format_numbered, format_types, steps_for, append_constraints, type_name,
 )
 from airgen.calls import Request
@@ -95,6 +96,11 @@ class Sample(Unit):
     merged: dict[int, str] = field(default_factory=dict)
     responses: dict[int, str] = field(default_factory=dict)
     level_drops: list[dict[str, Any]] = field(default_factory=list)
+    # Preference pairs (flow.preference_pairs), by level: the student's answer to the merged instruction, the
+    # judge's scores of it against the level's constraints, or why the level has no pair.
+    pair_answers: dict[int, str] = field(default_factory=dict)
+    pair_scores: dict[int, list[int]] = field(default_factory=dict)
+    pair_faults: dict[int, str] = field(default_factory=dict)
 
 
 class AirFlow(Flow):
@@ -114,6 +120,8 @@ class AirFlow(Flow):
             CHECK: self._on_check,
             MERGE: self._on_merge,
             RESPOND: self._on_respond,
+            PAIR_ANSWER: self._on_pair_answer,
+            PAIR_CHECK: self._on_pair_check,
         }
 
     def sample(self, doc: Document) -> Sample:
@@ -333,12 +341,33 @@ class AirFlow(Flow):
         if isinstance(value, Fault):
             return self._level_failed(s, request.n, MERGE, value.reason)
         s.merged[request.n] = value
-        return [self.ask(s, RESPOND, request.n, {"text": value})]
+        respond = self.ask(s, RESPOND, request.n, {"text": value})
+        if not self.config.preference_pairs:
+            return [respond]
+        # The pair's student answer needs only the merged instruction: it goes out beside the final answer.
+        return [respond, self.ask(s, PAIR_ANSWER, request.n, {"text": value})]
 
     def _on_respond(self, s: Sample, request: Request, value: str | Fault) -> Next:
         if isinstance(value, Fault):
             return self._level_failed(s, request.n, RESPOND, value.reason)
         s.responses[request.n] = value
+        return []
+
+    def _on_pair_answer(self, s: Sample, request: Request, value: str | Fault) -> Next:
+        k = request.n
+        if isinstance(value, Fault):
+            s.pair_faults[k] = f"the student's answer: {value.reason}"
+            return []
+        s.pair_answers[k] = value
+        texts = [c.text for c in s.levels[k]]
+        return [self.ask(s, PAIR_CHECK, k, {"instruction": s.merged[k], "answer": value,
+                                            "constraints": "\n".join(texts)}, {"count": len(texts)})]
+
+    def _on_pair_check(self, s: Sample, request: Request, value: list[int] | Fault) -> Next:
+        if isinstance(value, Fault):
+            s.pair_faults[request.n] = f"the check of the student's answer: {value.reason}"
+        else:
+            s.pair_scores[request.n] = value
         return []
 
     @staticmethod
@@ -357,7 +386,9 @@ class AirFlow(Flow):
         s.level_drops.sort(key=_level)
         if s.responses:
             # Built last: a record's meta tells how the rounds ended.
-            return Done([self._record(s, k, s.responses[k]) for k in sorted(s.responses)], s.level_drops)
+            levels = sorted(s.responses)
+            return Done([self._record(s, k, s.responses[k]) for k in levels], s.level_drops,
+                        [p for k in levels if (p := self._pair(s, k)) is not None])
         last = s.level_drops[-1]
         return Rejected(last["stage"], f"no level produced a record; level {last['level']}: {last['reason']}",
                        s.level_drops)
@@ -366,7 +397,7 @@ class AirFlow(Flow):
         chosen, merged = s.levels[level], s.merged[level]
         return record(merged, response, {
             "doc_id": s.doc_id,
-            "split": f"level-{level}",
+            "split": f"level_{level}",
             "level": level,
             "constraint_set": self.config.constraint_set,
             "constraints": [
@@ -377,7 +408,30 @@ class AirFlow(Flow):
             "initial_instruction": s.instruction,
             "instruction_score": s.score,
             "rounds_end": s.rounds_end,
+            **({"pair": self._pair_outcome(s, level)} if self.config.preference_pairs else {}),
         })
+
+    def _pair_outcome(self, s: Sample, k: int) -> str:
+        """What became of level k's preference pair: "made", or why not."""
+        if k in s.pair_faults:
+            return s.pair_faults[k]
+        if k not in s.pair_scores:
+            return "no student answer"
+        if min(s.pair_scores[k]) >= self.config.pass_score:
+            return "the student met every constraint"
+        if k in s.responses and " ".join(s.pair_answers[k].split()) == " ".join(s.responses[k].split()):
+            return "the student's answer is the final answer itself"
+        return "made"
+
+    def _pair(self, s: Sample, k: int) -> dict[str, Any] | None:
+        if not self.config.preference_pairs or self._pair_outcome(s, k) != "made":
+            return None
+        scored = [{"text": c.text, "type": c.type, "round": c.round, "score": score}
+                  for c, score in zip(s.levels[k], s.pair_scores[k])]
+        return {"prompt": s.merged[k], "chosen": s.responses[k], "rejected": s.pair_answers[k], "meta": {
+            "doc_id": s.doc_id, "split": f"level_{k}", "level": k,
+            "failed_constraints": [c for c in scored if c["score"] < self.config.pass_score],
+            "constraints": scored, "initial_instruction": s.instruction}}
 
     # -- helpers -------------------------------------------------------------------------------------------------------
 

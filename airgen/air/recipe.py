@@ -114,7 +114,7 @@ class AirRecipe(Recipe):
             if unknown:
                 raise ValueError(f"the run has no records at level {unknown[0]}; its levels: "
                                  f"{', '.join(map(str, made))}")
-            splits = [f"level-{k}" for k in sorted(levels)]
+            splits = [f"level_{k}" for k in sorted(levels)]
         return splits, _all_failed if constraint_set == "failed" else None
 
     def pair(self, sample: Sample) -> tuple[str, str] | str:

@@ -48,9 +48,11 @@ class MethodScript:
                 asks_new = self.prompts.templates["dedup_constraint_new"].template.split("\n")[0] in \
                     request.messages[-1]["content"]
                 return "Answer: Yes" if duplicate != asks_new else "Answer: No"
-            case "check":
+            case "check" | "pair_check":
                 count = request.args["count"]
                 return "\n\n".join(f"criterion {i}\t{0 if rng.random() < self.fail else 3}" for i in range(count))
+            case "pair_answer":  # the student's answer to a level's merged instruction
+                return f"A short answer about topic {topic} that leaves out part of what was asked."
             case "merge":
                 return f"Write a practical guide about topic {topic} that meets every listed rule."
             case _:  # student answers, reference answers, final responses

@@ -49,6 +49,11 @@ class FlowConfig(Sampling):
     # A level that would merge the same constraints as the level before it makes a record again (the authors'
     # code merges every level); off, it is dropped as adding nothing.
     keep_unchanged_levels: bool = False
+    # Preference pairs beside the records (pairs.jsonl): per level that makes a record, the student answers the
+    # merged instruction and the judge scores that answer against the level's constraints (two calls, asked with
+    # the level's final answer); an answer failing one or more is the pair's rejected answer, the record's output its
+    # chosen one.
+    preference_pairs: bool = False
     # How answers are read: airgen's lenient parsers, or the rules of the authors' code (`air.authors`), their
     # case-sensitive substring tests and any 2..6-word constraint type included.
     parsers: Literal["airgen", "authors"] = "airgen"

@@ -31,10 +31,12 @@ ANSWER_WITH = "answer_with"
 CHECK = "check"
 MERGE = "merge"
 RESPOND = "respond"
+PAIR_ANSWER = "pair_answer"
+PAIR_CHECK = "pair_check"
 # The method's order, by part: reports and the stage-barrier bench list stages in it.
 INITIAL_STAGES = (BACK_TRANSLATE, SCORE, REFINE, REFERENCE)  # once per sample (n = 0)
 ROUND_STAGES = (ANSWER, PROPOSE, DEDUP, ANSWER_WITH, CHECK)  # once per round (n = the round)
-LEVEL_STAGES = (MERGE, RESPOND)  # once per level (n = the level)
+LEVEL_STAGES = (MERGE, RESPOND, PAIR_ANSWER, PAIR_CHECK)  # once per level (n = the level)
 STAGES = INITIAL_STAGES + ROUND_STAGES + LEVEL_STAGES
 
 
@@ -256,9 +258,14 @@ STEP_RESPOND = Step(
     free_text=True,
 )
 
+# Preference pairs (flow.preference_pairs): the student answers the level's merged instruction, and the judge scores
+# that answer against the level's constraints as the check step does; a failed constraint makes it a rejected answer.
+STEP_PAIR_ANSWER = Step(PAIR_ANSWER, "student", free_text=True)
+STEP_PAIR_CHECK = dataclasses.replace(STEP_CHECK, name=PAIR_CHECK)
+
 ALL_STEPS: tuple[Step, ...] = (STEP_BACK_TRANSLATE, STEP_SCORE, STEP_REFINE, STEP_REFERENCE, STEP_ANSWER, STEP_PROPOSE,
              STEP_PROPOSE_BLIND, STEP_PROPOSE_MANY, STEP_DEDUP, STEP_DEDUP_NEW, STEP_ANSWER_WITH, STEP_CHECK,
-             STEP_MERGE, STEP_RESPOND)
+             STEP_MERGE, STEP_RESPOND, STEP_PAIR_ANSWER, STEP_PAIR_CHECK)
 
 
 FREE_TEXT_STAGES = tuple(sorted({s.name for s in ALL_STEPS if s.free_text}))
@@ -272,6 +279,7 @@ AUTHORS_PARSERS = {
     PROPOSE: lambda text, args: authors.constraint(text, args["allowed"]),
     DEDUP: _text(authors.duplicate),
     CHECK: lambda text, args: authors.check(text, args["count"]),
+    PAIR_CHECK: lambda text, args: authors.check(text, args["count"]),
     MERGE: _text(authors.free_text),
 }
 

@@ -17,8 +17,8 @@ ABOUT = ("instruction-response records at levels of constraint complexity, made 
 TAGS = ("air", "instruction-following", "complex-instructions")
 
 
-CARD_FIELDS = ("the document id, the level, the constraints in order with their type and round, and the initial "
-               "instruction.")
+CARD_FIELDS = ("the document id, the split and level, the constraints of rounds 1..k in order, each with its type, "
+               "round, check score and whether the student failed it, and the initial instruction.")
 CAVEAT = "Synthetic data: responses are written by the guidance model and inherit its errors and biases."
 
 
@@ -43,6 +43,11 @@ def figures(view) -> dict[str, Any]:
     by_level = Counter(r["meta"]["level"] for r in records)
     funnel += [[f"records at level {k}", by_level[k]] for k in levels]
     funnel.append(["documents with records", len(docs_with_records)])
+    pairs = _pairs(view) if flow.preference_pairs else None
+    if pairs is not None:
+        funnel += [["levels that made a preference pair", pairs["made"]],
+                   ["levels whose student answer met every constraint (no pair)", pairs["met"]],
+                   ["levels with no pair for another reason", pairs["other"]]]
 
     types: dict[int, Counter] = defaultdict(Counter)
     checked: dict[int, list[bool]] = defaultdict(list)
@@ -92,12 +97,32 @@ def figures(view) -> dict[str, Any]:
                       for r, share in judge["failed_share_by_round"].items()]},
             {"head": ["check score", "constraints"], "rows": [[k, v] for k, v in judge["check_scores"].items()]},
             {"head": ["how the rounds ended", "samples"], "rows": [[k, v] for k, v in judge["rounds_end"].items()]},
+            *([{"head": ["a preference pair's failed constraint, by type", "pairs"],
+                "rows": [[t, n] for t, n in pairs["failed_types"].items()]},
+               {"head": ["why a level made no pair", "levels"],
+                "rows": [[why, n] for why, n in pairs["why_not"].items()]}] if pairs else []),
         ]}],
-        "highlights": ["student failed (C'/C): " + ", ".join(
+        "highlights": (["student failed (C'/C): " + ", ".join(
             f"round {r} {share:.0%}" for r, share in judge["failed_share_by_round"].items())]
-        if judge["failed_share_by_round"] else [],
+            if judge["failed_share_by_round"] else [])
+        + ([f"preference pairs: {pairs['made']} of {len(records)} levels with records (pairs.jsonl); the student met "
+            f"every constraint in {pairs['met']}"] if pairs else []),
+        "pairs": pairs,
         "card": {"fields": CARD_FIELDS, "caveat": CAVEAT},
     }
+
+
+def _pairs(view) -> dict[str, Any]:
+    """The preference pairs: levels that made one, levels whose student answer met every constraint, the rest
+    (with why), and the pairs' failed constraints by type."""
+    outcomes = Counter(r["meta"].get("pair", "no pair asked") for r in view.records)
+    made, met = outcomes.pop("made", 0), outcomes.pop("the student met every constraint", 0)
+    failed = Counter(c["type"] for p in view.pairs for c in p["meta"]["failed_constraints"])
+    why_not: Counter = Counter()
+    for why, n in outcomes.items():
+        why_not[kind_of(why)] += n
+    return {"made": made, "met": met, "other": sum(outcomes.values()), "why_not": dict(why_not.most_common()),
+            "failed_types": dict(failed.most_common())}
 
 
 def plots(f: dict[str, Any], plt: Any, save) -> None:

@@ -22,8 +22,8 @@ ABOUT = ("instruction-response records made by airgen with constraint back-trans
          "verified in code. Forward records ask the instruction with several of those constraints and keep the "
          "original response; reverse records ask for the constraint-rich instruction of a given response.")
 TAGS = ("crab", "constraint-back-translation", "instruction-following", "complex-instructions")
-CARD_FIELDS = ("the pair's id, the record kind, the constraints used with their type and source (rule or model), "
-               "and the original instruction.")
+CARD_FIELDS = ("the pair's id, the split (the record kind), the constraints used, each with its type, its source "
+               "(rule, global or local) and its fate, and the original instruction.")
 CAVEAT = ("Synthetic constraints: the responses are the input's own; the constraints are written by the guidance "
           "model (checked by it) or built by rule (verified in code).")
 # The funnel's removal rows, in the order the flow applies them.

@@ -1,0 +1,226 @@
+"""`airgen trace OUT ID`: the whole story of one unit of a run, rebuilt by replaying its journaled calls through the
+flow that made them: each call in the order it came back (its stage and round or level, the prompt as sent, the
+answer, tokens, time, prefix-cache hit, what the step made of it) and how the unit ended (its records and dropped
+levels, or its rejection). A unit still in flight, or one of a killed run, gets the part that happened and says so.
+
+Fast on big folders: the first trace of a folder indexes its journal (each unit's lines, by byte offset) into
+OUT/trace.index; later traces read that index, add what the journal grew by since, and read only the unit's lines.
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from airgen import journal, recipes
+from airgen.calls import Completion, Refusal, Request, split_key
+from airgen.files import atomic_write
+from airgen.flow import Done, Fault, FlowError, Rejected
+from airgen.rows import Rejection, unit_name
+from airgen.runfolder import JOURNAL, read_info
+from airgen.step import Reject
+
+INDEX = "trace.index"
+
+
+class TraceError(ValueError):
+    """No story to tell (an unknown id, a folder that is no run); the message says why."""
+
+
+@dataclass
+class Call:
+    """One call of the unit, as it happened."""
+
+    request: Request
+    event: dict[str, Any]  # its journal line
+    made: str  # what the step made of the answer: "accepted: ...", "fault: ...", "refused: ..."
+
+
+@dataclass
+class Story:
+    unit: str
+    source: str
+    recipe: str
+    calls: list[Call] = field(default_factory=list)
+    ending: Done | Rejected | None = None
+    waiting: list[str] = field(default_factory=list)  # call keys asked and not answered (in flight, or to come)
+    rejected_on_reading: Rejection | None = None
+
+
+# -- the index ---------------------------------------------------------------------------------------------------
+
+def index(out: Path) -> dict[str, Any]:
+    """unit -> [[offset, length], ...] of its journal lines (calls and its done marker), brought up to date with the
+    journal: only what it grew by since the last trace is read."""
+    path = Path(out) / JOURNAL
+    stored = Path(out) / INDEX
+    idx: dict[str, Any] = {"size": 0, "units": {}}
+    if stored.is_file():
+        try:
+            idx = orjson.loads(stored.read_bytes())
+        except orjson.JSONDecodeError:
+            pass
+    size = path.stat().st_size if path.exists() else 0
+    if size < idx["size"]:  # the journal was cut back (a torn line repaired) or replaced: start over
+        idx = {"size": 0, "units": {}}
+    if size > idx["size"]:
+        with open(path, "rb") as f:
+            f.seek(idx["size"])
+            chunk = f.read(size - idx["size"])
+        offset, units = idx["size"], idx["units"]
+        end = chunk.rfind(b"\n") + 1  # whole lines only: the last may be still being written
+        for raw in chunk[:end].split(b"\n")[:-1]:
+            try:
+                event = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                event = {}
+            unit = event.get("s", event.get("done"))
+            if unit is not None:
+                units.setdefault(unit, []).append([offset, len(raw)])
+            offset += len(raw) + 1
+        idx["size"] = offset
+        atomic_write(stored, orjson.dumps(idx))
+    return idx
+
+
+def _events(out: Path, spans: list[list[int]]) -> list[dict[str, Any]]:
+    with open(Path(out) / JOURNAL, "rb") as f:
+        found = []
+        for offset, length in spans:
+            f.seek(offset)
+            found.append(orjson.loads(f.read(length)))
+    return found
+
+
+# -- the story ---------------------------------------------------------------------------------------------------
+
+def trace(out: Path, unit_id: str) -> Story:
+    out = Path(out)
+    info, config = read_info(out)
+    recipe = recipes.get(config.recipe)
+    unit = _find(recipe, [Path(p) for p in info.get("inputs", [])], config.run.limit, unit_id)
+    spans = index(out)["units"].get(unit_id, [])
+    if isinstance(unit, Rejection):
+        return Story(unit_id, unit.source, recipe.name, rejected_on_reading=unit)
+    flow = recipe.flow(config.settings, recipe.prompts(), config.seed)
+    sample = flow.sample(unit)
+    story = Story(unit_id, unit.source, recipe.name)
+    events = [e for e in _events(out, spans) if "k" in e]
+    pending: dict[str, Request] = {}
+    step = flow.start(sample)
+    for event in events:
+        if not isinstance(step, list):
+            break
+        pending.update((r.key, r) for r in step)
+        request = pending.pop(event["k"], None)
+        if request is None:  # answered before the flow that reads it now would ask it: the prompts changed
+            raise TraceError(f"{unit_id}: the journal answers {event['k']!r}, which this airgen's flow does not ask; "
+                             "was the run made with other prompts or another version?")
+        answer = journal.completion(event)
+        story.calls.append(Call(request, event, _made(flow, request, answer)))
+        try:
+            step = (flow.refused(sample, request.key, answer.reason) if isinstance(answer, Refusal)
+                    else flow.advance(sample, request.key, answer))
+        except FlowError as e:
+            raise TraceError(f"{unit_id}: the journal and the flow disagree ({e})") from None
+    if isinstance(step, list):
+        pending.update((r.key, r) for r in step)
+        story.waiting = sorted(pending)
+    else:
+        story.ending = step
+    return story
+
+
+def _find(recipe: Any, inputs: list[Path], limit: int | None, unit_id: str) -> Any:
+    """The unit of that id (or name, for an entry rejected at reading) in the run's inputs."""
+    read = 0
+    for unit in recipe.read(inputs, limit):
+        read += 1
+        if unit_name(unit) == unit_id or (isinstance(unit, Rejection) and unit.id == unit_id):
+            return unit
+    raise TraceError(f"no {recipe.unit} {unit_id!r} among the {read} the run read from "
+                     f"{', '.join(map(str, inputs))}")
+
+
+def _made(flow: Any, request: Request, answer: Completion | Refusal) -> str:
+    if isinstance(answer, Refusal):
+        return f"refused by the engine: {answer.reason}"
+    try:
+        value = flow.steps[request.stage].read(request, answer, flow.config, keep_cut=request.stage in flow.keep_cut)
+    except Reject as e:
+        return f"fault: {e}"
+    return f"accepted: {_short(repr(value) if not isinstance(value, str) else value, 300)}"
+
+
+def _short(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+# -- telling it --------------------------------------------------------------------------------------------------
+
+def _about(call: Call) -> str:
+    e, r = call.event, call.request
+    _, stage, n = split_key(r.key)
+    if "r" in e:
+        numbers = "refused"
+    else:
+        cached = f", {e['c'] / e['p']:.0%} from the prefix cache" if e.get("p") and e.get("c") else ""
+        numbers = f"{e['p']} prompt + {e['o']} output tokens{cached}, {e.get('ms', 0) / 1000:.1f} s"
+        numbers += ", cut at max_tokens" if e.get("f") == "length" else ""
+    return f"{stage} {n} ({r.role}): {numbers}"
+
+
+def ending(story: Story) -> str:
+    if story.rejected_on_reading is not None:
+        r = story.rejected_on_reading
+        return f"rejected when read: {r.rule}" + (f" ({r.value})" if r.value is not None else "")
+    end = story.ending
+    if end is None:
+        return (f"not finished: {len(story.waiting)} calls asked and not answered ({', '.join(story.waiting)}); "
+                "the run is still going, or was stopped (rerun it to finish)")
+    drops = "; ".join(f"level {d['level']} dropped at {d['stage']}: {d['reason']}" for d in end.level_drops)
+    if isinstance(end, Rejected):
+        return f"rejected at {end.stage}: {end.reason}" + (f"; {drops}" if drops else "")
+    made = ", ".join(r["meta"]["split"] for r in end.records)
+    pairs = f", {len(end.pairs)} preference pairs" if end.pairs else ""
+    return f"{len(end.records)} records ({made}){pairs}" + (f"; {drops}" if drops else "")
+
+
+def text(story: Story) -> str:
+    lines = [f"{story.recipe} {story.unit}, read from {story.source}: {len(story.calls)} calls"]
+    for i, call in enumerate(story.calls, 1):
+        lines.append(f"\n[{i}] {_about(call)}")
+        for m in call.request.messages:
+            lines.append(f"  {m['role']}: " + m["content"].replace("\n", "\n    "))
+        answer = call.event.get("t", call.event.get("r", ""))
+        lines.append("  answer: " + answer.replace("\n", "\n    "))
+        lines.append(f"  -> {call.made}")
+    lines.append(f"\nended: {ending(story)}")
+    return "\n".join(lines)
+
+
+def page(story: Story) -> str:
+    rows = []
+    for i, call in enumerate(story.calls, 1):
+        prompt = "".join(f"<p class='m'><b>{html.escape(m['role'])}</b></p><pre>{html.escape(m['content'])}</pre>"
+                         for m in call.request.messages)
+        answer = html.escape(call.event.get("t", call.event.get("r", "")))
+        rows.append(f"<h3>[{i}] {html.escape(_about(call))}</h3><details><summary>prompt as sent</summary>{prompt}"
+                    f"</details><p><b>answer</b></p><pre>{answer}</pre><p class='made'>{html.escape(call.made)}</p>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>trace {html.escape(story.unit)}</title>"
+            "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}pre{white-space:pre-wrap;"
+            "background:#f6f6f6;padding:.5em}.made{color:#555}</style></head><body>"
+            f"<h1>{html.escape(story.recipe)} {html.escape(story.unit)}</h1><p>read from "
+            f"{html.escape(story.source)}; {len(story.calls)} calls</p>{''.join(rows)}"
+            f"<h2>How it ended</h2><p>{html.escape(ending(story))}</p></body></html>\n")
+
+
+def page_name(unit_id: str) -> str:
+    """A file name for a unit's page (an id may hold any character)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in unit_id)[:60]
+    return f"{safe}-{hashlib.blake2b(unit_id.encode(), digest_size=4).hexdigest()}.html"
