@@ -58,7 +58,8 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-in-flight", type=int, help="samples in flight at once (default 4096)")
     for role in ("guidance", "student"):
         p.add_argument(f"--{role}", metavar="PATH", help=f"{role} model: HF folder, run in process by vLLM")
-        p.add_argument(f"--{role}-url", metavar="URL", help=f"{role} model: OpenAI-compatible server")
+        p.add_argument(f"--{role}-url", metavar="URL", action="append",
+                       help=f"{role} model: OpenAI-compatible server (again for each replica of the model)")
         p.add_argument(f"--{role}-model", metavar="NAME", help=f"model name on the {role} server")
         p.add_argument(f"--{role}-dialect", choices=typing.get_args(Dialect),
                        help=f"how the {role} server is told decode-time formats (default auto: asked of the server)")
@@ -141,6 +142,8 @@ def _overrides(args: argparse.Namespace, shorthands: dict[str, str]) -> dict[str
     overrides: dict[str, Any] = {}
     for name, key in shorthands.items():
         value = getattr(args, name, None)
+        if isinstance(value, list) and len(value) == 1:  # a repeatable flag given once
+            value = value[0]
         if value is not None:
             _set(overrides, key, value)
     for name, value in vars(args).items():

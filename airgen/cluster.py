@@ -21,6 +21,7 @@ import orjson
 from airgen import recipes, run, sink
 from airgen.config import Config, ConfigError
 from airgen.console import say
+from airgen.engines.placement import gpus_needed
 from airgen.files import AppendLog, atomic_write
 from airgen.runfolder import JOURNAL, METRICS, last_line
 
@@ -115,13 +116,14 @@ def _workers(asked: int | None, out: Path) -> int:
 
 
 def _gpus_per_worker(config: Config) -> float:
-    """In-process models take GPUs (their tensor-parallel size, on one node); URL engines and CPU take none."""
+    """In-process models take GPUs (their devices together, else their tensor-parallel size, on one node); URL
+    engines and CPU take none."""
     import ray
 
     if not ray.cluster_resources().get("GPU"):
         return 0
     roles = [config.guidance] + ([config.student] if "student" in recipes.of(config).roles else [])
-    return max((r.tensor_parallel_size for r in roles if not r.url), default=0)
+    return gpus_needed(roles)
 
 
 def combined(out: Path, workers: int) -> dict[str, Any]:

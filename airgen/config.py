@@ -54,10 +54,11 @@ class Sampling:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """One role's model: an HF folder run in process by vLLM, or an OpenAI-compatible server."""
+    """One role's model: an HF folder run in process by vLLM, or OpenAI-compatible servers."""
 
     path: str | None = None
-    url: str | None = None
+    # One server, or several serving the same model (replicas: a document's calls stay on one of them).
+    url: str | tuple[str, ...] | None = None
     # The model name sent to the server (default: the first one its /v1/models lists).
     model: str | None = None
     # The API key is read from this environment variable, or from the first line of `api_key_file`; it is sent
@@ -81,6 +82,9 @@ class ModelConfig:
     # half refused stops the run with nothing of it journaled (`engines.openai._Refusals`).
     refusal_window: int = 32
     # In-process vLLM settings.
+    # The GPUs its engines run on (what each engine's processes see as CUDA_VISIBLE_DEVICES): one engine, a replica,
+    # per `tensor_parallel_size` of them; none given: one engine on vLLM's default devices.
+    devices: tuple[int, ...] = ()
     gpu_memory_utilization: float | None = None
     max_model_len: int = 8192
     dtype: str = "auto"
@@ -88,6 +92,13 @@ class ModelConfig:
     enforce_eager: bool | None = None  # None: eager on CPU (compiling costs minutes there), graphs on GPU
     max_num_seqs: int | None = None
     kv_cache_gib: float = 4.0  # CPU only: the KV cache size (VLLM_CPU_KVCACHE_SPACE, when set, wins)
+    # The engine's known peak output tokens/s (all its replicas; `bench/engine.py` measures it): the report and the
+    # live line say what share of it the run used.
+    peak_tokens_per_s: float | None = None
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return (self.url,) if isinstance(self.url, str) else tuple(self.url or ())
 
     def validate(self, role: str) -> None:
         check(not (self.path and self.url), f"{role}: give a model path or a URL, not both")
@@ -102,6 +113,9 @@ class ModelConfig:
         check(self.dialect in typing.get_args(Dialect), f"{role}.dialect must be one of {typing.get_args(Dialect)}")
         check(self.refusal_window >= 1, f"{role}.refusal_window must be >= 1")
         check(self.kv_cache_gib > 0, f"{role}.kv_cache_gib must be > 0")
+        check(self.url is None or len(self.urls) >= 1, f"{role}.url: give at least one URL")
+        check(all(d >= 0 for d in self.devices), f"{role}.devices must be GPU numbers >= 0")
+        check(self.peak_tokens_per_s is None or self.peak_tokens_per_s > 0, f"{role}.peak_tokens_per_s must be > 0")
         if self.gpu_memory_utilization is not None:
             check(0 < self.gpu_memory_utilization < 1, f"{role}.gpu_memory_utilization must be in (0, 1)")
 

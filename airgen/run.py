@@ -21,6 +21,7 @@ from airgen.console import say
 from airgen.rows import unit_name
 from airgen.engines import Engine, model_identity
 from airgen.engines.build import close_engines, start_engines
+from airgen.engines.replicas import Replicas
 from airgen.files import AppendLog, atomic_write
 from airgen.metrics import Metrics
 from airgen.panel import Progress, Rates
@@ -166,7 +167,9 @@ async def generate(config: Config, out: Path, inputs: list[Path], prompts: Promp
         "models": {role: engine.name for role, engine in engines.items()}, "prompts": prompts.fingerprint})
     scheduler = Scheduler(
         recipe.flow(config.settings, prompts, config.seed), engines,
-        {role: getattr(config, role).window for role in engines},
+        # A role's window is per engine: its replicas each take as many.
+        {role: getattr(config, role).window * (len(e.engines) if isinstance(e, Replicas) else 1)
+         for role, e in engines.items()},
         the_journal, the_sink, metrics, replay, config.run.max_in_flight,
     )
     loop = asyncio.get_running_loop()

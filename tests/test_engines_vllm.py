@@ -246,20 +246,21 @@ def recorded_starts(monkeypatch):
 
 
 async def test_two_in_process_models_split_one_gpu(recorded_starts, monkeypatch, tmp_path):
-    """The split decision only: engine starts are recorded, not made, and the GPU is pretended (`_on_gpu`), so this
-    runs on any machine. That the split settings are ones vLLM accepts is `test_engine_arguments_build_vllm_args`."""
-    monkeypatch.setattr(build, "_on_gpu", lambda: True)
+    """The split decision only: engine starts are recorded, not made, and the GPU is pretended (`_gpu_count`), so
+    this runs on any machine. That the split settings are ones vLLM accepts is `test_engine_arguments_build_vllm_args`."""
+    monkeypatch.setattr(build, "_gpu_count", lambda configs: 1)
     engines = await start_engines(ModelConfig(path=str(tmp_path / "big")), ModelConfig(path=str(tmp_path / "small")))
     assert [engines[r].config.gpu_memory_utilization for r in ("guidance", "student")] == [0.45, 0.45]
 
     engines = await start_engines(
         ModelConfig(path=str(tmp_path / "big"), gpu_memory_utilization=0.6), ModelConfig(path=str(tmp_path / "small"))
     )
-    assert [engines[r].config.gpu_memory_utilization for r in ("guidance", "student")] == [0.6, 0.45]
+    # One share set: the other takes what is left of 0.95 (0.6 + 0.45 would ask more than the GPU has).
+    assert [engines[r].config.gpu_memory_utilization for r in ("guidance", "student")] == [0.6, 0.35]
 
 
 async def test_one_model_named_twice_gets_one_engine_and_the_whole_gpu(recorded_starts, monkeypatch, tmp_path):
-    monkeypatch.setattr(build, "_on_gpu", lambda: True)
+    monkeypatch.setattr(build, "_gpu_count", lambda configs: 1)
     engines = await start_engines(ModelConfig(path=str(tmp_path / "m")), ModelConfig(path=f"{tmp_path}/./m/"))
     assert engines["guidance"] is engines["student"]
     assert engines["guidance"].config.gpu_memory_utilization is None

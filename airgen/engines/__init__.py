@@ -29,7 +29,7 @@ def model_identity(config: ModelConfig) -> str:
     """What names a model, however its url or path is spelled: the server's root and model name, or the resolved
     folder. Two roles with one identity share one engine; a resume must name the same identities."""
     if config.url:
-        return f"{base_url(config.url)}#{config.model or 'default'}"
+        return f"{'+'.join(sorted(base_url(u) for u in config.urls))}#{config.model or 'default'}"
     if config.path:
         return str(Path(config.path).expanduser().resolve())
     return EMBEDDED

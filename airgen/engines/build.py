@@ -1,4 +1,5 @@
-"""Turn the two roles' model settings into running engines, sharing one engine when both name the same model."""
+"""Turn the two roles' model settings into running engines: each role's replicas placed on their devices (or
+servers), one engine shared when both roles name the same model."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,26 +7,30 @@ import dataclasses
 from airgen.calls import Role
 from airgen.config import ConfigError, ModelConfig
 from airgen.engines import Engine, model_identity
-
-# Two different in-process models on one GPU: each takes a little under half of it.
-SHARED_GPU_FRACTION = 0.45
+from airgen.engines.placement import place
+from airgen.engines.replicas import Replicas
 
 
 async def start_engines(guidance: ModelConfig, student: ModelConfig | None = None) -> dict[Role, Engine]:
-    """Start what the roles need: a URL -> OpenAIEngine, a path -> VLLMEngine, neither -> the embedded model. No
-    student: a recipe that asks only the guidance model (CRAB).
+    """Start what the roles need: URLs -> OpenAIEngines, a path -> VLLMEngines (one per replica's devices),
+    neither -> the embedded model; a role with several becomes one `Replicas`. No student: a recipe that asks only
+    the guidance model (CRAB).
 
     Engines start one after the other (two vLLM engines must not measure free GPU memory at the same time).
     """
     configs = {"guidance": _resolve(guidance)} | ({"student": _resolve(student)} if student is not None else {})
-    configs = _split_gpu(_shared(configs))
+    placed = place(_shared(configs), _gpu_count(configs))
     engines: dict[Role, Engine] = {}
     started: dict[str, Engine] = {}
     try:
-        for role in configs:
+        for role, replicas in placed.items():
             identity = model_identity(configs[role])
             if identity not in started:
-                started[identity] = await _start(configs[role])
+                ready = []
+                for config in replicas:
+                    ready.append(await _start(config))
+                    started[f"{identity}/{len(ready)}"] = ready[-1]
+                started[identity] = ready[0] if len(ready) == 1 else Replicas(ready)
             engines[role] = started[identity]
     except BaseException:
         await close_engines(started)
@@ -34,9 +39,13 @@ async def start_engines(guidance: ModelConfig, student: ModelConfig | None = Non
 
 
 async def close_engines(engines: dict) -> None:
-    """Close each distinct engine once, all of them even when one fails; the first failure is raised after."""
+    """Close each distinct engine once (a role's replicas each once), all of them even when one fails; the first
+    failure is raised after."""
     failure: BaseException | None = None
-    for engine in {id(e): e for e in engines.values()}.values():
+    distinct = {id(e): e for e in engines.values() if not isinstance(e, Replicas)}
+    for group in (e for e in engines.values() if isinstance(e, Replicas)):
+        distinct.update((id(e), e) for e in group.engines)
+    for engine in distinct.values():
         try:
             await engine.close()
         except Exception as e:  # noqa: BLE001  (the others must still close)
@@ -71,22 +80,18 @@ def _shared(configs: dict[Role, ModelConfig]) -> dict[Role, ModelConfig]:
     return configs
 
 
-def _split_gpu(configs: dict[Role, ModelConfig]) -> dict[Role, ModelConfig]:
-    in_process = {model_identity(c) for c in configs.values() if not c.url}
-    if len(in_process) < 2 or not _on_gpu():
-        return configs
-    return {
-        role: c if c.gpu_memory_utilization is not None else dataclasses.replace(
-            c, gpu_memory_utilization=SHARED_GPU_FRACTION
-        )
-        for role, c in configs.items()
-    }
-
-
-def _on_gpu() -> bool:
+def _gpu_count(configs: dict[Role, ModelConfig]) -> int | None:
+    """The node's GPUs, for in-process engines (None on a machine without: device lists only name what the engines
+    would see)."""
+    if all(c.url for c in configs.values()):
+        return None
     from vllm.platforms import current_platform
 
-    return not current_platform.is_cpu()
+    if current_platform.is_cpu():
+        return None
+    import torch
+
+    return torch.cuda.device_count()
 
 
 async def _start(config: ModelConfig) -> Engine:

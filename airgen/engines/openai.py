@@ -103,7 +103,6 @@ class OpenAIEngine:
         body = self._body(request)
         url = f"{self._base_url}/v1/chat/completions"
         last, retry_after, timeouts = "", None, 0
-        answered_before = self._answered
         window = self._refusals.ticket()
         tries = 0
         while True:
@@ -111,6 +110,7 @@ class OpenAIEngine:
                 self.faults["retries"] += 1
                 await asyncio.sleep(_delay(tries, retry_after, self._config.backoff_s))
             tries += 1
+            answered_before = self._answered  # answers to other requests during this try: the server lives
             try:
                 with self._refusals.sending():
                     payload = await self._post(url, body, request.key)
@@ -131,7 +131,9 @@ class OpenAIEngine:
                                                                        completion.text))
         self.faults["gave up"] += 1
         self._refusals.answered(window)  # not refused: judged like an answer
-        if self._answered > answered_before:
+        # The server answered others while the last try was out, or answers a one-token request now: this request is
+        # the problem. Otherwise the server is (a replica that died, a server down): the engine fails.
+        if self._answered > answered_before or await self._answers_probe():
             raise HTTPGaveUp(f"gave up after {tries} tries while the server answered other requests; last: {last}")
         raise HTTPEngineError(f"{url} answered nothing for {tries} tries of one request: {last}")
 
@@ -202,6 +204,13 @@ class OpenAIEngine:
             _completion(await self._post(url, body, "airgen/probe/0"), self.name)
         except _Retryable as e:
             raise HTTPEngineError(f"{url} does not answer a one-token request: {e}") from None
+
+    async def _answers_probe(self) -> bool:
+        try:
+            await self.probe()
+        except (HTTPEngineError, HTTPRequestRejected):
+            return False
+        return True
 
     def _body(self, request: Request) -> dict[str, Any]:
         sampling = request.sampling

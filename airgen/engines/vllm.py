@@ -7,6 +7,7 @@ process that watches this one's children from the start-up on and ends them once
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing
 import os
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from airgen.calls import Completion, Request, Sampling
 from airgen.config import ModelConfig
@@ -73,11 +74,12 @@ class VLLMEngine:
         try:
             # Never bound to a local: a module imported above keeps an exception whose traceback holds this frame,
             # and a local here would keep the AsyncLLM alive until interpreter exit, when its __del__ fails.
-            engine._llm = AsyncLLM.from_engine_args(
-                AsyncEngineArgs(**engine_arguments(config, path, on_cpu=on_cpu)),
-                # LLM_CLASS selects the throughput defaults for max_num_seqs and max_num_batched_tokens.
-                usage_context=UsageContext.LLM_CLASS,
-            )
+            with _placed_on(config.devices):
+                engine._llm = AsyncLLM.from_engine_args(
+                    AsyncEngineArgs(**engine_arguments(config, path, on_cpu=on_cpu)),
+                    # LLM_CLASS selects the throughput defaults for max_num_seqs and max_num_batched_tokens.
+                    usage_context=UsageContext.LLM_CLASS,
+                )
         except BaseException:
             engine._guard.release()
             raise
@@ -183,10 +185,32 @@ def engine_arguments(config: ModelConfig, path: Path, *, on_cpu: bool) -> dict[s
     return args
 
 
+@contextlib.contextmanager
+def _placed_on(devices: tuple[int, ...]) -> Iterator[None]:
+    """While an engine starts, the GPUs its processes are to see: they are spawned (not forked) with this
+    environment, so each engine's EngineCore and workers see their own devices, and /proc/PID/environ shows them."""
+    if not devices:
+        yield
+        return
+    placed = {"CUDA_VISIBLE_DEVICES": ",".join(map(str, devices)), "VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
+    saved = {k: os.environ.get(k) for k in placed}
+    os.environ.update(placed)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _prepare_environment() -> bool:
     """Set vLLM's process-wide defaults before it starts; True when it runs on CPU."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    # vLLM retitles its processes ("VLLM::EngineCore"); this keeps their environment readable in /proc.
+    os.environ.setdefault("SPT_NOENV", "1")
     from vllm.platforms import current_platform
 
     on_cpu = current_platform.is_cpu()
