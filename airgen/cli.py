@@ -3,6 +3,7 @@ of `airgen.config`) and calls the module that does the work; no other module see
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import sys
 import time
@@ -66,6 +67,9 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key-env", metavar="NAME",
                    help="environment variable holding the servers' API key (default OPENAI_API_KEY)")
     p.add_argument("--api-key-file", metavar="PATH", help="file holding the servers' API key (its first line)")
+    p.add_argument("--layout", choices=("auto",),
+                   help="auto: lay the two in-process models out on this node's GPUs as `airgen plan` would, and say "
+                        "the plan and the time it will take before the first call")
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="run on Ray: 'auto' (the running cluster), a ray:// address, or none for a local Ray")
     p.add_argument("--workers", type=int, metavar="N", help="Ray workers (default: one per GPU in the cluster)")
@@ -224,10 +228,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = run_config(args)
     if args.workers is not None and (args.ray is None or args.workers < 1):
         raise ConfigError("--workers needs --ray and must be >= 1")
+    layout = _auto_layout(config) if args.layout == "auto" else None  # refused before any folder is made
     prompts = recipes.of(config).prompts()
     out = args.out or run.default_out()
     inputs = run.prepare(out, list(args.inputs), config, prompts)
     say(f"airgen: run {out} on {', '.join(map(str, inputs))}")
+    if layout is not None:
+        from airgen import plan
+
+        samples = sum(1 for _ in recipes.of(config).read(inputs, config.run.limit))
+        say("airgen: " + plan.describe(layout, samples).replace("\n", "\nairgen: "))
+        guidance, student = plan.apply(layout, config.guidance, config.student)
+        config = dataclasses.replace(config, guidance=guidance, student=student)
     with engine_log(out, args.verbose) as log:
         if log is not None:
             say(f"airgen: engine output goes to {log} (-v shows it here)")
@@ -238,7 +250,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 code = cluster.execute(config, out, inputs, prompts, None if args.ray == "local" else args.ray,
                                        args.workers, run.start_engines)
             else:
-                code = uvloop.run(run.execute(config, out, inputs, prompts))
+                code = uvloop.run(run.execute(config, out, inputs, prompts, layout))
         except (ConfigError, CorpusError):
             raise
         except Exception as e:  # noqa: BLE001 - an engine or the disk failed: say so in one line, keep the journal
@@ -247,6 +259,41 @@ def cmd_run(args: argparse.Namespace) -> int:
         say(f"airgen: `airgen report {out}` shows what the run made; `airgen export {out} --to DIR` writes "
             "training files")
     return code
+
+
+def _auto_layout(config: Config):
+    """`--layout auto`: the plan of this node's GPUs for the run's two in-process models."""
+    from airgen import plan
+
+    recipe = recipes.of(config)
+    if "student" not in recipe.roles or config.guidance.url or config.student.url or not (
+            config.guidance.path and config.student.path):
+        raise ConfigError("--layout auto lays out two in-process models: give --guidance PATH and --student PATH")
+    gpus, memory = plan.node()
+    if not gpus:
+        raise ConfigError("--layout auto needs GPUs, and this machine has none (`airgen plan --gpus N` plans a node "
+                          "you do not have)")
+    return plan.plan(gpus, memory, plan.model_of(config.guidance.path), plan.model_of(config.student.path))
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from airgen import plan
+
+    gpus, memory = (args.gpus, args.gpu_memory) if args.gpus else plan.node()
+    if not gpus or not memory:
+        raise ConfigError("this machine has no GPU: give the node with --gpus N --gpu-memory GIB")
+    per = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0}[args.dtype] if args.dtype else None
+    models = {}
+    for role in ("guidance", "student"):
+        path, params = getattr(args, role), getattr(args, f"{role}_params")
+        if path is None and params is None:
+            raise ConfigError(f"give the {role} model: --{role} PATH (an HF folder) or --{role}-params BILLIONS")
+        models[role] = plan.model_of(path, per) if path else plan.Model(f"{params:g}B", params, per or 2.0)
+    mix = plan.mix_of(args.from_run) if args.from_run else plan.PAPER_MIX
+    peaks = {r: v for r in ("guidance", "student") if (v := getattr(args, f"{r}_peak")) is not None}
+    p = plan.plan(gpus, memory, models["guidance"], models["student"], mix, peaks)
+    print(plan.describe(p, args.samples))
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -369,6 +416,20 @@ def main(argv: list[str] | None = None) -> int:
                                     "all failed")
     export_parser.add_argument("--keep-duplicates", action="store_true",
                                help="keep records whose instruction repeats another document's")
+    plan_parser = commands.add_parser("plan", help="lay one GPU node out for the two models, and say how long the "
+                                                   "corpus will take")
+    plan_parser.add_argument("--gpus", type=int, help="the node's GPUs (default: this machine's)")
+    plan_parser.add_argument("--gpu-memory", type=float, metavar="GIB", help="each GPU's memory in GiB")
+    for role in ("guidance", "student"):
+        plan_parser.add_argument(f"--{role}", metavar="PATH", help=f"the {role} model's HF folder (its size is read)")
+        plan_parser.add_argument(f"--{role}-params", type=float, metavar="BILLIONS",
+                                 help=f"the {role} model's parameters, in billions")
+        plan_parser.add_argument(f"--{role}-peak", type=float, metavar="TOK_S",
+                                 help=f"one GPU's measured peak output tokens/s for the {role} model (bench/engine.py)")
+    plan_parser.add_argument("--dtype", choices=("bf16", "fp16", "fp8"), help="the weights' type (default bf16)")
+    plan_parser.add_argument("--from", dest="from_run", type=Path, metavar="OUT",
+                             help="take the tokens per sample from this run folder (default: the paper's Table 4)")
+    plan_parser.add_argument("--samples", type=int, metavar="N", help="the corpus: samples to make")
     trace_parser = commands.add_parser("trace", help="every call of one document (or pair) of a run, and how it "
                                                      "ended")
     trace_parser.add_argument("out", type=Path, metavar="OUT", help="a run folder (finished, running or killed)")
@@ -376,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     trace_parser.add_argument("--html", action="store_true", help="write OUT/report/trace/ID.html instead")
     args = parser.parse_args(argv)
     handlers = {"run": cmd_run, "bench": cmd_bench, "select": cmd_select, "report": cmd_report,
-                "export": cmd_export, "trace": cmd_trace}
+                "export": cmd_export, "trace": cmd_trace, "plan": cmd_plan}
     try:
         return handlers[args.command](args)
     except (ConfigError, CorpusError) as e:

@@ -71,6 +71,8 @@ class Metrics:
     faults: dict[str, collections.Counter] = field(default_factory=dict)
     # Stage -> answers its step rejected, kept by the flow (`Recipe.faults`).
     step_faults: collections.Counter = field(default_factory=collections.Counter)
+    # role -> the engine's known peak output tokens/s (the setting `peak_tokens_per_s`): shares of it are shown.
+    peaks: dict[str, float] = field(default_factory=dict)
     _started: dict[str, float] = field(default_factory=dict)  # call key -> when it went out
     _last_answer: float = field(default_factory=time.perf_counter)  # when a call last came back answered
     handling_s: float = 0.0  # our own work after each completion: journal, flow, sink, dispatch
@@ -190,6 +192,7 @@ class Metrics:
             "engines": self.engine_time(),
             "faults": {name: dict(c) for name, c in self.faults.items() if c},
             "unusable_answers": dict(self.step_faults),
+            "peaks": dict(self.peaks),
             "stalled": self.stalled(),
             "handling_us_per_call": round(1e6 * self.handling_s / self.handled, 1) if self.handled else None,
         }

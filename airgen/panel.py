@@ -29,9 +29,12 @@ class Rates:
             before = first["roles"].get(role, {})
             prompt = c["prompt_tokens"] - before.get("prompt_tokens", 0)
             cached = c["cached_tokens"] - before.get("cached_tokens", 0)
+            output = round((c["output_tokens"] - before.get("output_tokens", 0)) / dt, 1)
+            peak = snap.get("peaks", {}).get(role)
             rates["roles"][role] = {
                 "prompt_tok_s": round(prompt / dt, 1),
-                "output_tok_s": round((c["output_tokens"] - before.get("output_tokens", 0)) / dt, 1),
+                "output_tok_s": output,
+                "of_peak": output / peak if peak else None,
                 "cache_hit": round(cached / prompt, 4) if prompt else None,
             }
         finished = lambda s: s["samples"]["records"] + s["samples"]["rejected"]  # noqa: E731
@@ -52,6 +55,7 @@ def progress_line(snap: dict[str, Any], rates: dict[str, Any]) -> str:
     total = f"/{s['total']}" if s["total"] else ""
     flight = " ".join(f"{stage}:{n}" for stage, n in snap["in_flight_by_stage"].items()) or "-"
     tps = " ".join(f"{role} {r['prompt_tok_s']:,.0f}/{r['output_tok_s']:,.0f} tok/s"
+                   + (f" ({r['of_peak']:.0%} of peak)" if r.get("of_peak") is not None else "")
                    + (f" hit {r['cache_hit']:.0%}" if r["cache_hit"] is not None else "")
                    for role, r in rates["roles"].items()) or "-"
     eta = eta_s(snap, rates)
@@ -114,6 +118,7 @@ def _panel(snap: dict[str, Any], rates: dict[str, Any]):
     busy = {name: t["busy_share"] for name, t in snap["engines"].items()}
     for role, r in rates["roles"].items():
         share = next((f"{v:.0%}" for name, v in busy.items() if role in name.split("+")), "")
-        table.add_row(f"[bold]{role}", "", "", f"{r['prompt_tok_s']:,.0f}", f"{r['output_tok_s']:,.0f}",
+        of_peak = f" ({r['of_peak']:.0%} of peak)" if r.get("of_peak") is not None else ""
+        table.add_row(f"[bold]{role}", "", "", f"{r['prompt_tok_s']:,.0f}", f"{r['output_tok_s']:,.0f}{of_peak}",
                       f"{r['cache_hit']:.0%}" if r["cache_hit"] is not None else "-", share)
     return table

@@ -42,6 +42,16 @@ def _by_kind(lines: list[dict[str, Any]], example_key: str) -> dict[str, list[di
         for stage, kinds in sorted(groups.items(), key=lambda kv: -sum(len(v) for v in kv[1].values()))}
 
 
+def _role_rates(tokens: dict[str, Any], wall: float, metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    peaks = metrics[-1].get("peaks", {}) if metrics else {}
+    rates = {}
+    for role, stages in tokens.items():
+        rate = sum(t["output_tokens"] for t in stages.values()) / wall if wall else None
+        peak = peaks.get(role)
+        rates[role] = {"output_tok_s": rate, "peak_tok_s": peak, "of_peak": rate / peak if rate and peak else None}
+    return rates
+
+
 def _wall_s(metrics: list[dict[str, Any]]) -> float:
     """Wall time over every process that worked on the run: metrics.jsonl's elapsed restarts with each resume."""
     total, last = 0.0, 0.0
@@ -110,6 +120,8 @@ def figures(view: RunView) -> dict[str, Any]:
             "goodput": useful / total if total else None,
             "spend": {k: dict(v) for k, v in sorted(spend.items())},
             "wall_s": wall, "output_tok_s": output / wall if wall else None,
+            # Each role's output tokens/s over the run, and the share of its engine's peak where one is known.
+            "roles": _role_rates(tokens, wall, view.metrics),
         },
         "made": {
             "models": {role: names.get(role) or models.get(role) for role in view.recipe.roles},
@@ -158,6 +170,8 @@ def text_summary(f: dict[str, Any], folder: Path) -> str:
         hit = f", prefix-cache hit {t['prefix_cache_hit']:.0%}" if t["prefix_cache_hit"] is not None else ""
         good = f", goodput {t['goodput']:.0%}" if t["goodput"] is not None else ""
         lines.append(f"  {t['prompt_tokens']} prompt + {t['output_tokens']} output tokens{hit}{good}")
+        lines += [f"  {role}: {r['output_tok_s']:,.0f} output tok/s, {r['of_peak']:.0%} of its peak "
+                  f"{r['peak_tok_s']:,.0f}" for role, r in t["roles"].items() if r["of_peak"] is not None]
     made = f["made"]
     unlike = made["unlike_authors"]
     lines.append(f"  preset: {made['preset'] or 'none'}" + (
@@ -305,7 +319,10 @@ def page(f: dict[str, Any], images: dict[str, str]) -> str:
                        v.get("cached_tokens")] for role, stages in t["tokens"].items() for stage, v in stages.items()]),
               _table(["figure", "value"], [["prefix-cache hit", t["prefix_cache_hit"]], ["goodput", t["goodput"]],
                                            ["wall s (all processes)", t["wall_s"]],
-                                           ["output tokens/s", t["output_tok_s"]]]),
+                                           ["output tokens/s", t["output_tok_s"]],
+                                           *([f"{role} output tokens/s, share of its peak {r['peak_tok_s']:,.0f}",
+                                              r["of_peak"]] for role, r in t["roles"].items()
+                                             if r["of_peak"] is not None)]),
               "<h2>How it was made</h2>",
               _table(["", ""], [*([f"{role} model", name] for role, name in f["made"]["models"].items()),
                                 ["prompt set", f["made"]["prompts"]], ["preset", f["made"]["preset"]]]),

@@ -132,7 +132,8 @@ def say_outputs(out: Path, unit: str) -> None:
         f"{plural(rejected, unit)} rejected ({out / sink.REJECTED})")
 
 
-async def execute(config: Config, out: Path, inputs: list[Path], prompts: PromptSet) -> int:
+async def execute(config: Config, out: Path, inputs: list[Path], prompts: PromptSet, layout: Any = None) -> int:
+    """The run on this process's engines; with `layout` (a `plan.Plan`), the summary says how close it came."""
     recipe = recipes.of(config)
     roles = recipe.roles
     engines = await start_engines(config.guidance, config.student if "student" in roles else None)
@@ -142,6 +143,10 @@ async def execute(config: Config, out: Path, inputs: list[Path], prompts: Prompt
     finally:
         await close_engines(engines)
     say(funnel(scheduler.metrics))
+    if layout is not None:
+        from airgen.plan import compare
+
+        say(compare(layout, scheduler.metrics.snapshot()))
     say_outputs(out, recipe.unit)
     if scheduler.interrupted:
         say(f"interrupted: calls in flight were cancelled; run the same command again to resume {out}")
@@ -161,7 +166,8 @@ async def generate(config: Config, out: Path, inputs: list[Path], prompts: Promp
     units = recipe.read(inputs, config.run.limit)
     if shard is not None:
         units = (u for u in units if shard_of(unit_name(u), shard[1]) == shard[0])
-    metrics = Metrics(total=config.run.limit if shard is None else None)
+    metrics = Metrics(total=config.run.limit if shard is None else None,
+                      peaks={role: peak for role in engines if (peak := getattr(config, role).peak_tokens_per_s)})
     the_journal = journal.Journal(out / JOURNAL)
     the_sink = sink.Sink(out, replay.finished, {
         "models": {role: engine.name for role, engine in engines.items()}, "prompts": prompts.fingerprint})
