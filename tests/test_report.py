@@ -26,10 +26,11 @@ def make_docs(tmp_path, n=DOCS):
     return data
 
 
-async def make_run(prompts, tmp_path, *, score=5, fail=1.0, rounds=3, constraint_set="failed", stop_after=None):
+async def make_run(prompts, tmp_path, *, score=5, fail=1.0, rounds=3, constraint_set="failed", stop_after=None,
+                   preset=None):
     data = make_docs(tmp_path)
     config = C.load(overrides={"flow": {"rounds": rounds, "constraint_set": constraint_set},
-                               "run": {"progress": False}})
+                               "run": {"progress": False}}, preset=preset)
     out = tmp_path / "run"
     inputs = run.prepare(out, [data], config, prompts)
     script = MethodScript(prompts, fail=fail, score=score)
@@ -165,6 +166,20 @@ async def test_exports_load_in_datasets_and_llamafactory(prompts, tmp_path, fmt,
 
     assert [c["config_name"] for c in DatasetCard(card).data.to_dict()["configs"]] == [
         "all", "level_1", "level_2", "level_3"]
+
+
+async def test_the_report_names_the_preset_and_what_differs_from_the_authors_code(prompts, tmp_path):
+    (tmp_path / "default").mkdir()
+    (tmp_path / "authors").mkdir()
+    out = await make_run(prompts, tmp_path / "default", rounds=5, constraint_set="failed")
+    _, text = write_report(out)
+    assert "preset: none; unlike the authors' code: " in text and "flow.structured = True (theirs False)" in text
+    assert "flow.constraint_set = 'failed' (theirs 'all')" in text
+    theirs = await make_run(prompts, tmp_path / "authors", rounds=5, constraint_set="all", preset="authors")
+    _, text = write_report(theirs)
+    assert "preset: authors; every method setting as in the authors' code" in text
+    card = (theirs / "report" / "README.md").read_text()
+    assert "- preset: authors" in card and "differ from the authors' code" not in card
 
 
 async def test_export_filters(prompts, tmp_path, capsys):
