@@ -63,23 +63,27 @@ def test_twenty_percent_mixed_faults_complete_with_the_same_records_and_every_fa
     assert len(server.received) == calls + faults["retries"]
 
 
+def stopped_then_resumed(done, server: FaultServer, says: str, docs: Path, out: Path) -> None:
+    """The run stopped in one line naming the server and what it did; once the server is well again (the same
+    port), the same command finishes every document."""
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    stopped = [line for line in done.stderr.splitlines() if line.startswith("airgen: the run stopped")]
+    assert len(stopped) == 1 and server.url in stopped[0] and says in stopped[0], done.stderr[-2000:]
+    assert "run the same command again to resume" in done.stderr
+    journal.load(out / "journal.jsonl")  # intact
+    with FaultServer(port=server.port) as healed:
+        done = airgen(healed.url, docs, out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(by_doc(out)) == DOCS and not lines(out / "rejected.jsonl")
+
+
 @pytest.mark.parametrize("kind, says", [("500", "HTTP 500"), ("hang", "no answer within timeout_s")])
 def test_a_server_failing_every_call_stops_the_run_in_one_clear_line(tmp_path, docs, kind, says):
     out = tmp_path / "out"
     with FaultServer(rate=1.0, kinds=(kind,), hang_s=2.5) as server:
         done = airgen(server.url, docs, out, timeout=120)
-        url = server.url
-    del server.received[:]
-    assert done.returncode == 1, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
-    stopped = [line for line in done.stderr.splitlines() if line.startswith("airgen: the run stopped")]
-    assert len(stopped) == 1 and url in stopped[0] and says in stopped[0]
-    assert "run the same command again to resume" in done.stderr
-    journal.load(out / "journal.jsonl")  # intact
-    with FaultServer(port=server.port) as healed:  # the server is back: the same command resumes and finishes
-        done = airgen(healed.url, docs, out)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert len(by_doc(out)) == DOCS and not lines(out / "rejected.jsonl")
+    stopped_then_resumed(done, server, says, docs, out)
 
 
 def test_a_request_that_always_fails_rejects_its_document_and_the_run_goes_on(tmp_path, docs):
@@ -103,18 +107,10 @@ def test_a_server_refusing_everything_stops_the_run_and_journals_none_of_it(tmp_
     out = tmp_path / "out"
     with FaultServer(refuse_status=status, refuse_body=body) as server:
         done = airgen(server.url, docs, out, timeout=120)
-        url = server.url
-    assert done.returncode == 1, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
-    stopped = [line for line in done.stderr.splitlines() if line.startswith("airgen: the run stopped")]
-    assert len(stopped) == 1 and url in stopped[0] and says in stopped[0], done.stderr[-2000:]
     assert server.refused >= 1
     events = lines(out / "journal.jsonl")
     assert not any("r" in e or "done" in e for e in events)  # no refusal, no rejected document on record
-    with FaultServer(port=server.port) as healed:  # the same command, once the server is fixed
-        done = airgen(healed.url, docs, out)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert len(by_doc(out)) == DOCS and not lines(out / "rejected.jsonl")
+    stopped_then_resumed(done, server, says, docs, out)
 
 
 def test_one_documents_refused_requests_reject_it_and_the_run_goes_on(tmp_path, docs):
