@@ -96,6 +96,8 @@ def _other(hint, value):
     hint = options[0]
     if typing.get_origin(hint) is typing.Literal:
         return next(o for o in typing.get_args(hint) if o != value)
+    if typing.get_origin(hint) is tuple and typing.get_args(hint)[-1] is Ellipsis:  # a list of any length
+        return (*value, 1) if typing.get_args(hint)[0] is int else (*value, "x")
     if typing.get_origin(hint) is tuple:
         return (value[0], value[1] + 1)
     if hint is bool:
