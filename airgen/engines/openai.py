@@ -45,8 +45,9 @@ class HTTPRequestRejected(RequestRejected, ValueError):
 
 
 class HTTPGaveUp(RequestRejected, RuntimeError):
-    """One request failed every try while the server answered others: that request, not the server, is the
-    problem (a prompt that crashes it, say). Its sample is rejected with the reason; the run goes on."""
+    """One request failed every try while the server still answers (a one-token request, asked then): that request,
+    not the server, is the problem (a prompt that crashes it, say). Its sample is rejected with the reason; the run
+    goes on."""
 
 
 class _Retryable(Exception):
@@ -69,7 +70,6 @@ class OpenAIEngine:
         self._throttler = _throttler(config.requests_per_second)
         # What the run shows: each fault by kind, the retries it cost, and the requests given up on.
         self.faults: collections.Counter = collections.Counter()
-        self._answered = 0  # successful answers so far: tells a sick request from a sick server
         self._refusals = _Refusals(self, min(config.refusal_window, config.window))
 
     @classmethod
@@ -110,7 +110,6 @@ class OpenAIEngine:
                 self.faults["retries"] += 1
                 await asyncio.sleep(_delay(tries, retry_after, self._config.backoff_s))
             tries += 1
-            answered_before = self._answered  # answers to other requests during this try: the server lives
             try:
                 with self._refusals.sending():
                     payload = await self._post(url, body, request.key)
@@ -125,16 +124,16 @@ class OpenAIEngine:
                 continue
             except HTTPRequestRejected as e:
                 raise await self._refusals.verdict(window, e) from None
-            self._answered += 1
             self._refusals.answered(window)
             return dataclasses.replace(completion, text=dialects.answer(self.dialect, request.sampling,
                                                                        completion.text))
         self.faults["gave up"] += 1
         self._refusals.answered(window)  # not refused: judged like an answer
-        # The server answered others while the last try was out, or answers a one-token request now: this request is
-        # the problem. Otherwise the server is (a replica that died, a server down): the engine fails.
-        if self._answered > answered_before or await self._answers_probe():
-            raise HTTPGaveUp(f"gave up after {tries} tries while the server answered other requests; last: {last}")
+        # The server answers a one-token request now: this request is the problem. Otherwise the server is (down, or
+        # a replica that died while this request was being retried): the engine fails. Answers to other requests
+        # during the retries prove nothing: they may have come just before the server went.
+        if await self._answers_probe():
+            raise HTTPGaveUp(f"gave up after {tries} tries while the server answers other requests; last: {last}")
         raise HTTPEngineError(f"{url} answered nothing for {tries} tries of one request: {last}")
 
     async def reset_prefix_cache(self) -> bool:
