@@ -81,7 +81,8 @@ async def test_a_drained_replica_takes_no_new_unit():
 
 def airgen(servers, docs: Path, out: Path) -> subprocess.Popen:
     urls = [arg for s in servers for arg in ("--guidance-url", s.url, "--student-url", s.url)]
-    settings = [f"--set={role}.{k}" for role in ("guidance", "student") for k in ("backoff_s=0.01", "max_retries=2")]
+    settings = [f"--set={role}.{k}" for role in ("guidance", "student")
+                for k in ("backoff_s=0.01", "max_retries=2", "timeout_s=5")]
     return subprocess.Popen([sys.executable, "-m", "airgen", "run", str(docs), "--out", str(out), "--rounds", "2",
                              "--no-progress", *urls, *settings], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
