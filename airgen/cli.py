@@ -337,10 +337,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         print(f"airgen trace: {e}", file=sys.stderr)
         return 2
     if args.html:
-        folder = args.out / "report" / "trace"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / trace.page_name(args.id)
-        path.write_text(trace.page(story), encoding="utf-8")
+        path = trace.write_page(args.out / "report" / "trace", story)
         print(f"{path} ({len(story.calls)} calls; ended: {trace.ending(story)})")
     else:
         print(trace.text(story))

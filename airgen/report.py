@@ -96,6 +96,7 @@ def figures(view: RunView) -> dict[str, Any]:
     output = sum(t["output_tokens"] for role in tokens.values() for t in role.values())
     total = sum(g["prompt_tokens"] + g["output_tokens"] for g in spend.values())
     useful = spend["records"]["prompt_tokens"] + spend["records"]["output_tokens"] if "records" in spend else 0
+    settings_rows = defaults_first(view.config)
     wall = _wall_s(view.metrics)
 
     settings = view.run_info.get("settings", {})
@@ -128,9 +129,9 @@ def figures(view: RunView) -> dict[str, Any]:
             "model_identities": models,
             "prompts": settings.get("prompts"), "prompts_match": view.prompts_match,
             "preset": view.run_info.get("preset"),
-            "settings": [list(row) for row in defaults_first(view.config)],
+            "settings": [list(row) for row in settings_rows],
             # Where the run's settings are not those of the authors' code (recipes with an authors preset).
-            "unlike_authors": [[name, value, authors] for name, value, _, authors in defaults_first(view.config)
+            "unlike_authors": [[name, value, authors] for name, value, _, authors in settings_rows
                                if authors is not None and value != authors],
         },
         "limits": _limits(view, models),
@@ -342,11 +343,7 @@ def _trace_pages(f: dict[str, Any], out: Path, folder: Path) -> dict[str, str]:
             story = trace.trace(out, unit)
         except (trace.TraceError, OSError):
             continue
-        (folder / "trace").mkdir(exist_ok=True)
-        name = f"trace/{trace.page_name(unit)}"
-        with atomic_text(folder / name) as handle:
-            handle.write(trace.page(story))
-        made[unit] = name
+        made[unit] = f"trace/{trace.write_page(folder / 'trace', story).name}"
     return made
 
 

@@ -18,7 +18,7 @@ import orjson
 
 from airgen import journal, recipes
 from airgen.calls import Completion, Refusal, Request, split_key
-from airgen.files import atomic_write
+from airgen.files import atomic_text, atomic_write
 from airgen.flow import Done, Fault, FlowError, Rejected
 from airgen.rows import Rejection, unit_name
 from airgen.runfolder import JOURNAL, read_info
@@ -218,6 +218,15 @@ def page(story: Story) -> str:
             f"<h1>{html.escape(story.recipe)} {html.escape(story.unit)}</h1><p>read from "
             f"{html.escape(story.source)}; {len(story.calls)} calls</p>{''.join(rows)}"
             f"<h2>How it ended</h2><p>{html.escape(ending(story))}</p></body></html>\n")
+
+
+def write_page(folder: Path, story: Story) -> Path:
+    """The story's page in `folder` (a run's report/trace/), written whole."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / page_name(story.unit)
+    with atomic_text(path) as handle:
+        handle.write(page(story))
+    return path
 
 
 def page_name(unit_id: str) -> str:

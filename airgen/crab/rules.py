@@ -151,7 +151,7 @@ def _sentence_words(response: str, rng: random.Random, how: How = How()) -> Rule
     longest = max((len(m.words(s)) for p in m.paragraphs(response) for s in m.sentences(p)), default=0)
     if longest <= 5:
         return None
-    limit = ((longest - 1) // 5 + 1) * 5
+    limit = _up_to_five(longest)
     return Rule(SENTENCE_WORDS, _pick(rng, (f"No sentence may be longer than {limit} words.",
                                             f"Keep each sentence to at most {limit} words.")), low=limit)
 
@@ -163,7 +163,7 @@ def _word_chars(response: str, rng: random.Random, how: How = How()) -> Rule | N
         longest = max(lengths, default=0)
         if longest <= 3:
             return None
-        low = ((longest - 1) // 5 + 1) * 5
+        low = _up_to_five(longest)
     else:
         low = min(lengths, default=0)
         if low <= 3:
@@ -187,6 +187,11 @@ def _no_symbol(response: str, rng: random.Random, how: How = How()) -> Rule | No
             return Rule(NO_SYMBOL, _pick(rng, (f"Do not use any {name} in the response.",
                                                f"The response must contain no {name}.")), items=(symbol,))
     return None
+
+
+def _up_to_five(n: int) -> int:
+    """`n` rounded up to a multiple of five (the authors' limits)."""
+    return ((n - 1) // 5 + 1) * 5
 
 
 def _pick(rng: random.Random, options: tuple[str, ...]) -> str:

@@ -21,19 +21,20 @@ async def start_engines(guidance: ModelConfig, student: ModelConfig | None = Non
     configs = {"guidance": _resolve(guidance)} | ({"student": _resolve(student)} if student is not None else {})
     placed = place(_shared(configs), _gpu_count(configs))
     engines: dict[Role, Engine] = {}
-    started: dict[str, Engine] = {}
+    by_model: dict[str, Engine] = {}
+    opened: list[Engine] = []  # every engine started, to close if a later one fails
     try:
         for role, replicas in placed.items():
             identity = model_identity(configs[role])
-            if identity not in started:
+            if identity not in by_model:
                 ready = []
                 for config in replicas:
                     ready.append(await _start(config))
-                    started[f"{identity}/{len(ready)}"] = ready[-1]
-                started[identity] = ready[0] if len(ready) == 1 else Replicas(ready)
-            engines[role] = started[identity]
+                    opened.append(ready[-1])
+                by_model[identity] = ready[0] if len(ready) == 1 else Replicas(ready)
+            engines[role] = by_model[identity]
     except BaseException:
-        await close_engines(started)
+        await close_engines(dict(enumerate(opened)))
         raise
     return engines
 

@@ -250,7 +250,7 @@ class _Refusals:
         self._settled: collections.Counter = collections.Counter()  # window -> requests answered or refused
         self._refused: collections.Counter = collections.Counter()  # window -> requests refused
         self._last: dict[int, HTTPRequestRejected] = {}  # window -> its latest refusal, for the message
-        self._cleared: set[int] = set()  # windows whose refusals are the requests' own
+        self._cleared: set[int] = set()  # windows with refusals, judged the requests' own
         self._in_flight = 0  # requests out at the server (held refusals are not)
         self._held = 0
         self._news = asyncio.Event()  # set (and replaced) when something a held refusal waits on changes
@@ -297,12 +297,15 @@ class _Refusals:
         self._settled[window] += 1
         if self._settled[window] < self._size:
             return
-        if self._refused[window] * 2 > self._size and self._systemic is None:
-            last = self._last[window]
-            self._systemic = (f"{last.url} refused {self._refused[window]} of {self._size} requests in a row; the "
-                              f"last: HTTP {last.status}: {last.message}")
+        del self._settled[window]  # a settled window is forgotten, but for the verdict its refusals wait on
+        refused = self._refused.pop(window, 0)
+        if not refused:
+            return
+        last = self._last.pop(window)
+        if refused * 2 > self._size and self._systemic is None:
+            self._systemic = (f"{last.url} refused {refused} of {self._size} requests in a row; the last: HTTP "
+                              f"{last.status}: {last.message}")
         self._cleared.add(window)
-        self._last.pop(window, None)
         self._notify()
 
     async def _ask_probe(self, refusal: HTTPRequestRejected) -> None:
