@@ -33,8 +33,9 @@ from airgen.calls import Completion, Request, Role
 from airgen.config import Config, ConfigError
 from airgen.rows import Rejection
 from airgen.engines import Engine
-from airgen.files import atomic_write
+from airgen.files import atomic_binary, atomic_write
 from airgen.metrics import Metrics
+from airgen.prometheus import Endpoint
 from airgen.prompts import PromptSet
 from airgen.flow import replay
 
@@ -213,8 +214,8 @@ class Interrupted(Exception):
 
 
 async def run_airgen(config: Config, prompts: PromptSet, out: Path, inputs: list[Path],
-                     engines: dict[Role, Engine]) -> dict[str, Any]:
-    wall, scheduler = await _timed(lambda: run.generate(config, out, inputs, prompts, engines))
+                     engines: dict[Role, Engine], endpoint: Endpoint | None = None) -> dict[str, Any]:
+    wall, scheduler = await _timed(lambda: run.generate(config, out, inputs, prompts, engines, endpoint=endpoint))
     if scheduler.interrupted:
         raise Interrupted(f"interrupted during the airgen mode ({out})")
     return {**summary(scheduler.metrics, wall), "goodput": scheduler.metrics.goodput(),
@@ -255,13 +256,16 @@ async def bench(config: Config, prompts: PromptSet, out: Path, inputs: list[Path
     load_s = start_s / len({id(e) for e in engines.values()})
     replays = {"raw": run_raw, "stage-barrier": functools.partial(run_stage_barrier, barrier_key=recipe.barrier)}
     rounds: list[dict[str, Any]] = []
+    # One endpoint for the whole bench: it shows each airgen run in turn.
+    endpoint = Endpoint(config.run.prometheus_port) if config.run.prometheus_port is not None else None
     try:
         for i in range(repeat):
             airgen_dir = run_dir if i == 0 else out / f"run-{i + 1}"
             if i:
                 run.prepare(airgen_dir, inputs, config, prompts)
             cold = await _reset_caches(engines) if i else True  # the first round starts on fresh engines
-            modes = {"airgen": {**await run_airgen(config, prompts, airgen_dir, inputs, engines), "cold_cache": cold}}
+            modes = {"airgen": {**await run_airgen(config, prompts, airgen_dir, inputs, engines, endpoint),
+                                "cold_cache": cold}}
             samples = recorded_calls(config, prompts, airgen_dir, inputs)
             for name in replay_order(i):
                 cold = await _reset_caches(engines)
@@ -269,8 +273,10 @@ async def bench(config: Config, prompts: PromptSet, out: Path, inputs: list[Path
             modes = {name: modes[name] for name in MODES}
             modes["stage-barrier+reloads"] = with_reloads(modes["stage-barrier"], load_s)
             rounds.append({"order": ["airgen", *replay_order(i)], "modes": modes, "ratios": ratios(modes)})
-        points = await run_sweep(config, prompts, out, inputs, engines, sweep)
+        points = await run_sweep(config, prompts, out, inputs, engines, sweep, endpoint)
     finally:
+        if endpoint is not None:
+            endpoint.close()
         await close_engines(engines)
     return {"engines_start_s": start_s, "load_s_per_model": load_s,
             "engines": {role: engine.name for role, engine in engines.items()},
@@ -290,7 +296,7 @@ def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def run_sweep(config: Config, prompts: PromptSet, out: Path, inputs: list[Path], engines: dict[Role, Engine],
-                    sweep: dict[str, list[int]]) -> list[dict[str, Any]]:
+                    sweep: dict[str, list[int]], endpoint: Endpoint | None = None) -> list[dict[str, Any]]:
     """airgen again with one setting changed at a time: the in-flight cap, then both engines' windows."""
     points = []
     for setting, values in sweep.items():
@@ -303,7 +309,7 @@ async def run_sweep(config: Config, prompts: PromptSet, out: Path, inputs: list[
             point_dir = out / f"sweep-{setting}-{value}"
             run.prepare(point_dir, inputs, changed, prompts)
             await _reset_caches(engines)
-            result = await run_airgen(changed, prompts, point_dir, inputs, engines)
+            result = await run_airgen(changed, prompts, point_dir, inputs, engines, endpoint)
             points.append({"setting": setting, "value": value, "output_tok_s": result["output_tok_s"],
                            "requests_per_s": result["requests_per_s"], "wall_s": result["wall_s"]})
     return points
@@ -397,7 +403,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("output tokens/s")
         ax.set_title(f"airgen vs {setting}")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_binary(path) as handle:
+        fig.savefig(handle, format="png", dpi=100)
     plt.close(fig)
 
 

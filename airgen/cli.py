@@ -3,8 +3,10 @@ of `airgen.config`) and calls the module that does the work; no other module see
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
+import shlex
 import sys
 import time
 import tomllib
@@ -13,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from airgen import recipes
+from airgen import lock, recipes
 from airgen.config import PRESET_ABOUT, Config, ConfigError, Dialect, load
 from airgen.console import engine_log, say
 from airgen.rows import CorpusError
@@ -43,11 +45,11 @@ def _config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
 
 
-def _run_arguments(p: argparse.ArgumentParser) -> None:
+def _method_arguments(p: argparse.ArgumentParser) -> None:
+    """What `run` and `bench` share: the inputs, the method and its settings, the models."""
     p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
                    help="; ".join(f"{r.name}: {r.reads}" for r in recipes.every())
                    + "; none = the recipe's bundled sample")
-    p.add_argument("--out", type=Path, help="output folder (default: a new runs/<time>); an existing one is resumed")
     p.add_argument("--recipe", choices=recipes.names(),
                    help=f"the method ({recipes.DEFAULT} by default); " + "; ".join(
                        f"{r.name}: {r.title}" for r in recipes.every()))
@@ -67,6 +69,15 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key-env", metavar="NAME",
                    help="environment variable holding the servers' API key (default OPENAI_API_KEY)")
     p.add_argument("--api-key-file", metavar="PATH", help="file holding the servers' API key (its first line)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show the engines' own output here instead of in OUT/engine.log")
+    p.add_argument("--prometheus", type=int, metavar="PORT", help="serve metrics for Prometheus on 127.0.0.1:PORT")
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    _method_arguments(p)
+    p.add_argument("--out", type=Path, help="the run folder (default: a new runs/<time>); an existing one is "
+                                            "resumed")
     p.add_argument("--layout", choices=("auto",),
                    help="auto: lay the two in-process models out on this node's GPUs as `airgen plan` would, and say "
                         "the plan and the time it will take before the first call")
@@ -74,13 +85,13 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
                    help="run on Ray: 'auto' (the running cluster), a ray:// address, or none for a local Ray")
     p.add_argument("--workers", type=int, metavar="N", help="Ray workers (default: one per GPU in the cluster)")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="show the engines' own output here instead of in OUT/engine.log")
-    p.add_argument("--prometheus", type=int, metavar="PORT", help="serve metrics for Prometheus on 127.0.0.1:PORT")
 
 
 def _bench_arguments(p: argparse.ArgumentParser) -> None:
-    _run_arguments(p)
+    _method_arguments(p)
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="a new folder for the bench (default: runs/bench-<time>): its airgen runs (run/, run-2/, ..., "
+                        "sweep-*/), bench.json (every figure) and bench.png")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="N rounds, each an airgen run and the replays of its calls; report medians and the "
                         "ratios' range")
@@ -171,13 +182,14 @@ _RUN_SHORTHANDS = {
 _BOTH_ROLES = ("api_key_env", "api_key_file")
 
 
-def run_config(args: argparse.Namespace) -> Config:
+def run_config(args: argparse.Namespace, progress: bool = True) -> Config:
+    """The config of `run` (or, with no progress line, `bench`) from its arguments."""
     overrides = _overrides(args, _RUN_SHORTHANDS)
     for name in _BOTH_ROLES:
         if getattr(args, name, None) is not None:
             for role in ("guidance", "student"):
                 _set(overrides, f"{role}.{name}", getattr(args, name))
-    if args.no_progress:
+    if not progress or args.no_progress:
         _set(overrides, "run.progress", False)
     embedded = not any(overrides.get(r, {}).get(k) for r in ("guidance", "student") for k in ("path", "url"))
     if args.preset is None and args.config is None and embedded:
@@ -207,22 +219,44 @@ def _ints(text: str, name: str) -> list[int]:
 
 # -- commands ----------------------------------------------------------------------------------------------------------
 
+def _disk_full(error: BaseException | None) -> OSError | None:
+    """The full disk (or used-up quota) behind `error`, if that is what stopped the command."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _full_line(error: OSError, where: Path | None, then: str) -> str:
+    """The one line a full disk gets, on the terminal the command was started from."""
+    if error.errno == errno.ENOSPC:
+        what = f"the disk holding {where or 'the output'} is full"
+    else:
+        what = f"the disk quota for {where or 'the output'} is used up"
+    file = f" (writing {error.filename})" if error.filename else ""
+    return f"airgen: {what}{file}; {then}"
+
+
+_THEN = {"run": "the run stopped with every finished call kept: free some space, then run the same command again "
+                "to resume it",
+         "bench": "free some space, then run the bench again into a new --out folder"}
+
+
 def _stopped(error: BaseException, log: Path | None, out: Path) -> int:
-    """One clear message for a run that stopped on an error; the traceback goes to the engine log."""
-    traceback.print_exception(error)  # fd 2: the engine log, or the terminal with -v
-    where = f"; details in {log}" if log is not None else ""
-    cause = error.__cause__ if isinstance(error.__cause__, OSError) else error
-    if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
-        say(f"airgen: the run stopped: the disk holding {out} is full; the journal keeps every finished call\n"
-            f"airgen: free some space, then run the same command again to resume {out}")
+    """One clear line for a run that stopped on an error; the traceback goes to the engine log."""
+    full = _disk_full(error)
+    if full is not None:
+        say(_full_line(full, out, _THEN["run"]))
         return 1
-    say(f"airgen: the run stopped: {error}{where}\nairgen: run the same command again to resume {out}")
+    with contextlib.suppress(OSError):  # fd 2 is the engine log (or the terminal with -v)
+        traceback.print_exception(error)
+    where = f"; details in {log}" if log is not None else ""
+    say(f"airgen: the run stopped: {error}{where}; run the same command again to resume {out}")
     return 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import uvloop
-
     from airgen import run
 
     config = run_config(args)
@@ -231,6 +265,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     layout = _auto_layout(config) if args.layout == "auto" else None  # refused before any folder is made
     prompts = recipes.of(config).prompts()
     out = args.out or run.default_out()
+    with lock.hold(out, args.command_line, say):
+        return _run(args, config, layout, prompts, out)
+
+
+def _run(args: argparse.Namespace, config: Config, layout, prompts, out: Path) -> int:
+    import uvloop
+
+    from airgen import run
+
     inputs = run.prepare(out, list(args.inputs), config, prompts)
     say(f"airgen: run {out} on {', '.join(map(str, inputs))}")
     if layout is not None:
@@ -301,14 +344,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from airgen import bench, run
 
-    if args.ray is not None or args.workers is not None:
-        raise ConfigError("airgen bench measures one node; `python bench/scaleout.py` measures --ray")
-    args.no_progress = True
-    config = run_config(args)
+    config = run_config(args, progress=False)
     sweep = {"max_in_flight": _ints(args.sweep_in_flight, "--sweep-in-flight"),
              "window": _ints(args.sweep_window, "--sweep-window")} if args.sweep else {}
     out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
-    with engine_log(out, args.verbose):
+    with lock.hold(out, args.command_line, say), engine_log(out, args.verbose):
         try:
             result = uvloop.run(bench.bench(config, recipes.of(config).prompts(), out, list(args.inputs), sweep,
                                             run.start_engines, run.close_engines, args.repeat))
@@ -320,9 +360,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_if_in_progress(out: Path) -> None:
+    """Readers of a folder a run is writing say so, and how far it has come (a folder that is no run: the command
+    says that itself)."""
+    from airgen.runfolder import in_progress, read_info
+
+    try:
+        _, config = read_info(out)
+    except ConfigError:
+        return
+    note = in_progress(out, recipes.of(config).unit)
+    if note is not None:
+        say(f"airgen: {note}")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from airgen import report
 
+    _say_if_in_progress(args.out)
     _, text = report.write_report(args.out)
     print(text)
     return 0
@@ -331,6 +386,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_trace(args: argparse.Namespace) -> int:
     from airgen import trace
 
+    _say_if_in_progress(args.out)
     try:
         story = trace.trace(args.out, args.id)
     except trace.TraceError as e:
@@ -351,6 +407,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     job = export.Job(out=args.out, to=args.to, format=args.format, levels=levels,
                      min_constraints=args.min_constraints, constraint_set=args.constraint_set,
                      dedupe=not args.keep_duplicates, name=args.name)
+    _say_if_in_progress(args.out)
     try:
         counts = export.export(job)
     except export.ExportError as e:
@@ -373,8 +430,13 @@ def cmd_select(args: argparse.Namespace) -> int:
     ray = (None if args.ray == "local" else args.ray, args.workers) if args.ray is not None else None
     job = select.Job(out=args.out, n=args.n, inputs=tuple(args.inputs), embeddings=args.embeddings, ray=ray)
     try:
-        summary = select.run(job, config)
+        with lock.hold(args.out, args.command_line, say):
+            summary = select.run(job, config)
+    except lock.Locked:
+        raise
     except (ValueError, OSError) as e:  # bad input, settings or paths: all carry a message for the user
+        if _disk_full(e) is not None:
+            raise
         print(f"airgen select: error: {e}", file=sys.stderr)
         return 2
     print(select.describe(summary))
@@ -433,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     trace_parser.add_argument("id", metavar="ID", help="the unit's id, as in records.jsonl and rejected.jsonl")
     trace_parser.add_argument("--html", action="store_true", help="write OUT/report/trace/ID.html instead")
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["airgen", *(sys.argv[1:] if argv is None else argv)])
     handlers = {"run": cmd_run, "bench": cmd_bench, "select": cmd_select, "report": cmd_report,
                 "export": cmd_export, "trace": cmd_trace, "plan": cmd_plan}
     try:
@@ -440,6 +503,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CorpusError) as e:
         print(f"airgen: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        full = _disk_full(e)
+        if full is None:
+            raise
+        where = getattr(args, "to", None) or getattr(args, "out", None)
+        say(_full_line(full, where, _THEN.get(args.command, "free some space, then run the same command again")))
+        return 1
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from airgen.config import Config, ConfigError
 from airgen.console import say
 from airgen.engines.placement import gpus_needed
 from airgen.files import AppendLog, atomic_write
+from airgen.lock import hold
+from airgen.prometheus import Endpoint
 from airgen.runfolder import JOURNAL, METRICS, last_line
 
 SHARDS = "shards"
@@ -49,15 +51,17 @@ class ShardWorker:
     async def run(self) -> dict[str, Any]:  # an async actor: Ray runs it on the actor's event loop
         recipe = recipes.of(self.config)
         prompts = recipe.prompts()
-        run.prepare(self.out, self.inputs, self.config, prompts, shard=True)
-        roles = recipe.roles
-        engines = await self.start_engines(self.config.guidance,
-                                           self.config.student if "student" in roles else None)
-        try:
-            scheduler = await run.generate(self.config, self.out, self.inputs, prompts, engines,
-                                           shard=(self.k, self.n))
-        finally:
-            await run.close_engines(engines)
+        # A worker restarted while its predecessor still writes (a node cut off, not dead) is refused, and retried.
+        with hold(self.out, f"airgen run --ray: shard {self.k} of {self.n}"):
+            run.prepare(self.out, self.inputs, self.config, prompts, shard=True)
+            roles = recipe.roles
+            engines = await self.start_engines(self.config.guidance,
+                                               self.config.student if "student" in roles else None)
+            try:
+                scheduler = await run.generate(self.config, self.out, self.inputs, prompts, engines,
+                                               shard=(self.k, self.n))
+            finally:
+                await run.close_engines(engines)
         return {"shard": self.k, "done": scheduler.metrics.done, "resumed": scheduler.metrics.resumed}
 
 
@@ -79,6 +83,9 @@ def execute(config: Config, out: Path, inputs: list[Path], prompts, address: str
         refs = [a.run.remote() for a in actors]
         pending = list(refs)
         log = AppendLog(out / METRICS)
+        endpoint = Endpoint(config.run.prometheus_port) if config.run.prometheus_port is not None else None
+        if endpoint is not None:
+            endpoint.watch(lambda: combined(out, workers))
         try:
             while pending:
                 _, pending = ray.wait(pending, num_returns=len(pending), timeout=config.run.metrics_every_s)
@@ -90,6 +97,8 @@ def execute(config: Config, out: Path, inputs: list[Path], prompts, address: str
         except ray.exceptions.RayTaskError as e:  # a worker's own error (its engine failed): say it as it is
             raise (e.cause or e) from None
         finally:
+            if endpoint is not None:
+                endpoint.close()
             log.close()
     finally:
         ray.shutdown()

@@ -47,8 +47,9 @@ def engine_log(folder: Path, verbose: bool) -> Iterator[Path | None]:
         _stream = terminal
         yield path
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for out in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError):  # the log's disk may be full: the terminal gets its fds back anyway
+                out.flush()
         for fd, copy in saved.items():
             os.dup2(copy, fd)
             os.close(copy)

@@ -37,14 +37,24 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def named(error: OSError, path: Path) -> OSError:
+    """`error` with the file it happened on: a full disk's message names the file that could not be written."""
+    if error.filename is not None:
+        return error
+    return type(error)(error.errno, error.strerror, str(path))
+
+
 @contextlib.contextmanager
 def _atomic(path: Path, mode: str) -> Iterator[IO]:
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
     try:
-        with tmp.open(mode, encoding="utf-8" if "b" not in mode else None) as f:
-            yield f
-        publish(tmp, path)
+        try:
+            with tmp.open(mode, encoding="utf-8" if "b" not in mode else None) as f:
+                yield f
+            publish(tmp, path)
+        except OSError as e:
+            raise named(e, path) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -63,6 +73,12 @@ def publish(tmp: Path, path: Path) -> None:
 def atomic_text(path: Path) -> contextlib.AbstractContextManager[IO[str]]:
     """A text file, written through the yielded handle, that appears under `path` only once complete."""
     return _atomic(path, "w")
+
+
+def atomic_binary(path: Path) -> contextlib.AbstractContextManager[IO[bytes]]:
+    """A binary file (a plot, say), written through the yielded handle, that appears under `path` only once
+    complete."""
+    return _atomic(path, "wb")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -96,20 +112,34 @@ def repair_tail(path: Path) -> None:
 
 
 class AppendLog:
-    """An append-only JSONL file: whole lines only, durable once closed."""
+    """An append-only JSONL file: whole lines only, durable once closed. Its one writer holds the run folder
+    (`airgen.lock`), so the file's size is known without asking: a write that fails part-way (a full disk) is cut
+    back off, and what the file holds is still whole lines."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         repair_tail(self.path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._size = os.fstat(self._fd).st_size
 
     def write(self, *objs: Any) -> None:
         """Append each object as one line, all of them in one write."""
         if objs:
-            write_all(self._fd, b"".join(line(obj) for obj in objs))
+            data = b"".join(line(obj) for obj in objs)
+            try:
+                write_all(self._fd, data)
+            except OSError as e:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._size)
+                raise named(e, self.path) from None
+            self._size += len(data)
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+            fd, self._fd = self._fd, -1
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                raise named(e, self.path) from None
+            finally:
+                os.close(fd)

@@ -21,7 +21,7 @@ import orjson
 
 from airgen import card
 from airgen.engines import EMBEDDED
-from airgen.files import atomic_text, atomic_write
+from airgen.files import atomic_binary, atomic_text, atomic_write
 from airgen.runview import RunView, defaults_first, load_run, stage_of
 from airgen.sink import split_order
 from airgen.views import kind_of, mean
@@ -201,7 +201,8 @@ def plots(f: dict[str, Any], folder: Path, recipe: Any) -> dict[str, str]:
 
     def save(fig, name: str) -> None:
         fig.tight_layout()
-        fig.savefig(folder / f"{name}.png", dpi=100)
+        with atomic_binary(folder / f"{name}.png") as handle:
+            fig.savefig(handle, format="png", dpi=100)
         plt.close(fig)
         made[name] = f"{name}.png"
 

@@ -6,6 +6,7 @@ different fingerprint is refused, because its records would mix two configuratio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import signal
 import time
@@ -25,9 +26,10 @@ from airgen.engines.replicas import Replicas
 from airgen.files import AppendLog, atomic_write
 from airgen.metrics import Metrics
 from airgen.panel import Progress, Rates
-from airgen.prometheus import serve_prometheus
+from airgen.prometheus import Endpoint
 from airgen.summary import funnel
 from airgen.prompts import PromptSet
+from airgen.lock import LOCK
 from airgen.runfolder import JOURNAL, METRICS, RUN_FILE
 from airgen.scheduler import Scheduler
 
@@ -77,8 +79,9 @@ def prepare(out: Path, inputs: list[Path], config: Config, prompts: PromptSet, s
         if inputs and [p.resolve() for p in inputs] != stored_inputs:
             raise ConfigError(f"{out} was made from {[str(p) for p in stored_inputs]}; give the same inputs or none")
         return stored_inputs
-    # A run.json half-written when a kill came is a .partial file: such a folder is still a new one.
-    if out.exists() and any(not p.name.endswith(".partial") for p in out.iterdir()):
+    # A run.json half-written when a kill came is a .partial file: such a folder is still a new one; so is one that
+    # holds only the lock its writer took before reading it.
+    if out.exists() and any(not p.name.endswith(".partial") and p.name != LOCK for p in out.iterdir()):
         raise ConfigError(f"{out} exists, is not empty and holds no {RUN_FILE}: not an airgen run folder")
     recipe = recipes.of(config)
     resolved = [p.resolve() for p in inputs] if inputs else [recipe.default_input()]
@@ -138,9 +141,12 @@ async def execute(config: Config, out: Path, inputs: list[Path], prompts: Prompt
     roles = recipe.roles
     engines = await start_engines(config.guidance, config.student if "student" in roles else None)
     say_engines(engines)
+    endpoint = Endpoint(config.run.prometheus_port) if config.run.prometheus_port is not None else None
     try:
-        scheduler = await generate(config, out, inputs, prompts, engines)
+        scheduler = await generate(config, out, inputs, prompts, engines, endpoint=endpoint)
     finally:
+        if endpoint is not None:
+            endpoint.close()
         await close_engines(engines)
     say(funnel(scheduler.metrics))
     if layout is not None:
@@ -155,12 +161,14 @@ async def execute(config: Config, out: Path, inputs: list[Path], prompts: Prompt
 
 
 async def generate(config: Config, out: Path, inputs: list[Path], prompts: PromptSet,
-                   engines: dict[Role, Engine], shard: tuple[int, int] | None = None) -> Scheduler:
+                   engines: dict[Role, Engine], shard: tuple[int, int] | None = None,
+                   endpoint: Endpoint | None = None) -> Scheduler:
     """Run (or resume) the method over `inputs` into `out` on engines already started; with `shard` (k, n), only
     the units whose id hashes to k of n (`shard_of`), as one of n Ray workers.
 
     While it runs, OUT/metrics.jsonl gets a snapshot every few seconds (and a last one at the end), the progress
-    display is refreshed if enabled, and with `run.prometheus_port` set the counters are served on 127.0.0.1."""
+    display is refreshed if enabled, and `endpoint` (the process's Prometheus endpoint, if any) serves its
+    counters."""
     recipe = recipes.of(config)
     replay = journal.load(out / JOURNAL)
     units = recipe.read(inputs, config.run.limit)
@@ -168,38 +176,40 @@ async def generate(config: Config, out: Path, inputs: list[Path], prompts: Promp
         units = (u for u in units if shard_of(unit_name(u), shard[1]) == shard[0])
     metrics = Metrics(total=config.run.limit if shard is None else None,
                       peaks={role: peak for role in engines if (peak := getattr(config, role).peak_tokens_per_s)})
-    the_journal = journal.Journal(out / JOURNAL)
-    the_sink = sink.Sink(out, replay.finished, {
-        "models": {role: engine.name for role, engine in engines.items()}, "prompts": prompts.fingerprint})
-    scheduler = Scheduler(
-        recipe.flow(config.settings, prompts, config.seed), engines,
-        # A role's window is per engine: its replicas each take as many.
-        {role: getattr(config, role).window * (len(e.engines) if isinstance(e, Replicas) else 1)
-         for role, e in engines.items()},
-        the_journal, the_sink, metrics, replay, config.run.max_in_flight,
-    )
     loop = asyncio.get_running_loop()
     handled = shard is None  # a Ray worker leaves its signals to Ray
-    for sig in (signal.SIGINT, signal.SIGTERM) if handled else ():
-        loop.add_signal_handler(sig, scheduler.stop)
-    if config.run.prometheus_port is not None:
-        serve_prometheus(metrics, config.run.prometheus_port)
-    log = AppendLog(out / METRICS)
-    display = Progress() if config.run.progress else None
-    rates = Rates()
-    observer = asyncio.create_task(_observe(scheduler, log, display, rates, config.run.metrics_every_s))
-    try:
-        await scheduler.run(units)
-    finally:
-        observer.cancel()
-        _observe_once(scheduler, log, display, rates, write=True)
-        log.close()
-        if display is not None:
-            display.close()
+    # Every file opened here is closed however the run ends, each even when closing another one fails (a full disk).
+    with contextlib.ExitStack() as files:
+        the_journal = journal.Journal(out / JOURNAL)
+        files.callback(the_journal.close)
+        the_sink = sink.Sink(out, replay.finished, {
+            "models": {role: engine.name for role, engine in engines.items()}, "prompts": prompts.fingerprint})
+        files.callback(the_sink.close)
+        scheduler = Scheduler(
+            recipe.flow(config.settings, prompts, config.seed), engines,
+            # A role's window is per engine: its replicas each take as many.
+            {role: getattr(config, role).window * (len(e.engines) if isinstance(e, Replicas) else 1)
+             for role, e in engines.items()},
+            the_journal, the_sink, metrics, replay, config.run.max_in_flight,
+        )
         for sig in (signal.SIGINT, signal.SIGTERM) if handled else ():
-            loop.remove_signal_handler(sig)
-        the_journal.close()
-        the_sink.close()
+            loop.add_signal_handler(sig, scheduler.stop)
+            files.callback(loop.remove_signal_handler, sig)
+        if endpoint is not None:
+            endpoint.watch(metrics.snapshot)
+        log = AppendLog(out / METRICS)
+        files.callback(log.close)
+        display = Progress() if config.run.progress else None
+        if display is not None:
+            files.callback(display.close)
+        rates = Rates()
+        observer = asyncio.create_task(_observe(scheduler, log, display, rates, config.run.metrics_every_s))
+        try:
+            await scheduler.run(units)
+        finally:
+            observer.cancel()
+            await asyncio.gather(observer, return_exceptions=True)
+            _observe_once(scheduler, log, display, rates, write=True)
     return scheduler
 
 
@@ -216,11 +226,15 @@ def _observe_once(scheduler: Scheduler, log: AppendLog, display: Progress | None
 
 async def _observe(scheduler: Scheduler, log: AppendLog, display: Progress | None, rates: Rates,
                    every_s: float) -> None:
-    """The display every second (or faster), a metrics.jsonl line every `every_s`."""
+    """The display every second (or faster), a metrics.jsonl line every `every_s`; a failure to write it (a full
+    disk) stops the run as any other would."""
     tick, written = min(DISPLAY_EVERY_S, every_s), time.monotonic()
-    while True:
-        await asyncio.sleep(tick)
-        due = time.monotonic() - written >= every_s - tick / 2
-        if due:
-            written = time.monotonic()
-        _observe_once(scheduler, log, display, rates, write=due)
+    try:
+        while True:
+            await asyncio.sleep(tick)
+            due = time.monotonic() - written >= every_s - tick / 2
+            if due:
+                written = time.monotonic()
+            _observe_once(scheduler, log, display, rates, write=due)
+    except Exception as e:  # noqa: BLE001 - the scheduler stops and raises it
+        scheduler.fail(e)

@@ -6,6 +6,7 @@ read them through here.
 """
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
@@ -78,6 +79,24 @@ def last_line(path: Path) -> dict[str, Any] | None:
             except orjson.JSONDecodeError:  # a torn line, or the first one cut by the 64 KiB window
                 continue
     return None
+
+
+def in_progress(out: Path, unit: str) -> str | None:
+    """One line saying that a run is writing `out` now and how far it has come (from its latest metrics line), or
+    None when no live writer holds it. What a reader shows then is what is on disk so far."""
+    from airgen.lock import holder
+
+    who = holder(out)
+    if who is None:
+        return None
+    last = last_line(Path(out) / METRICS)
+    if last is None:
+        return f"{out} is being written now ({who.describe()}); no progress line from it yet"
+    s = last["samples"]
+    done = s["records"] + s["rejected"] + s.get("resumed", 0)
+    total = f" of {s['total']}" if s.get("total") else ""
+    return (f"{out} is being written now ({who.describe()}): {done}{total} {unit}s finished, {s['in_flight']} in "
+            f"flight {time.time() - last['time']:.0f} s ago; this shows what is on disk so far")
 
 
 def replay_units(flow: Flow, blank: Callable[[str], Any], calls: list[dict[str, Any]]) -> dict[str, Unit]:

@@ -187,7 +187,7 @@ class Scheduler:
         except Exception as e:  # noqa: BLE001 - any other failure is the engine's: stop the run, resume later
             failed = EngineFailed(str(e))
             failed.__cause__ = e
-            self._fail(failed)
+            self.fail(failed)
             return
         finally:
             # One clock read for the call's end: the engine's load, the call's counters and our handling's start.
@@ -212,12 +212,13 @@ class Scheduler:
                 self._pump(touched)
             self._admit()
         except Exception as e:  # noqa: BLE001 - a full disk or a bug: stop the run (it resumes) rather than hang
-            self._fail(e)
+            self.fail(e)
             return
         self.metrics.handling_s += time.perf_counter() - start
         self.metrics.handled += 1
 
-    def _fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException) -> None:
+        """Stop the run on `error` (the first one wins); `run` raises it once the calls in flight are cancelled."""
         if self._error is None:
             self._error = error
         self._finished.set()

@@ -2,7 +2,11 @@
 
 SCRIPTED_ENGINE=chatty: the engines' start writes to stdout and stderr, from this process and a child, as vLLM does.
 SCRIPTED_ENGINE=failing: every call after the first 30 fails as a dead engine does.
-SCRIPTED_DISK_FULL_AFTER=N: the N+1-th append to any output file writes half its bytes, then fails as a full disk.
+SCRIPTED_ENGINE=drops: AIR's level-2 merge answers nothing for documents whose id ends in an even digit, so that
+those documents drop a level (a run that writes every output file).
+SCRIPTED_DISK_FULL=NAME[:N]: the disk is full under the file NAME: its N+1-th append writes half its bytes, then
+fails (ENOSPC); a whole file of that name (run.json, a report's page, an export's file) fails as it is made durable,
+as ENOSPC surfaces at fsync on filesystems that allocate late.
 SCRIPTED_LATENCY_S=S: each call takes up to S seconds (default 0.02).
 SCRIPTED_DIE_AFTER=N with SCRIPTED_DIE_MARK=PATH: the first process to answer N calls dies at once (os._exit, as
 a killed Ray worker does) and leaves PATH, so that its restart lives.
@@ -33,6 +37,8 @@ async def start_engines(guidance, student=None):
         n = next(calls)
         if kind == "failing" and n >= 30:
             raise RuntimeError("the engine core died")
+        if kind == "drops" and request.stage == "merge" and request.n == 2 and request.unit[-1] in "02468":
+            return ""
         if die_after and n >= die_after and not os.path.exists(mark):
             open(mark, "w").close()
             os._exit(1)
@@ -45,19 +51,24 @@ async def start_engines(guidance, student=None):
 
 run.start_engines = start_engines
 
-if os.environ.get("SCRIPTED_DISK_FULL_AFTER"):
+if os.environ.get("SCRIPTED_DISK_FULL"):
     from airgen import files
 
-    writes, real_write = iter(range(10**9)), files.write_all
-    limit = int(os.environ["SCRIPTED_DISK_FULL_AFTER"])
+    full_name, _, after = os.environ["SCRIPTED_DISK_FULL"].partition(":")
+    appends, real_write, real_publish = iter(range(10**9)), files.write_all, files.publish
 
     def write_all(fd, data):
-        if next(writes) >= limit:
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")) == full_name and next(appends) >= int(after or 0):
             real_write(fd, data[: len(data) // 2])
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(fd, data)
 
-    files.write_all = write_all
+    def publish(tmp, path):
+        if os.path.basename(path) == full_name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_publish(tmp, path)
+
+    files.write_all, files.publish = write_all, publish
 
 if __name__ == "__main__":
     from airgen.cli import main

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from pathlib import Path
 
 import orjson
@@ -262,9 +263,14 @@ def test_command_writes_json_and_png(prompts, data, tmp_path, monkeypatch):
     monkeypatch.setattr("airgen.run.start_engines", start_engines)
     monkeypatch.setattr("airgen.run.close_engines", close_engines)
     out = tmp_path / "b"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     args = ["bench", str(data), "--out", str(out), "--guidance-url", "http://127.0.0.1:9", "--student-url",
-            "http://127.0.0.1:9", "--rounds", "2", "--repeat", "2"]
-    assert cli.main(args) == 0
+            "http://127.0.0.1:9", "--rounds", "2", "--repeat", "2", "--prometheus", str(port)]
+    assert cli.main(args) == 0  # two rounds behind one endpoint (each round used to open its own: Errno 98)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # and it is closed with the bench
     result = orjson.loads((out / "bench.json").read_bytes())
     assert set(result["modes"]) == {"airgen", "raw", "stage-barrier", "stage-barrier+reloads"}
     assert [r["order"][1] for r in result["rounds"]] == ["raw", "stage-barrier"]
@@ -272,6 +278,16 @@ def test_command_writes_json_and_png(prompts, data, tmp_path, monkeypatch):
     assert result["ratios"]["airgen/raw"] == min(r["ratios"]["airgen/raw"] for r in result["rounds"])
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert cli.main(args) == 2  # a used folder is refused, not mixed
+
+
+@pytest.mark.parametrize("flag", [["--layout", "auto"], ["--ray"], ["--workers", "2"], ["--no-progress"]])
+def test_bench_refuses_the_flags_it_does_not_honour(data, tmp_path, capsys, flag):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bench", str(data), "--out", str(tmp_path / "b"), *flag])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unrecognized arguments" in err and flag[0] in err
+    assert not (tmp_path / "b").exists()
 
 
 def test_barrier_order_follows_the_method():

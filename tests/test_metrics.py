@@ -166,31 +166,34 @@ def test_prometheus_endpoint_serves_the_counters():
     import socket
     import urllib.request
 
-    from airgen.prometheus import serve_prometheus
+    from airgen.prometheus import Endpoint
 
     metrics = Metrics()
     metrics.call_started(Request("d/score/0", "guidance", "score", (), None), time.perf_counter())  # type: ignore
     metrics.call_finished("d", Request("d/score/0", "guidance", "score", (), None),  # type: ignore[arg-type]
                           Completion("Score: 4/5", "stop", 120, 7, 64), time.perf_counter())
     metrics.finished("records", splits=["level_1"], sample_id="d")
-    def free_port() -> int:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            return probe.getsockname()[1]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
 
-    port = free_port()
-    server = serve_prometheus(metrics, port)
+    def scrape() -> str:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+
+    endpoint = Endpoint(port)
     try:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert "airgen_calls_total" not in scrape()  # nothing watched yet
+        endpoint.watch(metrics.snapshot)
+        body = scrape()
+        endpoint.watch(Metrics().snapshot)  # the next round of a bench: the same endpoint shows it
+        fresh = scrape()
     finally:
-        server.shutdown()
-        server.server_close()
+        endpoint.close()
     assert 'airgen_calls_total{role="guidance"} 1.0' in body
     assert 'airgen_tokens_total{kind="cached",role="guidance"} 64.0' in body
     assert 'airgen_samples_total{outcome="records"} 1.0' in body
-    second = serve_prometheus(metrics, free_port())  # a second one in the same process: a registry of its own
-    second.shutdown()
-    second.server_close()
+    assert 'airgen_samples_total{outcome="records"} 0.0' in fresh
+    Endpoint(port).close()  # closed means the port is free again
 
 
 def test_stalled_calls_are_counted_only_while_nothing_comes_back(monkeypatch):
