@@ -215,6 +215,7 @@ class Interrupted(Exception):
 
 async def run_airgen(config: Config, prompts: PromptSet, out: Path, inputs: list[Path],
                      engines: dict[Role, Engine], endpoint: Endpoint | None = None) -> dict[str, Any]:
+    run.settle_models(out, run.models(engines))
     wall, scheduler = await _timed(lambda: run.generate(config, out, inputs, prompts, engines, endpoint=endpoint))
     if scheduler.interrupted:
         raise Interrupted(f"interrupted during the airgen mode ({out})")
@@ -251,7 +252,8 @@ async def bench(config: Config, prompts: PromptSet, out: Path, inputs: list[Path
     inputs = run.prepare(run_dir, inputs, config, prompts)
     start = time.perf_counter()
     recipe = recipes.of(config)
-    engines = await start_engines(config.guidance, config.student if "student" in recipe.roles else None)
+    engines = await start_engines(config.guidance, config.student if "student" in recipe.roles else None,
+                                  outage_s=config.run.outage_s)
     start_s = time.perf_counter() - start
     load_s = start_s / len({id(e) for e in engines.values()})
     replays = {"raw": run_raw, "stage-barrier": functools.partial(run_stage_barrier, barrier_key=recipe.barrier)}

@@ -1,8 +1,11 @@
 """The data that crosses between the flow, the scheduler and the engines."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
+
+import orjson
 
 Role = Literal["guidance", "student"]
 
@@ -57,6 +60,13 @@ class Request:
     def n(self) -> int:
         """0 for the initial stages, the round for round stages, the level for merge/respond."""
         return split_key(self.key)[2]
+
+
+def digest(request: Request, model: str) -> str:
+    """What was asked, in 16 hex digits: the model that answers, the messages and the decoding settings. The journal
+    keeps it with each answer, and a resume reuses an answer only for the same digest: an edited document, a changed
+    prompt or step, an upgrade that asks otherwise, all ask again."""
+    return hashlib.blake2b(orjson.dumps((model, request.messages, request.sampling)), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -265,7 +265,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     layout = _auto_layout(config) if args.layout == "auto" else None  # refused before any folder is made
     prompts = recipes.of(config).prompts()
     out = args.out or run.default_out()
-    with lock.hold(out, args.command_line, say):
+    with lock.hold(out, args.command_line, say), run.ends_process_on_second_signal():
         return _run(args, config, layout, prompts, out)
 
 
@@ -348,7 +348,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     sweep = {"max_in_flight": _ints(args.sweep_in_flight, "--sweep-in-flight"),
              "window": _ints(args.sweep_window, "--sweep-window")} if args.sweep else {}
     out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
-    with lock.hold(out, args.command_line, say), engine_log(out, args.verbose):
+    with lock.hold(out, args.command_line, say), run.ends_process_on_second_signal(), engine_log(out, args.verbose):
         try:
             result = uvloop.run(bench.bench(config, recipes.of(config).prompts(), out, list(args.inputs), sweep,
                                             run.start_engines, run.close_engines, args.repeat))
@@ -503,6 +503,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CorpusError) as e:
         print(f"airgen: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside a run's own handling (a report, an export, a run's last steps)
+        say("airgen: interrupted")
+        return 130
     except OSError as e:
         full = _disk_full(e)
         if full is None:

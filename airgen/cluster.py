@@ -4,14 +4,17 @@ Ray Data's LLM processor maps rows one way; a sample here goes back and forth be
 airgen's own scheduler over its shard instead. A document goes to worker `shard_of(id) % N`, so all its calls reach
 the same engines (and prefix cache) and the split never depends on timing. Worker k journals into OUT/shards/K/, a
 complete run folder of its own: OUT must be on a filesystem every node sees (one machine's disk for a local Ray,
-NFS or a shared volume for a cluster). An actor that dies is restarted by Ray and its task retried: it resumes its
-shard from the journal. The driver shows one progress line, writes OUT/metrics.jsonl from the shards' snapshots
-and, once every shard is done, writes OUT/records.jsonl, rejected.jsonl and dropped_levels.jsonl from the shards'
-files, each whole and in shard order, so a unit is in them exactly once however often the driver was rerun.
+NFS or a shared volume for a cluster). A worker that dies is started again by the driver, which says why, and resumes
+its shard from the journal; one that dies more than `run.ray_restarts` times stops the run in one line. The driver
+shows one progress line, writes OUT/metrics.jsonl from the shards' snapshots and, once every shard is done, writes
+OUT/records.jsonl, rejected.jsonl and dropped_levels.jsonl from the shards' files, each whole and in shard order, so
+a unit is in them exactly once however often the driver was rerun.
 """
 from __future__ import annotations
 
 import collections
+import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -22,10 +25,10 @@ from airgen import recipes, run, sink
 from airgen.config import Config, ConfigError
 from airgen.console import say
 from airgen.engines.placement import gpus_needed
-from airgen.files import AppendLog, atomic_write
+from airgen.files import AppendLog, atomic_binary, atomic_write
 from airgen.lock import hold
 from airgen.prometheus import Endpoint
-from airgen.runfolder import JOURNAL, METRICS, last_line
+from airgen.runfolder import JOURNAL, METRICS, RUN_FILE, last_line
 
 SHARDS = "shards"
 LAYOUT = "ray.json"  # how many shards the run was split into: a resume must use the same number
@@ -51,18 +54,25 @@ class ShardWorker:
     async def run(self) -> dict[str, Any]:  # an async actor: Ray runs it on the actor's event loop
         recipe = recipes.of(self.config)
         prompts = recipe.prompts()
-        # A worker restarted while its predecessor still writes (a node cut off, not dead) is refused, and retried.
+        # A worker started again while its predecessor still writes (a node cut off, not dead) is refused.
         with hold(self.out, f"airgen run --ray: shard {self.k} of {self.n}"):
             run.prepare(self.out, self.inputs, self.config, prompts, shard=True)
             roles = recipe.roles
             engines = await self.start_engines(self.config.guidance,
-                                               self.config.student if "student" in roles else None)
+                                               self.config.student if "student" in roles else None,
+                                               outage_s=self.config.run.outage_s)
             try:
+                run.settle_models(self.out, run.models(engines))
                 scheduler = await run.generate(self.config, self.out, self.inputs, prompts, engines,
                                                shard=(self.k, self.n))
             finally:
                 await run.close_engines(engines)
-        return {"shard": self.k, "done": scheduler.metrics.done, "resumed": scheduler.metrics.resumed}
+        return {"shard": self.k, "done": scheduler.metrics.done, "resumed": scheduler.metrics.resumed,
+                "aside": dict(scheduler.aside)}
+
+
+class WorkerFailed(RuntimeError):
+    """A worker died more often than `run.ray_restarts` allows; the message names the last cause."""
 
 
 def execute(config: Config, out: Path, inputs: list[Path], prompts, address: str | None, workers: int | None,
@@ -72,39 +82,91 @@ def execute(config: Config, out: Path, inputs: list[Path], prompts, address: str
     ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         workers = _workers(workers, out)
-        # Ray restarts a dead actor and retries its task, which resumes the shard from its journal.
-        actor = ray.remote(max_restarts=-1, max_task_retries=-1)(ShardWorker)
+        # A worker that dies (out of memory, its node lost) is started again by the driver, which says so, and
+        # resumes its shard from its journal; one that dies more than `run.ray_restarts` times stops the run.
+        actor = ray.remote(max_restarts=0, max_task_retries=0)(ShardWorker)
         gpus = _gpus_per_worker(config)
         in_process = any(not getattr(config, role).url for role in recipes.of(config).roles)
-        actors = [actor.options(num_gpus=gpus, num_cpus=1 if in_process else 0).remote(
-            config, recipes.of(config), str(out), [str(p) for p in inputs], k, workers, start_engines)
-            for k in range(workers)]
+
+        def launch(k: int):
+            worker = actor.options(num_gpus=gpus, num_cpus=1 if in_process else 0).remote(
+                config, recipes.of(config), str(out), [str(p) for p in inputs], k, workers, start_engines)
+            return worker.run.remote(), worker
+
         say(f"airgen: {workers} Ray workers, shards in {out / SHARDS}/")
-        refs = [a.run.remote() for a in actors]
-        pending = list(refs)
+        running = {ref: (k, worker) for k in range(workers) for ref, worker in [launch(k)]}
+        restarts: collections.Counter = collections.Counter()
+        results: dict[int, dict[str, Any]] = {}
         log = AppendLog(out / METRICS)
         endpoint = Endpoint(config.run.prometheus_port) if config.run.prometheus_port is not None else None
         if endpoint is not None:
             endpoint.watch(lambda: combined(out, workers))
         try:
-            while pending:
-                _, pending = ray.wait(pending, num_returns=len(pending), timeout=config.run.metrics_every_s)
+            while running:
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=config.run.metrics_every_s)
+                for ref in ready:
+                    k, _worker = running.pop(ref)
+                    try:
+                        results[k] = ray.get(ref)
+                    except ray.exceptions.RayActorError as e:  # the worker's process died
+                        restarts[k] += 1
+                        cause = _cause(e)
+                        if restarts[k] > config.run.ray_restarts:
+                            raise WorkerFailed(f"Ray worker {k} died {restarts[k]} times (run.ray_restarts = "
+                                               f"{config.run.ray_restarts}); the last time: {cause}") from None
+                        say(f"airgen: Ray worker {k} died ({cause}); starting it again, {restarts[k]} of "
+                            f"{config.run.ray_restarts}")
+                        ref, worker = launch(k)
+                        running[ref] = (k, worker)
+                    except ray.exceptions.RayTaskError as e:  # its own error (its engine failed): as it is
+                        raise (e.cause or e) from None
                 snap = combined(out, workers)
                 log.write(snap)
                 if config.run.progress:
-                    say(progress(snap, workers - len(pending), workers))
-            ray.get(refs)
-        except ray.exceptions.RayTaskError as e:  # a worker's own error (its engine failed): say it as it is
-            raise (e.cause or e) from None
+                    say(progress(snap, len(results), workers))
         finally:
             if endpoint is not None:
                 endpoint.close()
             log.close()
     finally:
         ray.shutdown()
+    run.settle_models(out, orjson.loads((shard_dir(out, 0) / RUN_FILE).read_bytes())["settings"]["models"])
     merge(out, workers)
     run.say_outputs(out, recipes.of(config).unit)
+    aside = {unit: why for r in results.values() for unit, why in r["aside"].items()}
+    if aside:
+        unit, why = next(iter(aside.items()))
+        say(f"airgen: {run.plural(len(aside), recipes.of(config).unit)} set aside, unfinished: a call failed every "
+            f"try while its server answered others ({unit}: {why}); run the same command again to ask again")
+        return 1
     return 0
+
+
+def _cause(error: Exception) -> str:
+    """Why a worker died, in one line: the last line its process wrote (Ray keeps each worker's stderr in a log of
+    its session, on this node), and how Ray saw it end."""
+    text = " ".join(str(error).split())
+    pid = re.search(r"\bpid: (\d+)", text)
+    detail = re.search(r"Worker exit detail: ([^.]*)", text)
+    said = _last_line_of_worker(int(pid.group(1))) if pid else None
+    parts = [f"pid {pid.group(1)}" if pid else "", said or "", detail.group(1) if detail else ""]
+    return "; ".join(p for p in parts if p) or text[:300]
+
+
+def _last_line_of_worker(pid: int) -> str | None:
+    import ray
+
+    try:
+        logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path())
+    except AttributeError:  # a remote cluster's driver: the log is on another node
+        return None
+    for path in logs.glob(f"worker-*-{pid}.err"):
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 4096))
+            lines = [x.strip() for x in f.read().decode("utf-8", "replace").splitlines() if x.strip()]
+        if lines:
+            return lines[-1][:300]
+    return None
 
 
 def _workers(asked: int | None, out: Path) -> int:
@@ -161,11 +223,15 @@ def progress(snap: dict[str, Any], finished: int, workers: int) -> str:
 
 
 def merge(out: Path, workers: int) -> None:
-    """The run's output files from the shards', each written whole: rerunning the merge gives the same files."""
+    """The run's output files from the shards', each written whole (a copy streamed through, never in memory):
+    rerunning the merge gives the same files."""
     for name in MERGED:
-        parts = [(shard_dir(out, k) / name) for k in range(workers)]
-        atomic_write(out / name, b"".join(p.read_bytes() for p in parts if p.exists()))
-
+        with atomic_binary(out / name) as merged:
+            for k in range(workers):
+                part = shard_dir(out, k) / name
+                if part.exists():
+                    with open(part, "rb") as f:
+                        shutil.copyfileobj(f, merged, 1 << 20)
 
 
 class EmbedWorker:

@@ -131,6 +131,10 @@ class RunConfig:
     prometheus_port: int | None = None
     # A metrics.jsonl line every this many seconds, and a last one at the end.
     metrics_every_s: float = 5.0
+    # A server that answers nothing (not even a one-token request) is waited for this long before the run stops.
+    outage_s: float = 900.0
+    # `--ray`: a worker that dies is started again this many times (its cause said each time), then the run stops.
+    ray_restarts: int = 3
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,8 @@ class Config:
         check(self.run.max_in_flight >= 1, "run.max_in_flight must be >= 1")
         check(self.run.limit is None or self.run.limit >= 0, "run.limit must be >= 0")
         check(self.run.metrics_every_s > 0, "run.metrics_every_s must be > 0")
+        check(self.run.outage_s > 0, "run.outage_s must be > 0")
+        check(self.run.ray_restarts >= 0, "run.ray_restarts must be >= 0")
         check(self.run.prometheus_port is None or 1 <= self.run.prometheus_port <= 65535,
               "run.prometheus_port must be 1..65535")
         self.select.validate()

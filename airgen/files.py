@@ -3,8 +3,9 @@
 - `atomic_write` / `atomic_text`: the file appears under its name only once completely written (temporary file in
   the same folder, fsync, rename, fsync of the folder), so a kill never leaves a half-written file behind its name;
   `publish` does the same for a file written some other way (a memory map).
-- `AppendLog`: one orjson line per `write`, a single os.write on an O_APPEND descriptor, fsync on close. A SIGKILL
-  leaves whole lines plus at most one torn last line, which `repair_tail` cuts off when the file is opened again.
+- `AppendLog`: one orjson line per `write`, a single os.write on an O_APPEND descriptor, fsync on `sync` and on
+  close. A SIGKILL leaves whole lines plus at most one torn last line, which `repair_tail` cuts off when the file
+  is opened again.
 """
 from __future__ import annotations
 
@@ -133,6 +134,13 @@ class AppendLog:
                     os.ftruncate(self._fd, self._size)
                 raise named(e, self.path) from None
             self._size += len(data)
+
+    def sync(self) -> None:
+        """What was written so far, on disk."""
+        try:
+            os.fsync(self._fd)
+        except OSError as e:
+            raise named(e, self.path) from None
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -1,13 +1,19 @@
 """Append-only record of every finished call, and of every finished sample. Resume is replay.
 
 One line per event through `files.AppendLog`: a SIGKILL leaves whole lines plus at most one torn last line, which
-`load` cuts off. Completed calls are on disk the moment they return, so a killed run loses only the calls that were
-in flight.
+`load` cuts off. A call's line is written the moment it returns, so a killed process loses only the calls in flight.
+
+Group commit, for a lost machine: a unit's done marker must never be on disk without its output lines, or the unit
+would be counted finished with its records lost. Markers wait in memory; `commit` (about once a second, and at the
+end) first makes the output files durable (`durable_first`: fsync), then writes the waiting markers and fsyncs the
+journal. A power loss so loses at most the last second's calls and markers: their units are redone from what the
+journal kept, their partial output lines removed first (`sink`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import orjson
 
@@ -23,9 +29,11 @@ class JournalError(RuntimeError):
 class Replay:
     """What a journal holds for a resumed run."""
 
-    completions: dict[str, Completion | Refusal]  # call key -> its answer, for samples not finished yet
+    # unit -> call key -> its answer and the digest of what was asked (`calls.digest`; None in journals older than
+    # digests), for units not finished yet: the latest line of a key wins (a call asked again after its request
+    # changed).
+    answers: dict[str, dict[str, tuple[Completion | Refusal, str | None]]]
     finished: set[str]  # unit ids (samples, input rejections) whose output lines are complete
-    calls: int  # calls on record, finished samples included
 
 
 def _events(path: Path):
@@ -47,15 +55,17 @@ def completion(e: dict) -> Completion | Refusal:
 
 
 def load(path: Path) -> Replay:
+    """The journal read in one pass, keeping the answers of unfinished units only (a unit's done marker comes
+    after all its calls)."""
     finished: set[str] = set()
-    calls: list[dict] = []
+    open_units: dict[str, dict[str, tuple[Completion | Refusal, str | None]]] = {}
     for event in _events(path):
         if "done" in event:
             finished.add(event["done"])
+            open_units.pop(event["done"], None)
         else:
-            calls.append(event)
-    completions = {e["k"]: completion(e) for e in calls if e["s"] not in finished}
-    return Replay(completions, finished, len(calls))
+            open_units.setdefault(event["s"], {})[event["k"]] = (completion(event), event.get("d"))
+    return Replay(open_units, finished)
 
 
 def load_all(path: Path) -> dict[str, Completion]:
@@ -64,21 +74,35 @@ def load_all(path: Path) -> dict[str, Completion]:
 
 
 class Journal:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, durable_first: Callable[[], None] = lambda: None):
         self._log = AppendLog(path)
+        self._durable_first = durable_first
+        self._done: list[dict[str, str]] = []  # markers waiting for their output lines to be durable
 
-    def call(self, unit: str, key: str, c: Completion, ms: int = 0) -> None:
-        """`key`'s completion, for unit `unit` (the caller holds it: the key is not split again), and how long the
-        call took in milliseconds (`airgen trace` shows it)."""
+    def call(self, unit: str, key: str, c: Completion, ms: int = 0, asked: str | None = None) -> None:
+        """`key`'s completion, for unit `unit` (the caller holds it: the key is not split again), how long the call
+        took in milliseconds (`airgen trace` shows it) and the digest of what was asked (`calls.digest`)."""
         self._log.write({"s": unit, "k": key, "t": c.text, "f": c.finish_reason, "p": c.prompt_tokens,
-                         "o": c.output_tokens, "c": c.cached_tokens, "m": c.model, "ms": ms})
+                         "o": c.output_tokens, "c": c.cached_tokens, "m": c.model, "ms": ms, "d": asked})
 
-    def refused(self, unit: str, key: str, reason: str, ms: int = 0) -> None:
-        self._log.write({"s": unit, "k": key, "r": reason, "ms": ms})
+    def refused(self, unit: str, key: str, reason: str, ms: int = 0, asked: str | None = None) -> None:
+        self._log.write({"s": unit, "k": key, "r": reason, "ms": ms, "d": asked})
 
     def done(self, unit_id: str) -> None:
-        """Written after the unit's output lines: a unit with this marker is never redone."""
-        self._log.write({"done": unit_id})
+        """The unit's output lines are written: its marker goes out with the next `commit`, and a unit with a
+        marker is never redone."""
+        self._done.append({"done": unit_id})
+
+    def commit(self) -> None:
+        """The output lines made durable, then the markers that refer to them, then the journal."""
+        if self._done:
+            self._durable_first()
+            done, self._done = self._done, []
+            self._log.write(*done)
+        self._log.sync()
 
     def close(self) -> None:
-        self._log.close()
+        try:
+            self.commit()
+        finally:
+            self._log.close()

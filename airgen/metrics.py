@@ -63,7 +63,11 @@ class Metrics:
     rejected_at: collections.Counter = field(default_factory=collections.Counter)
     records_by_split: collections.Counter = field(default_factory=collections.Counter)
     resumed: int = 0  # units already finished before this run started
-    replayed_calls: int = 0
+    # Units set aside for the next run (a call no try got answered while the server answers others) -> why.
+    set_aside: dict[str, str] = field(default_factory=dict)
+    replayed_calls: int = 0  # journaled answers reused
+    # Journaled answers not reused, by why (their request changed): asked again.
+    asked_again: collections.Counter = field(default_factory=collections.Counter)
     # Goodput: "records" or the stage a sample was rejected at -> tokens its calls used in this run.
     spend: dict[str, Spend] = field(default_factory=lambda: collections.defaultdict(Spend))
     engines: dict[str, EngineTime] = field(default_factory=dict)
@@ -184,7 +188,8 @@ class Metrics:
             "time": time.time(),
             "elapsed_s": round(self.elapsed, 3),
             "samples": {"records": self.outcomes[RECORDS], "rejected": self.done - self.outcomes[RECORDS],
-                        "resumed": self.resumed, "total": self.total, "in_flight": self.active},
+                        "resumed": self.resumed, "total": self.total, "in_flight": self.active,
+                        "set_aside": len(self.set_aside)},
             "in_flight_by_stage": {s: n for s, n in self.in_flight_by_stage.items() if n},
             "rejected_at": dict(self.rejected_at),
             "roles": {role: {"calls": c.calls, "prompt_tokens": c.prompt_tokens, "output_tokens": c.output_tokens,
@@ -192,6 +197,7 @@ class Metrics:
             "engines": self.engine_time(),
             "faults": {name: dict(c) for name, c in self.faults.items() if c},
             "unusable_answers": dict(self.step_faults),
+            "journal": {"reused": self.replayed_calls, "asked_again": dict(self.asked_again)},
             "peaks": dict(self.peaks),
             "stalled": self.stalled(),
             "handling_us_per_call": round(1e6 * self.handling_s / self.handled, 1) if self.handled else None,

@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import importlib.metadata
+import os
 import signal
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 
@@ -20,7 +23,7 @@ from airgen.calls import Role
 from airgen.config import Config, ConfigError
 from airgen.console import say
 from airgen.rows import unit_name
-from airgen.engines import Engine, model_identity
+from airgen.engines import Engine, identity
 from airgen.engines.build import close_engines, start_engines
 from airgen.engines.replicas import Replicas
 from airgen.files import AppendLog, atomic_write
@@ -34,20 +37,29 @@ from airgen.runfolder import JOURNAL, METRICS, RUN_FILE
 from airgen.scheduler import Scheduler
 
 DISPLAY_EVERY_S = 1.0
+STOP_GRACE_S = 30.0
 
 
 def default_out() -> Path:
     return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
 
 
-def _fingerprint(config: Config, prompts: PromptSet) -> dict[str, Any]:
-    settings = {
-        **recipes.of(config).fingerprint(config.settings, config.seed),
-        "prompts": prompts.fingerprint,
-        "models": {role: model_identity(getattr(config, role)) for role in recipes.of(config).roles},
-    }
-    digest = hashlib.sha256(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
-    return {"fingerprint": digest, "settings": settings}
+def version() -> str:
+    try:
+        return importlib.metadata.version("airgen")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
+def _settings(config: Config, prompts: PromptSet) -> dict[str, Any]:
+    """What a resumed run must share with the run it continues, as run.json holds it (JSON: lists, not tuples), the
+    models aside: they are known once the engines have answered (`settle_models`)."""
+    return orjson.loads(orjson.dumps({**recipes.of(config).fingerprint(config.settings, config.seed),
+                                      "prompts": prompts.fingerprint}))
+
+
+def _fingerprint(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
 def _diff(old: dict[str, Any], new: dict[str, Any], where: str = "") -> list[str]:
@@ -61,23 +73,32 @@ def _diff(old: dict[str, Any], new: dict[str, Any], where: str = "") -> list[str
     return changes
 
 
+def _refuse(out: Path, changes: list[str]) -> ConfigError:
+    listed = "\n  ".join(changes)
+    return ConfigError(f"{out} was made with other settings; resuming would mix them:\n  {listed}\n"
+                       "Use the original settings, or a new --out folder.")
+
+
 def prepare(out: Path, inputs: list[Path], config: Config, prompts: PromptSet, shard: bool = False) -> list[Path]:
-    """Create the run folder, or check that an existing one continues the same run. Returns the inputs to read.
-    A shard's folder (`shard`: one Ray worker's part of a run) may hold no unit at all."""
-    fp = _fingerprint(config, prompts)
+    """Create the run folder, or check that an existing one continues the same run (its models are checked once
+    the engines answer: `settle_models`). Returns the inputs to read. A shard's folder (`shard`: one Ray worker's
+    part of a run) may hold no unit at all."""
+    settings = _settings(config, prompts)
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         raise ConfigError(f"input not found: {', '.join(missing)}")
     run_file = out / RUN_FILE
     if run_file.exists():
         stored = orjson.loads(run_file.read_bytes())
-        if stored["fingerprint"] != fp["fingerprint"]:
-            changes = "\n  ".join(_diff(stored["settings"], fp["settings"]))
-            raise ConfigError(f"{out} was made with other settings; resuming would mix them:\n  {changes}\n"
-                              "Use the original settings, or a new --out folder.")
+        changes = _diff({k: v for k, v in stored["settings"].items() if k != "models"}, settings)
+        if changes:
+            raise _refuse(out, changes)
         stored_inputs = [Path(p) for p in stored["inputs"]]
         if inputs and [p.resolve() for p in inputs] != stored_inputs:
             raise ConfigError(f"{out} was made from {[str(p) for p in stored_inputs]}; give the same inputs or none")
+        if stored.get("airgen") != version():
+            say(f"airgen: {out} was begun by airgen {stored.get('airgen', 'before 0.2')}; this is {version()}: a "
+                "journaled answer is used again only for the very request it answered")
         return stored_inputs
     # A run.json half-written when a kill came is a .partial file: such a folder is still a new one; so is one that
     # holds only the lock its writer took before reading it.
@@ -91,9 +112,28 @@ def prepare(out: Path, inputs: list[Path], config: Config, prompts: PromptSet, s
         raise ConfigError(f"{', '.join(map(str, resolved))}: nothing to read (no {recipe.unit}, not even a line to "
                           "reject)" + (" with --limit 0" if config.run.limit == 0 else ""))
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_file, orjson.dumps({**fp, "inputs": [str(p) for p in resolved], "created": time.time(),
-                                         "preset": config.preset}, option=orjson.OPT_INDENT_2))
+    settings["models"] = {}
+    atomic_write(run_file, orjson.dumps({"fingerprint": _fingerprint(settings), "settings": settings,
+                                         "inputs": [str(p) for p in resolved], "created": time.time(),
+                                         "preset": config.preset, "airgen": version()}, option=orjson.OPT_INDENT_2))
     return resolved
+
+
+def settle_models(out: Path, models: dict[str, str]) -> None:
+    """The models the engines say they serve (their ids, not the URLs they were reached at): written into run.json
+    the first time engines answer for this folder, compared on every resume after. A resume may reach the same
+    models at other URLs, or through more replicas."""
+    run_file = out / RUN_FILE
+    stored = orjson.loads(run_file.read_bytes())
+    known = stored["settings"].get("models") or {}
+    if known:
+        changes = _diff({"models": known}, {"models": models})
+        if changes:
+            raise _refuse(out, changes)
+        return
+    stored["settings"]["models"] = models
+    stored["fingerprint"] = _fingerprint(stored["settings"])
+    atomic_write(run_file, orjson.dumps(stored, option=orjson.OPT_INDENT_2))
 
 
 def count_outputs(out: Path) -> tuple[int, int, int]:
@@ -107,6 +147,11 @@ def count_outputs(out: Path) -> tuple[int, int, int]:
     with open(out / sink.REJECTED, "rb") as f:
         rejected = sum(1 for _ in f)
     return records, len(docs), rejected
+
+
+def models(engines: dict[Role, Engine]) -> dict[str, str]:
+    """Each role's model as its engine names it."""
+    return {role: identity(engine) for role, engine in engines.items()}
 
 
 def shard_of(name: str, workers: int) -> int:
@@ -139,10 +184,12 @@ async def execute(config: Config, out: Path, inputs: list[Path], prompts: Prompt
     """The run on this process's engines; with `layout` (a `plan.Plan`), the summary says how close it came."""
     recipe = recipes.of(config)
     roles = recipe.roles
-    engines = await start_engines(config.guidance, config.student if "student" in roles else None)
+    engines = await start_engines(config.guidance, config.student if "student" in roles else None,
+                                  outage_s=config.run.outage_s)
     say_engines(engines)
     endpoint = Endpoint(config.run.prometheus_port) if config.run.prometheus_port is not None else None
     try:
+        settle_models(out, models(engines))
         scheduler = await generate(config, out, inputs, prompts, engines, endpoint=endpoint)
     finally:
         if endpoint is not None:
@@ -157,6 +204,11 @@ async def execute(config: Config, out: Path, inputs: list[Path], prompts: Prompt
     if scheduler.interrupted:
         say(f"interrupted: calls in flight were cancelled; run the same command again to resume {out}")
         return 130
+    if scheduler.aside:
+        unit, why = next(iter(scheduler.aside.items()))
+        say(f"airgen: {plural(len(scheduler.aside), recipe.unit)} set aside, unfinished: a call failed every try "
+            f"while its server answered others ({unit}: {why}); run the same command again to ask again")
+        return 1
     return 0
 
 
@@ -180,11 +232,12 @@ async def generate(config: Config, out: Path, inputs: list[Path], prompts: Promp
     handled = shard is None  # a Ray worker leaves its signals to Ray
     # Every file opened here is closed however the run ends, each even when closing another one fails (a full disk).
     with contextlib.ExitStack() as files:
-        the_journal = journal.Journal(out / JOURNAL)
-        files.callback(the_journal.close)
         the_sink = sink.Sink(out, replay.finished, {
             "models": {role: engine.name for role, engine in engines.items()}, "prompts": prompts.fingerprint})
+        the_journal = journal.Journal(out / JOURNAL, durable_first=the_sink.sync)
+        # Closed in this order (the stack unwinds backwards): the journal's last commit makes the sink durable first.
         files.callback(the_sink.close)
+        files.callback(the_journal.close)
         scheduler = Scheduler(
             recipe.flow(config.settings, prompts, config.seed), engines,
             # A role's window is per engine: its replicas each take as many.
@@ -193,7 +246,7 @@ async def generate(config: Config, out: Path, inputs: list[Path], prompts: Promp
             the_journal, the_sink, metrics, replay, config.run.max_in_flight,
         )
         for sig in (signal.SIGINT, signal.SIGTERM) if handled else ():
-            loop.add_signal_handler(sig, scheduler.stop)
+            loop.add_signal_handler(sig, _stop_on_signal, scheduler)
             files.callback(loop.remove_signal_handler, sig)
         if endpoint is not None:
             endpoint.watch(metrics.snapshot)
@@ -213,8 +266,47 @@ async def generate(config: Config, out: Path, inputs: list[Path], prompts: Promp
     return scheduler
 
 
+# While a command that owns its process runs (`ends_process_on_second_signal`): the timers of stops in progress.
+_hard_stops: list[threading.Timer] | None = None
+
+
+@contextlib.contextmanager
+def ends_process_on_second_signal() -> Iterator[None]:
+    """For the command line, which owns its process: after Ctrl-C or SIGTERM, a second one, or a stop that takes
+    over `STOP_GRACE_S` (an engine that does not close), ends the process at once, which the journal survives as it
+    survives a kill. Outside it (airgen used as a library) a signal only stops the run."""
+    global _hard_stops
+    _hard_stops = []
+    try:
+        yield
+    finally:
+        for timer in _hard_stops:
+            timer.cancel()
+        _hard_stops = None
+
+
+def _stop_on_signal(scheduler: Scheduler) -> None:
+    """Ctrl-C or SIGTERM: stop, keeping the journal (and, for the command line, end the process if it comes again or
+    the stop takes too long)."""
+    if _hard_stops is not None:
+        if scheduler.interrupted:
+            _stop_now("a second signal")
+        timer = threading.Timer(STOP_GRACE_S, _stop_now, (f"stopping took over {STOP_GRACE_S:.0f} s",))
+        timer.daemon = True  # a process that ends in time is not held back by it
+        timer.start()
+        _hard_stops.append(timer)
+    scheduler.stop()
+
+
+def _stop_now(why: str) -> None:
+    say(f"airgen: stopped at once ({why}); the journal keeps every finished call: run the same command again to "
+        "resume")
+    os._exit(130)
+
+
 def _observe_once(scheduler: Scheduler, log: AppendLog, display: Progress | None, rates: Rates,
                   write: bool) -> None:
+    scheduler.journal.commit()  # about once a second: the group commit (`journal`)
     scheduler.metrics.settle(scheduler.active > 0)
     snap = scheduler.metrics.snapshot()
     snap["rates"] = rates.add(snap)

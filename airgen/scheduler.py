@@ -8,6 +8,10 @@
 - Documents are admitted from a stream (`corpus.admitted`) while fewer than `max_in_flight` samples are active.
 - Every completion and refusal is journaled before the flow sees it; a finished sample's lines are written before
   its done marker. Resume replays the journal through the same flow, so nothing finished is asked again.
+- A call the engine could not get answered (`CallFailed`: every try failed while the server answers others) is no
+  sample's fate: it is asked once more after everything queued before it; failing again, its sample is set aside,
+  unjournaled and unfinished, the run goes on without it, and the next run asks the call again (its answers so far
+  are journaled and replayed).
 """
 from __future__ import annotations
 
@@ -18,10 +22,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from airgen.calls import Completion, Refusal, Request, Role
+from airgen.calls import Completion, Refusal, Request, Role, digest
 from airgen.corpus import Document
 from airgen.rows import Rejection, unit_name
-from airgen.engines import Engine, RequestRejected
+from airgen.engines import CallFailed, Engine, RequestRejected, identity
 from airgen.flow import Done, Flow, Next, Unit, replay
 from airgen.journal import Journal, Replay
 from airgen.metrics import Metrics
@@ -54,6 +58,8 @@ class Scheduler:
         self.max_in_flight = max_in_flight
         lanes: dict[int, Lane] = {}
         self._lanes: dict[str, Lane] = {}
+        # What names each role's model in the digest of every request (`calls.digest`): as run.json names it.
+        self._models = {role: identity(engine) for role, engine in engines.items()}
         for role, engine in engines.items():
             lane = lanes.setdefault(id(engine), Lane(engine, 0))
             lane.window = max(lane.window, windows[role])
@@ -74,6 +80,8 @@ class Scheduler:
         self._finished = asyncio.Event()
         self._error: BaseException | None = None
         self.interrupted = False
+        self.aside: dict[str, str] = {}  # unit -> why it was set aside for the next run
+        self._given_up: set[str] = set()  # call keys given up once in this run: asked once more, last
 
     @property
     def active(self) -> int:
@@ -82,8 +90,8 @@ class Scheduler:
     async def run(self, units: Iterable[Document | Rejection]) -> None:
         self._loop = asyncio.get_running_loop()
         self._units = iter(units)
-        self._admit()
         try:
+            self._admit()  # replays journaled answers: a failure there stops the run like any other
             await self._finished.wait()
         finally:
             await self._cancel_all()
@@ -127,14 +135,25 @@ class Scheduler:
         self._active += 1
         self.metrics.active = self._active
         # Replay: the journal answers every call it already holds, through the same pure flow.
-        for lane in self._handle(sample, replay(self.flow, sample, self.flow.start(sample), self._replayed)) or ():
+        journaled = self.replay.answers.pop(doc.id, {})
+        step = replay(self.flow, sample, self.flow.start(sample), lambda request: self._replayed(request, journaled))
+        if journaled:  # answers the flow did not reach again: they follow one whose request changed
+            self.metrics.asked_again["they follow an answer asked again"] += len(journaled)
+        for lane in self._handle(sample, step) or ():
             self._pump(lane)
 
-    def _replayed(self, request: Request) -> Completion | Refusal | None:
-        completion = self.replay.completions.pop(request.key, None)
-        if completion is not None:
-            self.metrics.replayed_calls += 1
-        return completion
+    def _replayed(self, request: Request, journaled: dict) -> Completion | Refusal | None:
+        """The journal's answer to `request`, if it answered this very request (its digest): a document edited under
+        its id, a prompt or a step changed since, ask again."""
+        known = journaled.pop(request.key, None)
+        if known is None:
+            return None
+        answer, asked = known
+        if asked is not None and asked != digest(request, self._models[request.role]):
+            self.metrics.asked_again["the request changed since it was answered"] += 1
+            return None
+        self.metrics.replayed_calls += 1
+        return answer
 
     # -- calls ----------------------------------------------------------------------------------------------------
 
@@ -162,6 +181,16 @@ class Scheduler:
         self.metrics.active = self._active
         return None
 
+    def _set_aside(self, sample: Unit, reason: str) -> None:
+        """The sample waits for the next run: its calls in flight are journaled as they come back, its queued ones
+        are never sent, and no line of it is written."""
+        if sample.doc_id in self.aside:
+            return
+        self.aside[sample.doc_id] = reason
+        self._active -= 1
+        self.metrics.active = self._active
+        self.metrics.set_aside[sample.doc_id] = reason
+
     def _pump(self, lane: Lane) -> None:
         if lane.outstanding >= lane.window or not lane.queue:
             return
@@ -169,6 +198,8 @@ class Scheduler:
         sent = 0
         while lane.outstanding < lane.window and lane.queue:
             _, _, sample, request = heapq.heappop(lane.queue)
+            if sample.doc_id in self.aside:
+                continue
             lane.outstanding += 1
             sent += 1
             self.metrics.call_started(request, now)
@@ -179,11 +210,13 @@ class Scheduler:
 
     async def _call(self, lane: Lane, sample: Unit, request: Request) -> None:
         completion: Completion | None = None
-        refusal = ""
+        refusal = failure = ""
         try:
             completion = await lane.engine.generate(request)
         except RequestRejected as e:
             refusal = str(e)
+        except CallFailed as e:
+            failure = str(e)
         except Exception as e:  # noqa: BLE001 - any other failure is the engine's: stop the run, resume later
             failed = EngineFailed(str(e))
             failed.__cause__ = e
@@ -198,12 +231,21 @@ class Scheduler:
         # Our own work between the engine's answer and the sample's next request: the scheduler's cost per call.
         try:
             ms = round(1000 * took)
-            if completion is not None:
-                self.journal.call(sample.doc_id, request.key, completion, ms)
-                step: Next = self.flow.advance(sample, request.key, completion)
+            asked = digest(request, self._models[request.role])
+            step: Next = []
+            if failure and request.key not in self._given_up:
+                self._given_up.add(request.key)
+                heapq.heappush(lane.queue, (1, next(self._seq), sample, request))  # after all that waits (<= 0)
+            elif failure:
+                self._set_aside(sample, failure)
+            elif completion is not None:
+                self.journal.call(sample.doc_id, request.key, completion, ms, asked)
+                if sample.doc_id not in self.aside:
+                    step = self.flow.advance(sample, request.key, completion)
             else:
-                self.journal.refused(sample.doc_id, request.key, refusal, ms)
-                step = self.flow.refused(sample, request.key, refusal)
+                self.journal.refused(sample.doc_id, request.key, refusal, ms, asked)
+                if sample.doc_id not in self.aside:
+                    step = self.flow.refused(sample, request.key, refusal)
             if self._finished.is_set():
                 return
             lanes = self._handle(sample, step) or set()

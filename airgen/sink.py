@@ -86,6 +86,11 @@ class Sink:
     def dropped_levels(self, unit: str, drops: list[dict[str, Any]]) -> None:
         self._logs[DROPPED_LEVELS].write(*({"unit": unit, **d} for d in drops))
 
+    def sync(self) -> None:
+        """Every line written so far, on disk (before the journal marks their units done)."""
+        for log in self._logs.values():
+            log.sync()
+
     def close(self) -> None:
         for log in self._logs.values():
             log.close()

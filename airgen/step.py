@@ -95,5 +95,12 @@ class Step:
             value = self.parse(text, request.args)
         except ParseError as e:
             raise Reject(str(e)) from None
-        return self.accept(value, config, request.args)
+        except Exception as e:  # noqa: BLE001 - a parser's own failure is this answer's fault, not the run's
+            raise Reject(f"the answer could not be read ({type(e).__name__}: {e})") from None
+        try:
+            return self.accept(value, config, request.args)
+        except Reject:
+            raise
+        except Exception as e:  # noqa: BLE001 - the same for the accept rule
+            raise Reject(f"the answer could not be accepted ({type(e).__name__}: {e})") from None
 

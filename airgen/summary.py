@@ -14,6 +14,9 @@ def funnel(metrics: Metrics) -> str:
     width = max(map(len, metrics.rejected_at), default=0)
     for stage, n in metrics.rejected_at.most_common():
         lines.append(f"    rejected at {stage:<{width}} {n}")
+    if metrics.set_aside:
+        unit, why = next(iter(metrics.set_aside.items()))
+        lines.append(f"  set aside for the next run {len(metrics.set_aside)} (a call failed every try; {unit}: {why})")
     for split in sorted(metrics.records_by_split, key=split_order):
         lines.append(f"  records {split:<11} {metrics.records_by_split[split]}")
     elapsed = metrics.elapsed
@@ -23,8 +26,11 @@ def funnel(metrics: Metrics) -> str:
             f"  {role:<8} {c.calls} calls, {c.prompt_tokens} prompt + {c.output_tokens} output tokens, "
             f"{c.output_tokens / elapsed:,.1f} output tok/s, prefix-cache hit {hit:.0%}"
         )
-    if metrics.replayed_calls:
-        lines.append(f"  calls replayed from the journal: {metrics.replayed_calls}")
+    if metrics.replayed_calls or metrics.asked_again:
+        again = sum(metrics.asked_again.values())
+        why = "; ".join(f"{reason}: {n}" for reason, n in metrics.asked_again.most_common())
+        lines.append(f"  answers from the journal: {metrics.replayed_calls} replayed, {again} asked again"
+                     + (f" ({why})" if why else ""))
     if metrics.step_faults:
         lines.append("  answers a step could not use: " + ", ".join(
             f"{stage} {n} of {metrics.calls_by_stage[stage]}" for stage, n in metrics.step_faults.most_common()))

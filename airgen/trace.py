@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 
 from airgen import journal, recipes
-from airgen.calls import Completion, Refusal, Request, split_key
+from airgen.calls import Completion, Refusal, Request, digest, split_key
 from airgen.files import atomic_text, atomic_write
-from airgen.flow import Done, Fault, FlowError, Rejected
+from airgen.flow import Done, Fault, FlowError, Rejected, replay
 from airgen.rows import Rejection, unit_name
 from airgen.runfolder import JOURNAL, read_info
 from airgen.step import Reject
@@ -110,26 +110,30 @@ def trace(out: Path, unit_id: str) -> Story:
     sample = flow.sample(unit)
     story = Story(unit_id, unit.source, recipe.name)
     events = [e for e in _events(out, spans) if "k" in e]
-    pending: dict[str, Request] = {}
-    step = flow.start(sample)
-    for event in events:
-        if not isinstance(step, list):
-            break
-        pending.update((r.key, r) for r in step)
-        request = pending.pop(event["k"], None)
-        if request is None:  # answered before the flow that reads it now would ask it: the prompts changed
-            raise TraceError(f"{unit_id}: the journal answers {event['k']!r}, which this airgen's flow does not ask; "
-                             "was the run made with other prompts or another version?")
-        answer = journal.completion(event)
-        story.calls.append(Call(request, event, _made(flow, request, answer)))
-        try:
-            step = (flow.refused(sample, request.key, answer.reason) if isinstance(answer, Refusal)
-                    else flow.advance(sample, request.key, answer))
-        except FlowError as e:
-            raise TraceError(f"{unit_id}: the journal and the flow disagree ({e})") from None
+    latest = {e["k"]: (i, e) for i, e in enumerate(events)}  # a call asked again: its latest answer
+    models = info["settings"].get("models") or {}
+    calls: list[tuple[int, Call]] = []
+
+    def answer(request: Request) -> Completion | Refusal | None:
+        """The journal's answer, as a resume takes it: the latest one, for this very request."""
+        found = latest.get(request.key)
+        if found is None:
+            return None
+        i, event = found
+        model = models.get(request.role)
+        if event.get("d") is not None and model is not None and event["d"] != digest(request, model):
+            return None  # it answered another request (the document or a step changed since)
+        known = journal.completion(event)
+        calls.append((i, Call(request, event, _made(flow, request, known))))
+        return known
+
+    try:
+        step = replay(flow, sample, flow.start(sample), answer)
+    except FlowError as e:
+        raise TraceError(f"{unit_id}: the journal and the flow disagree ({e})") from None
+    story.calls = [call for _, call in sorted(calls, key=lambda c: c[0])]  # in the order they came back
     if isinstance(step, list):
-        pending.update((r.key, r) for r in step)
-        story.waiting = sorted(pending)
+        story.waiting = sorted(sample.pending)
     else:
         story.ending = step
     return story

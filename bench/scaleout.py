@@ -55,7 +55,7 @@ class ModelledEngine:
 
 
 def engines_factory(peak: float, half: float, ttft_s: float, tokens: int):
-    async def start_engines(guidance, student=None):
+    async def start_engines(guidance, student=None, outage_s=None):
         engine = ModelledEngine(peak, half, ttft_s, tokens)
         return {"guidance": engine, "student": engine}
     return start_engines

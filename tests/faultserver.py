@@ -39,7 +39,7 @@ class FaultServer:
                  latency_s: float = 0.002, hang_s: float = 2.0, api_key: str | None = None,
                  poison: str | None = None, owned_by: str = "vllm", port: int = 0, chatty: frozenset = frozenset(),
                  refuse_status: int | None = None, refuse_body: str = "", refuse_unit: str | None = None,
-                 air: dict | None = None):
+                 air: dict | None = None, fault_probes: bool = True, suffix: str = ""):
         self.rate, self.kinds, self.seed = rate, kinds, seed
         self.latency_s, self.hang_s, self.api_key, self.poison, self.owned_by = latency_s, hang_s, api_key, poison, owned_by
         self.received: list[tuple[str, int, str | None]] = []
@@ -56,6 +56,9 @@ class FaultServer:
         self.chatty = chatty  # stages answered in loose prose, as a model with no decode-time format does
         self.refuse_status, self.refuse_body, self.refuse_unit = refuse_status, refuse_body, refuse_unit
         self.refused = 0
+        # False: a one-token request is answered at once, as a busy server that batches requests answers it.
+        self.fault_probes = fault_probes
+        self.suffix = suffix  # appended to every answer, as a model that loops at the end of its answer writes
 
     @property
     def url(self) -> str:
@@ -153,6 +156,8 @@ class FaultServer:
     def _fault(self, key: str, attempt: int) -> str | None:
         if self.poison is not None and split_key(key)[0] == self.poison:
             return "500"
+        if not self.fault_probes and split_key(key)[1] == "probe":
+            return None
         rng = random.Random(hashlib.blake2b(f"{self.seed}/{key}/{attempt}".encode(), digest_size=8).digest())
         return rng.choice(self.kinds) if rng.random() < self.rate else None
 
@@ -169,6 +174,8 @@ class FaultServer:
         answer = "Hi." if stage == "probe" else self._script(request)
         if stage in self.chatty:
             answer = "Sure! Here is what I think about it, in a few friendly words."
+        if stage != "probe":
+            answer += self.suffix
         prompt = sum(len(m["content"].split()) for m in body["messages"])
         return {"model": "scripted", "created": int(time.time()),
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}],

@@ -2,15 +2,21 @@
 
 SCRIPTED_ENGINE=chatty: the engines' start writes to stdout and stderr, from this process and a child, as vLLM does.
 SCRIPTED_ENGINE=failing: every call after the first 30 fails as a dead engine does.
+SCRIPTED_ENGINE=stuck: every call hangs and ignores being cancelled (an engine that does not let go).
 SCRIPTED_ENGINE=drops: AIR's level-2 merge answers nothing for documents whose id ends in an even digit, so that
 those documents drop a level (a run that writes every output file).
 SCRIPTED_DISK_FULL=NAME[:N]: the disk is full under the file NAME: its N+1-th append writes half its bytes, then
 fails (ENOSPC); a whole file of that name (run.json, a report's page, an export's file) fails as it is made durable,
 as ENOSPC surfaces at fsync on filesystems that allocate late.
 SCRIPTED_LATENCY_S=S: each call takes up to S seconds (default 0.02).
+SCRIPTED_PARSER_RAISES=ID: AIR's back-translation parser raises IndexError on the answer for document ID (a bug in a
+parser, met by one answer).
+SCRIPTED_CHANGED_STEP=STAGE: AIR's step STAGE asks for other max_tokens (a step changed by an upgrade).
+SCRIPTED_DIE_AT_START=1: every process that starts engines dies at once (a Ray worker out of memory at load).
 SCRIPTED_DIE_AFTER=N with SCRIPTED_DIE_MARK=PATH: the first process to answer N calls dies at once (os._exit, as
 a killed Ray worker does) and leaves PATH, so that its restart lives.
 """
+import asyncio
 import errno
 import os
 import random
@@ -21,7 +27,10 @@ from airgen import run
 from airgen.engines.scripted import ScriptedEngine, answers
 
 
-async def start_engines(guidance, student=None):
+async def start_engines(guidance, student=None, outage_s=None):
+    if os.environ.get("SCRIPTED_DIE_AT_START"):
+        print("the engine ran out of memory while loading", file=sys.stderr, flush=True)
+        os._exit(1)
     kind = os.environ.get("SCRIPTED_ENGINE", "")
     answer = answers(air={"fail": 1.0})
     if kind == "chatty":
@@ -46,10 +55,45 @@ async def start_engines(guidance, student=None):
 
     most = float(os.environ.get("SCRIPTED_LATENCY_S", 0.02))
     engine = ScriptedEngine(respond, latency=lambda r: random.random() * most)
+    if kind == "stuck":
+        async def generate(request):
+            while True:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    pass
+
+        engine.generate = generate
     return {"guidance": engine} | ({"student": engine} if student is not None else {})
 
 
 run.start_engines = start_engines
+
+if os.environ.get("SCRIPTED_PARSER_RAISES") or os.environ.get("SCRIPTED_CHANGED_STEP"):
+    import dataclasses
+
+    from airgen.air import flow as air_flow
+
+    real_steps_for = air_flow.steps_for
+
+    def steps_for(config):
+        steps = dict(real_steps_for(config))
+        broken = os.environ.get("SCRIPTED_PARSER_RAISES")
+        if broken:
+            step = steps["back_translate"]
+
+            def parse(text, args, real=step.parse):
+                if f"topic {broken} " in text:
+                    raise IndexError("list index out of range")
+                return real(text, args)
+
+            steps["back_translate"] = dataclasses.replace(step, parse=parse)
+        changed = os.environ.get("SCRIPTED_CHANGED_STEP")
+        if changed:
+            steps[changed] = dataclasses.replace(steps[changed], max_tokens=lambda c: 999)
+        return steps
+
+    air_flow.steps_for = steps_for
 
 if os.environ.get("SCRIPTED_DISK_FULL"):
     from airgen import files

@@ -75,7 +75,7 @@ async def run_bench(prompts, data: Path, out: Path, sweep=None, latency=slow_fir
     engine = engine_class(prompts, events, latency)
     started = []
 
-    async def start_engines(guidance, student):
+    async def start_engines(guidance, student, outage_s=None):
         await asyncio.sleep(0.05)  # a model load, measured once
         started.append(1)
         return {"guidance": engine, "student": engine}
@@ -254,7 +254,7 @@ def test_command_writes_json_and_png(prompts, data, tmp_path, monkeypatch):
     events: list = []
     engine = Recorder(prompts, events, lambda r: 0.0)
 
-    async def start_engines(guidance, student):
+    async def start_engines(guidance, student, outage_s=None):
         return {"guidance": engine, "student": engine}
 
     async def close_engines(engines):
@@ -319,7 +319,7 @@ async def test_the_bench_runs_a_crab_recipe(tmp_path):
     engine = CrabRecorder(None, events, lambda r: 0.001)
     asked: list = []
 
-    async def start_engines(guidance, student):
+    async def start_engines(guidance, student, outage_s=None):
         asked.append(student)
         return {"guidance": engine}
 

@@ -75,13 +75,28 @@ def test_a_dead_worker_is_restarted_and_resumes_its_shard(tmp_path, docs):
     finish(airgen(docs, tmp_path / "one"))
     out = tmp_path / "out"
     mark = tmp_path / "died"
-    finish(airgen(docs, out, "--ray", "--workers", "2",
-                  env={"SCRIPTED_DIE_AFTER": "60", "SCRIPTED_DIE_MARK": str(mark)}))
+    err = finish(airgen(docs, out, "--ray", "--workers", "2",
+                        env={"SCRIPTED_DIE_AFTER": "60", "SCRIPTED_DIE_MARK": str(mark)}))
     assert mark.exists(), "a worker died mid-run"
+    restarted = [line for line in err.splitlines() if "starting it again, 1 of 3" in line]
+    assert len(restarted) == 1 and "died (" in restarted[0], err  # the driver says it, and why
     assert outputs(out) == outputs(tmp_path / "one")
     for k in range(2):
         keys = [e["k"] for e in lines(out / "shards" / str(k) / "journal.jsonl") if "k" in e]
         assert len(keys) == len(set(keys)), "a journaled call was asked again"
+
+
+def test_a_worker_that_dies_at_every_start_stops_the_run_after_its_restarts(tmp_path, docs):
+    proc = airgen(docs, tmp_path / "out", "--ray", "--workers", "2", "--set", "run.ray_restarts=2",
+                  env={"SCRIPTED_DIE_AT_START": "1"})
+    _, err = proc.communicate(timeout=300)
+    err = err.decode()
+    assert proc.returncode == 1 and "Traceback" not in err, err[-3000:]
+    restarts = [line for line in err.splitlines() if "starting it again" in line]
+    assert 2 <= len(restarts) <= 4, err  # each worker's until one of them is past the bound
+    stopped = [line for line in err.splitlines() if line.startswith("airgen: the run stopped")]
+    assert len(stopped) == 1 and "died 3 times (run.ray_restarts = 2)" in stopped[0], err
+    assert all("the engine ran out of memory while loading" in line for line in restarts + stopped)  # its words
 
 
 def test_a_killed_driver_reruns_to_the_same_records_and_keeps_its_split(tmp_path, docs):

@@ -148,16 +148,65 @@ async def test_bad_request_fails_at_once_with_the_servers_message(serve):
     assert [body["max_tokens"] for _, body, _ in server.calls] == [8, 1]
 
 
-async def test_gives_up_after_max_retries_saying_what_failed(serve):
+async def test_a_server_answering_nothing_is_waited_for_then_fails_saying_what_failed(serve):
     server = await serve(reply(503, {"error": {"message": "overloaded"}}, {"Retry-After": "0"}))
-    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", max_retries=2))
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", max_retries=2), outage_s=1.0)
     try:
-        with pytest.raises(HTTPEngineError, match=r"answered nothing for 3 tries of one request: HTTP 503: overloaded"):
+        with pytest.raises(HTTPEngineError, match=r"answered nothing for 1 s \(run.outage_s\); the last fault: "
+                                                  r"HTTP 503: overloaded"):
             await engine.generate(make_request())
     finally:
         await engine.close()
-    # Three tries, then a one-token request: answered by none, the server (not the request) is the problem.
-    assert [body["max_tokens"] for _, body, _ in server.calls] == [8, 8, 8, 1]
+    # Three tries, then a one-token request: answered by none, the server (not the request) is the problem; it is
+    # asked again (one more one-token request) until run.outage_s is over.
+    assert [body["max_tokens"] for _, body, _ in server.calls] == [8, 8, 8, 1, 1]
+    assert engine.faults["outages"] == 1 and not engine.faults["gave up"]
+
+
+async def test_a_server_back_within_the_outage_limit_answers_the_waiting_requests(serve):
+    down = reply(503, {"error": {"message": "restarting"}})
+    server = await serve(*[down] * 10, reply(body=ok_body("back")))  # 3 requests x 3 tries, and a one-token one
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", max_retries=2, backoff_s=0.01),
+                                      outage_s=60.0)
+    try:
+        answers = await asyncio.gather(*(engine.generate(make_request(key=f"doc{i}/judge/0")) for i in range(3)))
+    finally:
+        await engine.close()
+    assert {a.text for a in answers} == {"back"} and engine.faults["outages"] == 1
+
+
+async def test_a_request_the_server_fails_while_it_answers_others_is_given_up_not_refused(serve):
+    from airgen.engines import CallFailed, RequestRejected
+
+    def crashes_on_one(request):
+        return reply(500, {"error": {"message": "worker crashed"}})(request)
+
+    server = await serve(crashes_on_one, crashes_on_one, crashes_on_one, reply(body=ok_body("1")))
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", max_retries=2, backoff_s=0.01))
+    try:
+        with pytest.raises(CallFailed, match="gave up after 3 tries while the server answers other requests; "
+                                             "last: HTTP 500: worker crashed") as failed:
+            await engine.generate(make_request())
+    finally:
+        await engine.close()
+    assert not isinstance(failed.value, RequestRejected)  # never journaled as the request's fate
+    assert engine.faults["gave up"] == 1
+
+
+async def test_a_busy_server_holding_a_request_past_timeout_s_is_waited_for_not_timed_out(serve):
+    async def long_answer(request):
+        await asyncio.sleep(1.2)
+        return web.json_response(ok_body("long"))
+
+    server = await serve(long_answer, reply(body=ok_body("1")))
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", timeout_s=0.5))
+    try:
+        completion = await engine.generate(make_request())
+    finally:
+        await engine.close()
+    # Quiet for timeout_s twice: each time a one-token request was answered (busy, not hung), so it waited on.
+    assert completion.text == "long" and [b["max_tokens"] for _, b, _ in server.calls] == [8, 1, 1]
+    assert not engine.faults["timeout"]
 
 
 async def test_timeouts_and_dropped_connections_are_retried(serve):
@@ -184,9 +233,11 @@ async def test_a_server_that_never_answers_in_time_fails_with_the_reason(serve):
         return web.json_response(ok_body())
 
     server = await serve(too_slow)
-    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", timeout_s=0.3, max_retries=1))
+    engine = await OpenAIEngine.start(ModelConfig(url=server.url, model="m", timeout_s=0.3, max_retries=1),
+                                      outage_s=0.5)
     try:
-        with pytest.raises(HTTPEngineError, match="answered nothing for 2 tries of one request: no answer within timeout_s = 0.3 s"):
+        with pytest.raises(HTTPEngineError, match=r"answered nothing for 0 s \(run.outage_s\); the last fault: no "
+                                                  r"answer within timeout_s = 0.3 s"):
             await engine.generate(make_request())
     finally:
         await engine.close()

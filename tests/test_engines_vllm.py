@@ -239,7 +239,7 @@ class Recorded:
 
 @pytest.fixture
 def recorded_starts(monkeypatch):
-    async def start(config: ModelConfig) -> Recorded:
+    async def start(config: ModelConfig, outage_s: float, alone: bool) -> Recorded:
         return Recorded(config)
 
     monkeypatch.setattr(build, "_start", start)

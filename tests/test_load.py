@@ -44,12 +44,10 @@ def test_ten_thousand_documents_at_twenty_percent_faults(tmp_path):
     records = [orjson.loads(x) for x in (out / "records.jsonl").read_bytes().splitlines()]
     rejected = (out / "rejected.jsonl").read_bytes().splitlines()
     done = {r["meta"]["doc_id"] for r in records}
-    assert len(done) + len(rejected) == DOCS and len(records) == len({r["meta"]["doc_id"] for r in records})
-    # Faults are retried, so nearly every document makes its record: a give-up needs 7 faults in a row
-    # (0.2^7 per call, ~1 expected in 90k calls), and a rejection says that it was one.
-    assert len(done) >= DOCS - 10
-    odd = [r for r in map(orjson.loads, rejected) if "gave up after" not in r["reason"]]
-    assert not odd, odd[:3]
+    assert len(records) == len({r["meta"]["doc_id"] for r in records})
+    # Faults are retried; a call that meets 7 in a row (0.2^7 per call, ~1 expected in 90k calls) is given up, asked
+    # once more at the end, and is never a document's fate: every document makes its record.
+    assert len(done) == DOCS and not rejected
     calls = sum(1 for x in (out / "journal.jsonl").read_bytes().splitlines() if b'"k"' in x)
     print(f"\n{DOCS} documents, {calls} calls ({tries} tries, {tries - calls} retried) in {wall:.1f} s: "
           f"{calls / wall:,.0f} calls/s; peak RSS {peak / 2**20:,.0f} MiB; {len(records)} records, "

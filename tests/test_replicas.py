@@ -69,14 +69,59 @@ async def test_a_dead_replicas_calls_are_asked_again_elsewhere():
         await Replicas(engines(2, fail={0, 1})).generate(request("x"))
 
 
-async def test_a_drained_replica_takes_no_new_unit():
-    group = Replicas(engines(2))
-    await group.generate(request("old"))
-    home = next(i for i, e in enumerate(group.engines) if e.calls)
-    group.drain(home)
-    await group.generate(request("old", 1))  # its units finish where they are
-    await asyncio.gather(*(group.generate(request(f"new{i}")) for i in range(4)))
-    assert [c.unit for c in group.engines[home].calls] == ["old", "old"]
+async def test_a_request_one_replica_gave_up_is_asked_of_the_others():
+    from airgen.engines import CallFailed
+
+    def gives_up(r):
+        raise CallFailed("gave up after 7 tries")
+
+    group = Replicas([ScriptedEngine(gives_up, name="m"), ScriptedEngine(lambda r: "answered", name="m")])
+    assert all(a.text == "answered" for a in await asyncio.gather(*(group.generate(request(f"u{i}"))
+                                                                      for i in range(4))))
+    both = Replicas([ScriptedEngine(gives_up, name="m"), ScriptedEngine(gives_up, name="m")])
+    with pytest.raises(CallFailed):
+        await both.generate(request("x"))
+    assert both._live == {0, 1}  # a request given up is not a replica lost
+
+
+class Outage:
+    """A replica's outage as the HTTP engine keeps it: down until `back` is set."""
+
+    def __init__(self):
+        self.over = asyncio.Event()
+
+    @property
+    def down(self) -> bool:
+        return not self.over.is_set()
+
+    async def back(self) -> None:
+        await self.over.wait()
+
+
+async def test_a_replica_that_answers_nothing_is_passed_by_until_it_is_back():
+    from airgen.engines import ServerDown
+
+    outages = [Outage(), Outage()]
+
+    def down_while(i):
+        def respond(r):
+            if outages[i].down:
+                raise ServerDown(f"replica {i}")
+            return f"answer from {i}"
+        return respond
+
+    made = [ScriptedEngine(down_while(i), name="m") for i in range(2)]
+    for engine, outage in zip(made, outages):
+        engine.outage = outage
+    outages[1].over.set()
+    group = Replicas(made)
+    assert {(await group.generate(request(f"u{i}"))).text for i in range(4)} == {"answer from 1"}
+    outages[1].over.clear()  # both down: calls wait for the first one back
+    waiting = asyncio.ensure_future(group.generate(request("w")))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    outages[0].over.set()
+    assert (await waiting).text == "answer from 0"
 
 
 def airgen(servers, docs: Path, out: Path) -> subprocess.Popen:
@@ -125,4 +170,4 @@ def test_two_servers_as_replicas_one_killed_mid_run(tmp_path):
     assert outputs(out) == outputs(tmp_path / "whole")
     keys = collections.Counter(e["k"] for e in lines(out / "journal.jsonl") if "k" in e)
     assert max(keys.values()) == 1  # no call journaled twice
-    assert "replica lost" in (out / "metrics.jsonl").read_text()
+    assert lines(out / "metrics.jsonl")[-1]["faults"]["guidance+student"]["outages"] == 1  # polled meanwhile

@@ -86,7 +86,7 @@ def test_torn_journal_line_is_cut(tmp_path):
     path = tmp_path / "journal.jsonl"
     path.write_bytes(b'{"s":"a","k":"a/x/0","t":"hi","f":"stop","p":1,"o":1,"c":0}\n{"done":"b"}\n{"s":"a","k":"a/y')
     replay = journal.load(path)
-    assert list(replay.completions) == ["a/x/0"] and replay.finished == {"b"}
+    assert list(replay.answers) == ["a"] and list(replay.answers["a"]) == ["a/x/0"] and replay.finished == {"b"}
     assert path.read_bytes().endswith(b'{"done":"b"}\n')
 
 

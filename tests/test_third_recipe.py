@@ -169,7 +169,7 @@ RECIPE = recipes.register(TitlesRecipe())
 
 # -- as a script: airgen with this recipe and a scripted engine ---------------------------------------------------
 
-async def start_engines(guidance, student=None):
+async def start_engines(guidance, student=None, outage_s=None):
     from airgen.engines.scripted import ScriptedEngine, answers
 
     most = float(os.environ.get("SCRIPTED_LATENCY_S", 0.002))

@@ -17,9 +17,27 @@ _PREAMBLES = ("This instruction", "Here is a")
 # judge_data_gene/main.py: a constraint holding any of these (case-sensitive substrings) is refused.
 _REFUSED = ("Output1", "Output2", "original instruction", "ese constraints", "None")
 _TYPE = re.compile(r"(?:\*\*)?\bSelected Type\b(?:\*\*)?:\s*(\*{0,2})(.*?)\*{0,2}(?=\*\*|\n|$)", re.DOTALL)
-_CONSTRAINT = re.compile(r"\*\*(.*?Constraint)\*\*:\s*(.*?)(?=(?:\*\*|$))", re.DOTALL)
 _SCORE = re.compile(r"(?i)Score: (\d+)/5")
-_ANSWER = re.compile(r"\*\*(.*?Answer)\*\*:\s*(.*?)(?=(?:\*\*|$))", re.DOTALL)
+
+
+def bold_field(text: str, label: str) -> str | None:
+    r"""The value of the first '**...LABEL**:' field, running to the next '**' or the end: what their pattern
+    \*\*(.*?LABEL)\*\*:\s*(.*?)(?=(?:\*\*|$)) (DOTALL) finds first, found in linear time (searched, that
+    pattern is quadratic on a run of '*')."""
+    first = text.find("**")
+    named = text.find(f"{label}**:", first + 2) if first >= 0 else -1
+    if named < 0:
+        return None
+    start = named + len(label) + 3
+    while start < len(text) and text[start].isspace():
+        start += 1
+    ends = [len(text)]  # `$`: the end, or just before a final newline
+    if text.endswith("\n") and len(text) - 1 >= start:
+        ends.append(len(text) - 1)
+    bold = text.find("**", start)
+    if bold >= 0:
+        ends.append(bold)
+    return text[start:min(ends)]
 
 
 def _unquote(line: str) -> str:
@@ -62,7 +80,7 @@ def constraint(text: str, offered: Sequence[str]) -> tuple[str, str]:
     step's accept rule, `flow.constraint_words`.)"""
     text = text.split("\n\nNote:")[0]
     kind = m.group(2).strip() if (m := _TYPE.search(text)) else ""
-    found = m.group(2).strip() if (m := _CONSTRAINT.search(text)) else ""
+    found = (bold_field(text, "Constraint") or "").strip()
     if not 2 <= len(kind.split()) <= 6:
         raise ParseError(f"type {kind!r} does not have 2..6 words")
     refused = next((s for s in _REFUSED if s in found), None)
@@ -77,9 +95,9 @@ def duplicate(text: str) -> bool:
     """The first '**Answer**:' field starting with 'no' or 'yes' (any case) decides; else 'no' as a word after the
     last '**Answer**:' means new; else it counts as a duplicate."""
     text = text.split("\n\nNote:")[0]
-    m = _ANSWER.search(text)
-    if m is not None:
-        answer = m.group(2).strip()
+    answer = bold_field(text, "Answer")
+    if answer is not None:
+        answer = answer.strip()
         answer = answer[2:] if answer.startswith("**") else answer
         if answer.lower()[:2] == "no":
             return False

@@ -66,10 +66,11 @@ def parse_score(text: str) -> int:
     return value
 
 
+# Possessive runs (*+): a line of 100,000 '*' is read in linear time (with plain runs, in quadratic).
 _FIELD = re.compile(
-    r"^[\s#>*_\-\u2022]*(\d{1,2}[.)]\s*)?[*_\[]*\s*"
+    r"^[\s#>*_\-\u2022]*+(\d{1,2}[.)]\s*+)?[*_\[]*+\s*+"
     r"(?P<label>((selected|constraint)[\s_]*)?type|constraint|analysis)"
-    r"(\s*#?\s*\d{1,2})?[\s*_\]]*(:|\uff1a|-\s|$)[\s*_]*(?P<value>.*)$", re.I)
+    r"(\s*+#?\s*+\d{1,2})?[\s*_\]]*+(:|\uff1a|-\s|$)[\s*_]*(?P<value>.*)$", re.I)
 _NONE = re.compile(r"^(none|n/a|null|no\s+type|no\s+constraint)\b", re.I)
 _FORBIDDEN = re.compile(r"\boutput\s*[-_#]?\s*[12]\b|\boriginal\s+instruction|\bthese\s+constraints\b", re.I)
 
@@ -192,9 +193,44 @@ def parse_yes_no(text: str) -> bool:
 
 
 _NUMBERING = re.compile(r"^\s*([-*\u2022]|\d{1,2}[.)]|\(\d{1,2}\))\s+")
-_TRAILING_SCORE = re.compile(
-    r"(?P<tail>[(\[]?[\s*_]*(?P<label>score\s*[:=]?\s*)?[*_]*\s*(?P<score>\d{1,2})\s*(?P<outof>/\s*3)?[\s*_]*[)\]]?\.?)"
-    r"\s*$", re.I)
+
+
+def _skip_back(line: str, i: int, chars: str = "", space: bool = True) -> int:
+    """The position before the run of `chars` (and whitespace, with `space`) that ends at `i`."""
+    while i and ((space and line[i - 1].isspace()) or line[i - 1] in chars):
+        i -= 1
+    return i
+
+
+def _trailing_score(line: str) -> tuple[int, int, bool, bool] | None:
+    r"""(where the score's tail starts, the score, whether a 'score' label precedes it, whether '/ 3' follows it) for
+    the score a line ends with: the leftmost match of
+        [(\[]? [\s*_]* (score \s* [:=]? \s* [*_]* \s*)? \d{1,2} \s* (/\s*3)? [\s*_]* [)\]]? \.? \s* $
+    read from the line's end in linear time (that pattern, searched, backtracks cubically on a run of '*')."""
+    i = _skip_back(line, len(line))
+    i -= i > 0 and line[i - 1] == "."
+    i -= i > 0 and line[i - 1] in ")]"
+    end = _skip_back(line, i, "*_")
+    out_of = False
+    if end and line[end - 1] == "3":  # "2/3": the score before "/ 3"; else the 3 is the score itself
+        k = _skip_back(line, end - 1)
+        if k and line[k - 1] == "/":
+            k = _skip_back(line, k - 1)
+            if k and line[k - 1].isdecimal():
+                out_of, end = True, k
+    first = end
+    while first and line[first - 1].isdecimal():
+        first -= 1
+    if first == end:
+        return None
+    digits = max(first, end - 2)  # a longer number: its last two digits (what \d{1,2} can end the line with)
+    j = _skip_back(line, _skip_back(line, _skip_back(line, digits), "*_", space=False))
+    if j and line[j - 1] in ":=":
+        j = _skip_back(line, j - 1)
+    labelled = j >= 5 and line[j - 5:j].lower() == "score"
+    start = _skip_back(line, j - 5 if labelled else digits, "*_")
+    start -= start > 0 and line[start - 1] in "(["
+    return start, int(line[digits:end]), labelled, out_of
 
 
 def _line_score(line: str) -> int | None:
@@ -203,19 +239,18 @@ def _line_score(line: str) -> int | None:
     if line.lstrip().startswith("|"):  # a Markdown table row: "| criterion | 2 |"
         line = line.strip().strip("|")
     if "\t" in line:
-        head, _, tail = line.rpartition("\t")
-        m = _TRAILING_SCORE.fullmatch(tail.strip())
-        if m:
-            return _in_range(int(m.group("score")), line)
-    m = _TRAILING_SCORE.search(line)
-    if not m:
+        found = _trailing_score(line.rpartition("\t")[2].strip())
+        if found is not None and found[0] == 0:  # the whole cell after the tab is the score
+            return _in_range(found[1], line)
+    found = _trailing_score(line)
+    if found is None:
         return None
-    # The pattern may start on the whitespace before the score; the separator test needs that whitespace.
-    start = m.start() + len(m.group("tail")) - len(m.group("tail").lstrip())
-    score, prefix, tail = int(m.group("score")), line[:start], line[start:]
-    marked = bool(m.group("label") or m.group("outof"))
+    # The tail may start on the whitespace before the score; the separator test needs that whitespace.
+    start = len(line) - len(line[found[0]:].lstrip())
+    score, prefix, tail = found[1], line[:start], line[start:]
+    marked = found[2] or found[3]
     separated = (not prefix.strip() or prefix.rstrip()[-1:] in (":", "=", "|", "-", "\u2013", "\u2014")
-                 or re.search(r"\s{2,}$", prefix) is not None
+                 or len(prefix) - len(prefix.rstrip()) >= 2
                  or (prefix[-1:].isspace() and (marked or tail[:1] in "*_([")))
     if not separated:
         return None  # e.g. a criterion that merely ends in a number

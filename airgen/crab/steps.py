@@ -166,11 +166,14 @@ def authors_judgement(text: str) -> Verdict:
 
 def authors_refined(text: str) -> str:
     """The answer as a Python string literal when it is one, cut after a "refined instruction:" heading."""
-    try:
-        value = ast.literal_eval(text)
-        text = value if isinstance(value, str) else text
-    except (ValueError, SyntaxError):
-        pass
+    # Only what can be a string literal is evaluated: Python's parser gives up (MemoryError) on a long run of
+    # '-' or '(' read as an expression.
+    if text[:1] in "'\"" and text[-1:] in "'\"":
+        try:
+            value = ast.literal_eval(text)
+            text = value if isinstance(value, str) else text
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            pass
     text = text.split("refined instruction:\n\n")[-1]
     if not text.strip():
         raise ParseError("no instruction")

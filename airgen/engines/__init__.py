@@ -35,6 +35,23 @@ def model_identity(config: ModelConfig) -> str:
     return EMBEDDED
 
 
+def identity(engine: Engine) -> str:
+    """The model an engine serves, as a run's fingerprint holds it: a server's own name for it (its /v1/models id),
+    an in-process engine's resolved folder; never the URL it is reached at."""
+    return getattr(engine, "identity", engine.name)
+
+
 class RequestRejected(Exception):
     """The engine refused this one request for good (e.g. prompt longer than the context): the sample drops with
-    this reason. Any other exception from `generate` means the engine itself failed and stops the run."""
+    this reason. Any other exception from `generate` but `CallFailed` means the engine itself failed and stops the
+    run."""
+
+
+class CallFailed(Exception):
+    """The engine could not answer this one request, though it answers others (a prompt that crashes the server,
+    say): a fault, not the request's refusal and not its sample's fate. The sample is set aside unjournaled, and the
+    next run asks it again."""
+
+
+class ServerDown(Exception):
+    """A replica's server stopped answering: its calls go to the other replicas while it is polled."""

@@ -5,20 +5,23 @@ from __future__ import annotations
 import dataclasses
 
 from airgen.calls import Role
-from airgen.config import ConfigError, ModelConfig
-from airgen.engines import Engine, model_identity
+from airgen.config import ConfigError, ModelConfig, RunConfig
+from airgen.engines import EMBEDDED, Engine, model_identity
 from airgen.engines.placement import place
 from airgen.engines.replicas import Replicas
 
 
-async def start_engines(guidance: ModelConfig, student: ModelConfig | None = None) -> dict[Role, Engine]:
+async def start_engines(guidance: ModelConfig, student: ModelConfig | None = None,
+                        outage_s: float = RunConfig.outage_s) -> dict[Role, Engine]:
     """Start what the roles need: URLs -> OpenAIEngines, a path -> VLLMEngines (one per replica's devices),
     neither -> the embedded model; a role with several becomes one `Replicas`. No student: a recipe that asks only
-    the guidance model (CRAB).
+    the guidance model (CRAB). A server that stops answering is waited for `outage_s` (`run.outage_s`).
 
     Engines start one after the other (two vLLM engines must not measure free GPU memory at the same time).
     """
-    configs = {"guidance": _resolve(guidance)} | ({"student": _resolve(student)} if student is not None else {})
+    given = {"guidance": guidance} | ({"student": student} if student is not None else {})
+    bundled = {role for role, c in given.items() if not (c.url or c.path)}
+    configs = {role: _resolve(c) for role, c in given.items()}
     placed = place(_shared(configs), _gpu_count(configs))
     engines: dict[Role, Engine] = {}
     by_model: dict[str, Engine] = {}
@@ -29,8 +32,10 @@ async def start_engines(guidance: ModelConfig, student: ModelConfig | None = Non
             if identity not in by_model:
                 ready = []
                 for config in replicas:
-                    ready.append(await _start(config))
+                    ready.append(await _start(config, outage_s, alone=len(replicas) == 1))
                     opened.append(ready[-1])
+                    if role in bundled:  # the bundled model, wherever its cache is
+                        ready[-1].identity = EMBEDDED
                 by_model[identity] = ready[0] if len(ready) == 1 else Replicas(ready)
             engines[role] = by_model[identity]
     except BaseException:
@@ -95,11 +100,11 @@ def _gpu_count(configs: dict[Role, ModelConfig]) -> int | None:
     return torch.cuda.device_count()
 
 
-async def _start(config: ModelConfig) -> Engine:
+async def _start(config: ModelConfig, outage_s: float, alone: bool) -> Engine:
     if config.url:
         from airgen.engines.openai import OpenAIEngine
 
-        return await OpenAIEngine.start(config)
+        return await OpenAIEngine.start(config, outage_s, alone)
     from airgen.engines.vllm import VLLMEngine
 
     return await VLLMEngine.start(config)

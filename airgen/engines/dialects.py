@@ -62,7 +62,7 @@ def answer(dialect: str, sampling: Sampling, text: str) -> str:
         return text
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the decoder's depth
         return text
     chosen = value.get(_CHOICE_FIELD) if isinstance(value, dict) else None
     return chosen if isinstance(chosen, str) else text

@@ -18,11 +18,14 @@ import aiohttp
 from asyncio_throttle import Throttler
 
 from airgen.calls import Completion, Request
-from airgen.config import ModelConfig
-from airgen.engines import RequestRejected, base_url, dialects
+from airgen.config import ModelConfig, RunConfig
+from airgen.console import say
+from airgen.engines import CallFailed, RequestRejected, ServerDown, base_url, dialects
 
 # Backoff between attempts: doubling from `backoff_s`, capped, half of it random so that clients spread out.
 _BACKOFF_CAP_S = 30.0
+# A server that stopped answering is asked a one-token request this often while its outage lasts.
+_POLL_S = 2.0
 # A Retry-After longer than this is a server asking to be left alone, not a pause to sit through.
 _RETRY_AFTER_CAP_S = 300.0
 _RETRYABLE_STATUS = frozenset({408, 429})
@@ -44,12 +47,6 @@ class HTTPRequestRejected(RequestRejected, ValueError):
         self.url, self.status, self.message = url, status, message
 
 
-class HTTPGaveUp(RequestRejected, RuntimeError):
-    """One request failed every try while the server still answers (a one-token request, asked then): that request,
-    not the server, is the problem (a prompt that crashes it, say). Its sample is rejected with the reason; the run
-    goes on."""
-
-
 class _Retryable(Exception):
     def __init__(self, message: str, retry_after: float | None = None, kind: str = "") -> None:
         super().__init__(message)
@@ -58,22 +55,39 @@ class _Retryable(Exception):
 
 
 class OpenAIEngine:
-    """An `Engine` over POST /v1/chat/completions. Build it with `await OpenAIEngine.start(config)`."""
+    """An `Engine` over POST /v1/chat/completions. Build it with `await OpenAIEngine.start(config)`.
 
-    def __init__(self, config: ModelConfig, base_url: str, session: aiohttp.ClientSession) -> None:
+    A fault is never a refusal: only a 4xx that names the request (400, 413, 422) is the request's own. Any other
+    failure is retried; a request no try could get answered while the server answers a one-token request is given
+    up (`CallFailed`: its sample is set aside for the next run); a server that answers nothing at all is waited out
+    for `outage_s` (`alone`), or its calls go to the other replicas (`ServerDown`).
+
+    A request times out only when the server made no progress for `timeout_s`: while it answers other requests,
+    a long or queued one waits its turn; once it answers nothing, a one-token request says whether it is busy (the
+    request waits on, at most `max_retries` times) or hung (the request is asked again)."""
+
+    def __init__(self, config: ModelConfig, base_url: str, session: aiohttp.ClientSession,
+                 outage_s: float = RunConfig.outage_s, alone: bool = True) -> None:
         self.name = config.model or ""
         self.dialect = config.dialect  # "auto" until the server says who it is
         self._config = config
         self._base_url = base_url
+        self._url = f"{base_url}/v1/chat/completions"
         self._session = session
         self._window = asyncio.Semaphore(config.window)
         self._throttler = _throttler(config.requests_per_second)
         # What the run shows: each fault by kind, the retries it cost, and the requests given up on.
         self.faults: collections.Counter = collections.Counter()
         self._refusals = _Refusals(self, min(config.refusal_window, config.window))
+        self._loop = asyncio.get_running_loop()
+        self._answered_at = self._loop.time()  # when the server last answered anything: its progress
+        self._probing: asyncio.Future | None = None  # the one-token request out now, shared by all who ask
+        self.outage = _Outage(self, outage_s, alone)
+        self._short = aiohttp.ClientTimeout(total=config.timeout_s)  # the small requests: a model list, a reset
 
     @classmethod
-    async def start(cls, config: ModelConfig) -> "OpenAIEngine":
+    async def start(cls, config: ModelConfig, outage_s: float = RunConfig.outage_s,
+                    alone: bool = True) -> "OpenAIEngine":
         if not config.url:
             raise HTTPEngineError("an HTTP engine needs the server's url")
         headers = {}
@@ -81,11 +95,14 @@ class OpenAIEngine:
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=config.window),
-            timeout=aiohttp.ClientTimeout(total=config.timeout_s),
+            # Two connections beyond the window: a one-token probe never waits behind the requests it judges.
+            connector=aiohttp.TCPConnector(limit=config.window + 2),
+            # No limit on a whole request (a long answer from a busy server takes what it takes: see `_post`);
+            # connecting, and the small requests, have one.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.timeout_s),
             headers=headers,
         )
-        engine = cls(config, base_url(config.url), session)
+        engine = cls(config, base_url(config.url), session, outage_s, alone)
         if not engine.name or engine.dialect == "auto":
             try:
                 await engine._identify()
@@ -99,65 +116,88 @@ class OpenAIEngine:
         """The server as a run's start names it: where, which model, how formats reach it."""
         return f"{self._base_url} (model {self.name or 'default'}; formats sent as {self.dialect})"
 
+    @property
+    def identity(self) -> str:
+        """The model as the server names it: what a run's fingerprint holds (not the URL, which may change)."""
+        return self.name
+
     async def generate(self, request: Request) -> Completion:
         body = self._body(request)
-        url = f"{self._base_url}/v1/chat/completions"
-        last, retry_after, timeouts = "", None, 0
         window = self._refusals.ticket()
-        tries = 0
-        while True:
-            if tries:
-                self.faults["retries"] += 1
-                await asyncio.sleep(_delay(tries, retry_after, self._config.backoff_s))
-            tries += 1
-            try:
-                with self._refusals.sending():
-                    payload = await self._post(url, body, request.key)
-                completion = _completion(payload, self.name)
-            except _Retryable as e:  # also a 200 whose body is garbage: a proxy's hiccup, asked again
-                self.faults[e.kind] += 1
-                last, retry_after = str(e), e.retry_after
-                timeouts += e.kind == "timeout"
-                # A server that holds calls without answering is retried less: each try costs timeout_s.
-                if tries > self._config.max_retries or timeouts > self._config.timeout_retries:
-                    break
-                continue
-            except HTTPRequestRejected as e:
-                raise await self._refusals.verdict(window, e) from None
-            self._refusals.answered(window)
-            return dataclasses.replace(completion, text=dialects.answer(self.dialect, request.sampling,
-                                                                       completion.text))
-        self.faults["gave up"] += 1
-        self._refusals.answered(window)  # not refused: judged like an answer
-        # The server answers a one-token request now: this request is the problem. Otherwise the server is (down, or
-        # a replica that died while this request was being retried): the engine fails. Answers to other requests
-        # during the retries prove nothing: they may have come just before the server went.
-        if await self._answers_probe():
-            raise HTTPGaveUp(f"gave up after {tries} tries while the server answers other requests; last: {last}")
-        raise HTTPEngineError(f"{url} answered nothing for {tries} tries of one request: {last}")
+        while True:  # once more after each outage the request met
+            tries, timeouts, last, retry_after = 0, 0, "", None
+            while tries <= self._config.max_retries and timeouts <= self._config.timeout_retries:
+                if tries:
+                    self.faults["retries"] += 1
+                    await asyncio.sleep(_delay(tries, retry_after, self._config.backoff_s))
+                await self.outage.passed()
+                tries += 1
+                try:
+                    with self._refusals.sending():
+                        payload = await self._post(body, request.key)
+                    completion = _completion(payload, self.name)
+                except _Retryable as e:  # also a 200 whose body is garbage: a proxy's hiccup, asked again
+                    self.faults[e.kind] += 1
+                    last, retry_after = str(e), e.retry_after
+                    timeouts += e.kind == "timeout"
+                    continue
+                except HTTPRequestRejected as e:
+                    raise await self._refusals.verdict(window, e) from None
+                self._refusals.answered(window)
+                return dataclasses.replace(completion, text=dialects.answer(self.dialect, request.sampling,
+                                                                           completion.text))
+            # Every try failed. A server that answers a one-token request now is well: this request is the
+            # problem (a prompt that crashes it), given up for this run. Answers to others during the retries prove
+            # nothing: they may have come just before the server went.
+            if await self._answers_probe():
+                self.faults["gave up"] += 1
+                self._refusals.answered(window)
+                raise CallFailed(f"gave up after {tries} tries while the server answers other requests; last: {last}")
+            await self.outage.begin(last)
 
     async def reset_prefix_cache(self) -> bool:
         """Ask the server to drop its prefix cache. vLLM serves POST /reset_prefix_cache only when started with
         VLLM_SERVER_DEV_MODE=1; any other answer is False (the bench then says its modes did not start cold)."""
         try:
-            async with self._session.post(f"{self._base_url}/reset_prefix_cache") as response:
+            async with self._session.post(f"{self._base_url}/reset_prefix_cache", timeout=self._short) as response:
                 return response.status == 200
         except (aiohttp.ClientError, asyncio.TimeoutError):
             return False
 
     async def close(self) -> None:
+        self.outage.cancel()
         await self._session.close()
 
-    async def _post(self, url: str, body: dict[str, Any], key: str) -> dict[str, Any]:
+    async def _post(self, body: dict[str, Any], key: str) -> dict[str, Any]:
+        """One try, in the window: timed out only when the server made no progress for `timeout_s` and a one-token
+        request says it is hung, or after `max_retries` such checks found it busy with everything but this."""
         async with self._window:
             await self._throttler.acquire()
+            exchange = asyncio.ensure_future(self._exchange(body, key))
+            sent, busy = self._loop.time(), 0
             try:
-                async with self._session.post(url, json=body, headers=call_headers(key)) as response:
-                    return await _read(response)
-            except asyncio.TimeoutError as e:
-                raise _Retryable(f"no answer within timeout_s = {self._config.timeout_s} s", kind="timeout") from e
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
-                raise _Retryable(f"{type(e).__name__}: {e}", kind="connection") from e
+                while True:
+                    quiet_until = max(sent, self._answered_at) + self._config.timeout_s
+                    done, _ = await asyncio.wait((exchange,), timeout=max(0.0, quiet_until - self._loop.time()))
+                    if done:
+                        return exchange.result()
+                    if self._loop.time() < max(sent, self._answered_at) + self._config.timeout_s:
+                        continue  # the server answered something meanwhile: it makes progress
+                    if busy < self._config.max_retries and await self._answers_probe():
+                        busy += 1  # it answers a one-token request: busy with long answers, not hung
+                        continue
+                    raise _Retryable(f"no answer within timeout_s = {self._config.timeout_s} s while the server "
+                                     "answered nothing else", kind="timeout")
+            finally:
+                exchange.cancel()
+
+    async def _exchange(self, body: dict[str, Any], key: str) -> dict[str, Any]:
+        try:
+            async with self._session.post(self._url, json=body, headers=call_headers(key)) as response:
+                self._answered_at = self._loop.time()
+                return await _read(response)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
+            raise _Retryable(f"{type(e).__name__}: {e}", kind="connection") from e
 
     async def _identify(self) -> None:
         """The model's name (the first one the server lists, unless set) and, for `auto`, the server's dialect:
@@ -166,7 +206,7 @@ class OpenAIEngine:
         entry: dict[str, Any] = {}
         url = f"{self._base_url}/v1/models"
         try:
-            async with self._session.get(url) as response:
+            async with self._session.get(url, timeout=self._short) as response:
                 listing = await _read(response)
             entry = listing["data"][0]
             self.name = self.name or str(entry["id"])
@@ -187,7 +227,7 @@ class OpenAIEngine:
     async def _get_json(self, path: str) -> Any:
         """The JSON a GET of `path` answers, or None for anything else."""
         try:
-            async with self._session.get(f"{self._base_url}{path}") as response:
+            async with self._session.get(f"{self._base_url}{path}", timeout=self._short) as response:
                 if response.status != 200:
                     return None
                 return await response.json(content_type=None)
@@ -195,16 +235,25 @@ class OpenAIEngine:
             return None
 
     async def probe(self) -> None:
-        """Ask for one token of a one-word prompt: does the server answer at all? Raises HTTPRequestRejected or
-        HTTPEngineError when it does not."""
+        """Ask for one token of a one-word prompt, outside the window: does the server answer at all? Raises
+        HTTPRequestRejected or HTTPEngineError when it does not."""
         body = {"model": self.name, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 1}
-        url = f"{self._base_url}/v1/chat/completions"
         try:
-            _completion(await self._post(url, body, "airgen/probe/0"), self.name)
+            _completion(await asyncio.wait_for(self._exchange(body, "airgen/probe/0"), self._config.timeout_s),
+                        self.name)
         except _Retryable as e:
-            raise HTTPEngineError(f"{url} does not answer a one-token request: {e}") from None
+            raise HTTPEngineError(f"{self._url} does not answer a one-token request: {e}") from None
+        except asyncio.TimeoutError:
+            raise HTTPEngineError(f"{self._url} does not answer a one-token request within timeout_s = "
+                                  f"{self._config.timeout_s} s") from None
 
     async def _answers_probe(self) -> bool:
+        """Whether the server answers a one-token request now; callers at the same moment share one."""
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.ensure_future(self._probe_answered())
+        return await asyncio.shield(self._probing)
+
+    async def _probe_answered(self) -> bool:
         try:
             await self.probe()
         except (HTTPEngineError, HTTPRequestRejected):
@@ -222,6 +271,60 @@ class OpenAIEngine:
         }
         body.update(dialects.fields(self.dialect, sampling))
         return body
+
+
+class _Outage:
+    """A server that answers nothing, not even a one-token request: polled every `_POLL_S` until it answers again,
+    for up to `outage_s`, with one line on the terminal when it goes and one when it is back. A lone engine's
+    requests wait for it; a replica's raise `ServerDown` at once, so that its calls go to the other replicas (which
+    wait on `back()` when every replica is down). Past `outage_s` the engine fails: the run stops, to be resumed."""
+
+    def __init__(self, engine: OpenAIEngine, limit_s: float, alone: bool):
+        self._engine, self._limit_s, self._alone = engine, limit_s, alone
+        self._poll: asyncio.Future | None = None
+
+    @property
+    def down(self) -> bool:
+        return self._poll is not None and not self._poll.done()
+
+    async def passed(self) -> None:
+        """Return once no outage is on (raise ServerDown for a replica while one is)."""
+        if self._poll is None:
+            return
+        if self.down and not self._alone:
+            raise ServerDown(self._engine.about)
+        await asyncio.shield(self._poll)  # HTTPEngineError: it never came back
+
+    async def back(self) -> None:
+        if self._poll is not None:
+            await asyncio.shield(self._poll)
+
+    def cancel(self) -> None:
+        """Stop polling (the engine closes)."""
+        if self.down:
+            self._poll.cancel()
+
+    async def begin(self, fault: str) -> None:
+        """The server answered nothing, not even a one-token request: an outage (one, however many requests saw
+        it), then as `passed`."""
+        if not self.down:
+            self._poll = asyncio.ensure_future(self._wait(fault))
+        await self.passed()
+
+    async def _wait(self, fault: str) -> None:
+        engine, loop = self._engine, asyncio.get_running_loop()
+        began = loop.time()
+        where = "waiting for it" if self._alone else "its calls go to the other replicas meanwhile"
+        say(f"airgen: {engine._url} answers nothing ({fault}); {where}, for up to {self._limit_s:,.0f} s "
+            "(run.outage_s)")
+        engine.faults["outages"] += 1
+        while loop.time() - began < self._limit_s:
+            await asyncio.sleep(min(_POLL_S, max(0.0, self._limit_s - (loop.time() - began))))
+            if await engine._answers_probe():
+                say(f"airgen: {engine._url} answers again after {loop.time() - began:,.0f} s")
+                return
+        raise HTTPEngineError(f"{engine._url} answered nothing for {self._limit_s:,.0f} s (run.outage_s); "
+                              f"the last fault: {fault}")
 
 
 def call_headers(key: str) -> dict[str, str]:
@@ -396,8 +499,8 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _delay(attempt: int, retry_after: float | None, base_s: float) -> float:
-    if retry_after is not None:
-        return retry_after
+    if retry_after is not None:  # spread out: every waiting call would come back at the same instant
+        return retry_after * random.uniform(1.0, 1.25) + random.uniform(0, base_s)
     ceiling = min(_BACKOFF_CAP_S, base_s * 2 ** (attempt - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 

@@ -41,6 +41,7 @@ class VLLMEngine:
 
     def __init__(self, tokenizer: Any, name: str, path: Path) -> None:
         self.name = name
+        self.identity = str(path.resolve())  # what a run's fingerprint holds
         self.about = f"vLLM in process, {path}"
         self._tokenizer = tokenizer
         self._llm: Any = None
