@@ -252,8 +252,7 @@ async def bench(config: Config, prompts: PromptSet, out: Path, inputs: list[Path
     inputs = run.prepare(run_dir, inputs, config, prompts)
     start = time.perf_counter()
     recipe = recipes.of(config)
-    engines = await start_engines(config.guidance, config.student if "student" in recipe.roles else None,
-                                  outage_s=config.run.outage_s)
+    engines = await start_engines(*config.models(), outage_s=config.run.outage_s)
     start_s = time.perf_counter() - start
     load_s = start_s / len({id(e) for e in engines.values()})
     replays = {"raw": run_raw, "stage-barrier": functools.partial(run_stage_barrier, barrier_key=recipe.barrier)}

@@ -7,6 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 
+# The layouts `airgen export --format` writes (`export`).
+FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion", "dpo")
+
+
 def size_category(n: int) -> str:
     for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
         if n < limit:
@@ -16,16 +20,6 @@ def size_category(n: int) -> str:
 
 def data_file(split: str) -> str:
     return f"data/{split}.jsonl"
-
-
-# What a card says its lines hold, by what was exported.
-_LINES = {"records": "Each line holds the training pair and `meta`: {fields}",
-          "pairs": "Each line is a preference pair: the prompt (the level's merged instruction), `chosen` (the guidance "
-                   "model's answer, the record's output) and `rejected` (the student's answer, which the judge found "
-                   "failing at least one of the level's constraints), in TRL's conversational form, the same as "
-                   "`instruction`, `chosen_response` and `rejected_response` for LlamaFactory, and `meta`: the document "
-                   "id, the level, each constraint with its type, round and the score the judge gave the rejected "
-                   "answer, and the failed ones."}
 
 
 def dataset_card(f: dict[str, Any], images: dict[str, str], counts: dict[str, int] | None = None,
@@ -86,7 +80,7 @@ def dataset_card(f: dict[str, Any], images: dict[str, str], counts: dict[str, in
         "| --- | --- | --- |",
         *(f"| {k} | {counts[k]} | `{data_file(k)}` |" for k in splits),
         "",
-        _LINES[lines].format(fields=f["card"]["fields"]),
+        f["card"]["pairs"] if lines == "pairs" else f"Each line holds the training pair and `meta`: {f['card']['fields']}",
         "",
         *loading,
         "## Funnel",

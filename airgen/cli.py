@@ -15,8 +15,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from airgen import lock, recipes
-from airgen.config import PRESET_ABOUT, Config, ConfigError, Dialect, load
+from airgen import card, lock, recipes
+from airgen.config import PRESET_ABOUT, Config, ConfigError, Dialect, load, presets
 from airgen.console import engine_log, say
 from airgen.rows import CorpusError
 
@@ -38,11 +38,12 @@ def _parse_value(text: str) -> Any:
 
 # -- arguments ---------------------------------------------------------------------------------------------------
 
-def _config_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="TOML config file")
+def _config_arguments(p: argparse.ArgumentParser, example: str) -> None:
+    p.add_argument("--config", type=Path, help="TOML config file (the settings of airgen/config.py's tree)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any config setting, e.g. --set flow.judge=model --set student.window=256")
-    p.add_argument("--seed", type=int)
+                   help=f"any setting of the config tree, e.g. {example}")
+    p.add_argument("--seed", type=int, metavar="N",
+                   help="the run's seed: every random choice of the method (default 0)")
 
 
 def _method_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,12 +54,14 @@ def _method_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", choices=recipes.names(),
                    help=f"the method ({recipes.DEFAULT} by default); " + "; ".join(
                        f"{r.name}: {r.title}" for r in recipes.every()))
-    _config_arguments(p)
-    p.add_argument("--preset", help="named settings applied under --config (e.g. 'tiny' for the bundled model)")
+    _config_arguments(p, "--set flow.judge=model --set student.window=256")
+    p.add_argument("--preset", choices=presets(),
+                   help="named settings applied under --config: tiny (the bundled 135M model; chosen by itself when "
+                        "no model is given), authors (the authors' code, decision for decision)")
     for flag, (key, kind, help_text) in _recipe_flags().items():
-        p.add_argument(flag, type=kind, dest=key, help=help_text)
-    p.add_argument("--limit", type=int, help="read at most N documents")
-    p.add_argument("--max-in-flight", type=int, help="samples in flight at once (default 4096)")
+        p.add_argument(flag, type=kind, dest=key, metavar=_metavar(kind), help=help_text)
+    p.add_argument("--limit", type=int, metavar="N", help="read at most N units (documents, pairs)")
+    p.add_argument("--max-in-flight", type=int, metavar="N", help="samples in flight at once (default 4096)")
     for role in ("guidance", "student"):
         p.add_argument(f"--{role}", metavar="PATH", help=f"{role} model: HF folder, run in process by vLLM")
         p.add_argument(f"--{role}-url", metavar="URL", action="append",
@@ -117,17 +120,17 @@ def _select_arguments(p: argparse.ArgumentParser) -> None:
         help="sample from these precomputed embeddings (rows = documents) instead of reading INPUTs; ids come "
         "from E.ids.jsonl beside it (one JSON string a line, as airgen writes them), else row numbers",
     )
-    _config_arguments(p)
+    _config_arguments(p, "--set select.filters.min_words=100 --set select.batch_size=64")
     # Shorthands for settings of the config tree (`select.*`); every one of them can also be set with --set.
     for flag, key, kind, help_text in (
-        ("--method", "select.method", str, "maxmin: farthest from the whole selected set (default); last: farthest "
-         "from the previous pick only, the paper's Algorithm 1 as written"),
+        ("--method", "select.method", ("maxmin", "last"), "maxmin: farthest from the whole selected set (default); "
+         "last: farthest from the previous pick only, the paper's Algorithm 1 as written"),
         ("--start", "select.start", int, "first pick, as a row among the kept documents"),
-        ("--device", "select.device", str, "auto, cpu or cuda: for embedding and sampling"),
+        ("--device", "select.device", ("auto", "cpu", "cuda"), "for embedding and sampling (default auto)"),
         ("--model", "select.model", str, "a sentence-transformers folder (default: the bundled all-MiniLM-L6-v2)"),
         ("--batch-size", "select.batch_size", int, "documents per embedding batch (default 32)"),
-        ("--embed-dtype", "select.embed_dtype", str, "auto (float16 on GPU, float32 on CPU), float32, bfloat16 "
-         "or float16"),
+        ("--embed-dtype", "select.embed_dtype", ("auto", "float32", "bfloat16", "float16"),
+         "auto: float16 on GPU, float32 on CPU (default)"),
         ("--min-words", "select.filters.min_words", int, "(default 50)"),
         ("--max-words", "select.filters.max_words", int, "(default 2048)"),
         ("--max-symbol-ratio", "select.filters.max_symbol_ratio", float,
@@ -137,11 +140,20 @@ def _select_arguments(p: argparse.ArgumentParser) -> None:
         ("--max-char-run", "select.filters.max_char_run", int,
          "longest allowed run of one repeated non-space character (default 10)"),
     ):
-        p.add_argument(flag, type=kind, dest=key, metavar=flag[2:].upper().replace("-", "_"), help=help_text)
-    for flag, key in (("--no-symbol-filter", "select.filters.symbol_filter"),
-                      ("--no-redundancy-filter", "select.filters.redundancy_filter"),
-                      ("--no-dedup", "select.filters.dedup")):
-        p.add_argument(flag, action="store_const", const=False, dest=key)
+        if isinstance(kind, tuple):  # a choice
+            p.add_argument(flag, choices=kind, dest=key, help=help_text)
+        else:
+            p.add_argument(flag, type=kind, dest=key, metavar=_metavar(kind), help=help_text)
+    for flag, key, help_text in (
+            ("--no-symbol-filter", "select.filters.symbol_filter", "keep documents whatever their share of symbols"),
+            ("--no-redundancy-filter", "select.filters.redundancy_filter",
+             "keep documents whatever their repeated lines and runs of one character"),
+            ("--no-dedup", "select.filters.dedup", "keep documents whose text repeats another's")):
+        p.add_argument(flag, action="store_const", const=False, dest=key, help=help_text)
+
+
+def _metavar(kind: type) -> str:
+    return {int: "N", float: "X"}.get(kind, "VALUE")
 
 
 def _recipe_flags() -> dict[str, tuple[str, type, str]]:
@@ -308,15 +320,15 @@ def _auto_layout(config: Config):
     """`--layout auto`: the plan of this node's GPUs for the run's two in-process models."""
     from airgen import plan
 
-    recipe = recipes.of(config)
-    if "student" not in recipe.roles or config.guidance.url or config.student.url or not (
-            config.guidance.path and config.student.path):
+    guidance, student = config.models()
+    if student is None or guidance.url or student.url or not (guidance.path and student.path):
         raise ConfigError("--layout auto lays out two in-process models: give --guidance PATH and --student PATH")
     gpus, memory = plan.node()
     if not gpus:
         raise ConfigError("--layout auto needs GPUs, and this machine has none (`airgen plan --gpus N` plans a node "
                           "you do not have)")
-    return plan.plan(gpus, memory, plan.model_of(config.guidance.path), plan.model_of(config.student.path))
+    return plan.plan(gpus, memory, plan.model_of(guidance.path), plan.model_of(student.path),
+                     recipes.of(config).token_mix)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -332,7 +344,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if path is None and params is None:
             raise ConfigError(f"give the {role} model: --{role} PATH (an HF folder) or --{role}-params BILLIONS")
         models[role] = plan.model_of(path, per) if path else plan.Model(f"{params:g}B", params, per or 2.0)
-    mix = plan.mix_of(args.from_run) if args.from_run else plan.PAPER_MIX
+    recipe = recipes.get(args.recipe)
+    if recipe.token_mix is None and not args.from_run:
+        raise ConfigError(f"{recipe.name} publishes no token mix: give a run of it with --from OUT")
+    mix = plan.mix_of(args.from_run) if args.from_run else recipe.token_mix
     peaks = {r: v for r in ("guidance", "student") if (v := getattr(args, f"{r}_peak")) is not None}
     p = plan.plan(gpus, memory, models["guidance"], models["student"], mix, peaks)
     print(plan.describe(p, args.samples))
@@ -390,7 +405,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     try:
         story = trace.trace(args.out, args.id)
     except trace.TraceError as e:
-        print(f"airgen trace: {e}", file=sys.stderr)
+        print(f"airgen: {e}", file=sys.stderr)
         return 2
     if args.html:
         path = trace.write_page(args.out / "report" / "trace", story)
@@ -411,7 +426,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         counts = export.export(job)
     except export.ExportError as e:
-        print(f"airgen export: {e}", file=sys.stderr)
+        print(f"airgen: {e}", file=sys.stderr)
         return 2
     what = "pairs" if args.format == "dpo" else "records"
     llamafactory = ("" if args.format == "prompt-completion"
@@ -437,7 +452,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:  # bad input, settings or paths: all carry a message for the user
         if _disk_full(e) is not None:
             raise
-        print(f"airgen select: error: {e}", file=sys.stderr)
+        print(f"airgen: {e}", file=sys.stderr)
         return 2
     print(select.describe(summary))
     return 0
@@ -447,7 +462,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with its errors on one line (the usage is one --help away)."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"airgen: {message} (see {self.prog} --help)\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -462,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     export_parser = commands.add_parser("export", help="a run's records as training files (HF folder, LlamaFactory)")
     export_parser.add_argument("out", type=Path, metavar="OUT", help="a run folder")
     export_parser.add_argument("--to", type=Path, required=True, metavar="DIR", help="the dataset folder to write")
-    export_parser.add_argument("--format", default="alpaca",
+    export_parser.add_argument("--format", default="alpaca", choices=card.FORMATS,
                                help="alpaca (default), sharegpt, messages, prompt-completion (TRL: loss on the "
                                     "completion alone), or dpo (the preference pairs: TRL and LlamaFactory)")
     export_parser.add_argument("--name", help="the dataset's name in LlamaFactory's dataset_info.json (default: the "
@@ -470,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     export_parser.add_argument("--levels", help="comma-separated levels to keep, e.g. 1,3,5 (default: all)")
     export_parser.add_argument("--min-constraints", type=int, default=0, metavar="N",
                                help="keep records with at least N constraints")
-    export_parser.add_argument("--constraint-set", default="all",
+    export_parser.add_argument("--constraint-set", default="all", choices=("all", "failed"),
                                help="all (default), or failed: only records whose merged constraints the student "
                                     "all failed")
     export_parser.add_argument("--keep-duplicates", action="store_true",
@@ -487,13 +502,16 @@ def main(argv: list[str] | None = None) -> int:
                                  help=f"one GPU's measured peak output tokens/s for the {role} model (bench/engine.py)")
     plan_parser.add_argument("--dtype", choices=("bf16", "fp16", "fp8"), help="the weights' type (default bf16)")
     plan_parser.add_argument("--from", dest="from_run", type=Path, metavar="OUT",
-                             help="take the tokens per sample from this run folder (default: the paper's Table 4)")
+                             help="take the tokens per sample from this run folder (default: the recipe's published "
+                                  "figures; AIR's: the paper's Table 4)")
+    plan_parser.add_argument("--recipe", choices=recipes.names(), default=recipes.DEFAULT,
+                             help="whose flow to plan for (default: air)")
     plan_parser.add_argument("--samples", type=int, metavar="N", help="the corpus: samples to make")
     trace_parser = commands.add_parser("trace", help="every call of one document (or pair) of a run, and how it "
                                                      "ended")
     trace_parser.add_argument("out", type=Path, metavar="OUT", help="a run folder (finished, running or killed)")
     trace_parser.add_argument("id", metavar="ID", help="the unit's id, as in records.jsonl and rejected.jsonl")
-    trace_parser.add_argument("--html", action="store_true", help="write OUT/report/trace/ID.html instead")
+    trace_parser.add_argument("--html", action="store_true", help="write the story as a page in OUT/report/trace/ instead (its path is printed)")
     args = parser.parse_args(argv)
     args.command_line = shlex.join(["airgen", *(sys.argv[1:] if argv is None else argv)])
     handlers = {"run": cmd_run, "bench": cmd_bench, "select": cmd_select, "report": cmd_report,

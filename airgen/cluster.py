@@ -57,10 +57,7 @@ class ShardWorker:
         # A worker started again while its predecessor still writes (a node cut off, not dead) is refused.
         with hold(self.out, f"airgen run --ray: shard {self.k} of {self.n}"):
             run.prepare(self.out, self.inputs, self.config, prompts, shard=True)
-            roles = recipe.roles
-            engines = await self.start_engines(self.config.guidance,
-                                               self.config.student if "student" in roles else None,
-                                               outage_s=self.config.run.outage_s)
+            engines = await self.start_engines(*self.config.models(), outage_s=self.config.run.outage_s)
             try:
                 run.settle_models(self.out, run.models(engines))
                 scheduler = await run.generate(self.config, self.out, self.inputs, prompts, engines,
@@ -193,8 +190,7 @@ def _gpus_per_worker(config: Config) -> float:
 
     if not ray.cluster_resources().get("GPU"):
         return 0
-    roles = [config.guidance] + ([config.student] if "student" in recipes.of(config).roles else [])
-    return gpus_needed(roles)
+    return gpus_needed([m for m in config.models() if m is not None])
 
 
 def combined(out: Path, workers: int) -> dict[str, Any]:

@@ -195,8 +195,8 @@ class Config:
     # A named preset applied under the file and the command line (see `presets`).
     preset: str | None = None
     # Each registered recipe's own section, by its name in the tree (AIR: `flow`, CRAB: `crab`).
-    sections: Mapping[str, Sampling] = field(default_factory=lambda: {
-        r.section: r.settings() for r in recipes.every()})
+    sections: Mapping[str, Sampling] = field(default_factory=lambda: types.MappingProxyType({
+        r.section: r.settings() for r in recipes.every()}))
 
     def validate(self) -> "Config":
         try:
@@ -227,6 +227,10 @@ class Config:
     def settings(self) -> Any:
         """The run's recipe's own section."""
         return self.sections[recipes.get(self.recipe).section]
+
+    def models(self) -> tuple[ModelConfig, ModelConfig | None]:
+        """The guidance model's settings, and the student's where the run's recipe asks a student (else None)."""
+        return self.guidance, self.student if "student" in recipes.get(self.recipe).roles else None
 
 
 # Presets: the shared part of each named preset; every recipe adds its own section's part (`Recipe.presets`).
@@ -354,7 +358,7 @@ def _apply(config: Config, values: dict[str, Any]) -> Config:
             raise ConfigError(f"unknown setting {key}")
         else:
             top[key] = value
-    return replace(_merge(config, top, "", extra=sorted(sections)), sections=sections)
+    return replace(_merge(config, top, "", extra=sorted(sections)), sections=types.MappingProxyType(sections))
 
 
 def load(path: Path | None = None, overrides: dict[str, Any] | None = None, preset: str | None = None) -> Config:

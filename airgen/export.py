@@ -11,26 +11,26 @@ Formats of the records: `alpaca` (instruction, input, output), `sharegpt` (conve
 human/gpt), `messages` (OpenAI chat messages of role/content) and `prompt-completion` (TRL's conversational
 prompt and completion, which TRL trains on the completion alone). `dpo` exports the preference pairs (pairs.jsonl):
 TRL's conversational preference format (prompt, chosen, rejected) and, in the same lines, LlamaFactory's ranking
-columns. Each line also carries `id` (the unit's id and its split: `d1#level_2`, `p7#forward`) and a compact `meta`.
+columns. Each line also carries `id` (the unit's id and its split: `d1#level_2`, `p7#forward`) and the `meta` its
+recipe keeps (`Recipe.export_meta`).
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import re
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
-from airgen import card, report
-from airgen.files import atomic_text, atomic_write, line
-from airgen.runview import load_run
+from airgen import card, report, sink
+from airgen.files import atomic_binary, atomic_text, atomic_write, line
+from airgen.runview import lines, open_folder
 from airgen.sink import split_order
-
-FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion", "dpo")
-# The meta fields a line keeps besides the split and the constraints (each with every field the run gave it).
-_META = ("level", "kind", "initial_instruction", "failed_constraints")
-
 
 class ExportError(ValueError):
     """An export that cannot be made as asked; the message says why."""
@@ -56,9 +56,9 @@ def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
 
 
-def _row(item: dict[str, Any], fmt: str) -> dict[str, Any]:
-    meta = item["meta"]
-    row: dict[str, Any] = {"id": f"{meta['doc_id']}#{meta['split']}"}
+def _row(item: dict[str, Any], fmt: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """One exported line of a record (or, for dpo, a preference pair), with the `meta` its recipe keeps."""
+    row: dict[str, Any] = {"id": f"{item['meta']['doc_id']}#{item['meta']['split']}"}
     if fmt == "dpo":
         prompt, chosen, rejected = item["prompt"], item["chosen"], item["rejected"]
         row.update(prompt=_user(prompt), chosen=_assistant(chosen), rejected=_assistant(rejected),
@@ -72,8 +72,7 @@ def _row(item: dict[str, Any], fmt: str) -> dict[str, Any]:
         row["messages"] = _user(item["instruction"]) + _assistant(item["output"])
     else:
         row.update(prompt=_user(item["instruction"]), completion=_assistant(item["output"]))
-    row["meta"] = {"doc_id": meta["doc_id"], "split": meta["split"], "constraints": meta["constraints"],
-                   **{k: meta[k] for k in _META if k in meta}}
+    row["meta"] = {"doc_id": item["meta"]["doc_id"], "split": item["meta"]["split"], **meta}
     return row
 
 
@@ -105,50 +104,69 @@ def dataset_name(job: Job) -> str:
     return name
 
 
+def _key(item: dict[str, Any], pairs: bool) -> int:
+    """What makes two lines the same for --keep-duplicates: the instruction, spaced and cased alike."""
+    text = " ".join((item["prompt"] if pairs else item["instruction"]).split()).lower()
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
 def export(job: Job) -> dict[str, int]:
-    """Write the folder; returns lines kept per split."""
-    if job.format not in FORMATS:
-        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, not {job.format!r}")
+    """Write the folder; returns lines kept per split. Three streaming passes over the records (or pairs), in
+    memory that does not grow with them but by 9 bytes a line: the splits; which lines the options keep and each
+    one's instruction (a hash); then the lines kept, each split's file in the order the run wrote them, and of the
+    kept lines with one instruction only the first."""
+    if job.format not in card.FORMATS:
+        raise ExportError(f"--format must be one of {', '.join(card.FORMATS)}, not {job.format!r}")
     if job.constraint_set not in ("all", "failed"):
         raise ExportError(f"--constraint-set must be 'all' or 'failed', not {job.constraint_set!r}")
     name = dataset_name(job)
-    view = load_run(job.out)
+    folder = open_folder(job.out)
     pairs = job.format == "dpo"
-    items = view.pairs if pairs else view.records
-    if not items:
-        raise ExportError(f"{job.out} has no preference pairs (AIR makes them with --set flow.preference_pairs=true)"
+    source = sink.PAIRS if pairs else sink.RECORDS
+    splits = sorted({item["meta"]["split"] for item in lines(folder, source)}, key=split_order)
+    if not splits:
+        made_with = folder.recipe.pairs_setting
+        raise ExportError((f"{job.out} has no preference pairs (a {folder.recipe.name} run makes them with --set "
+                           f"{made_with})" if made_with else f"a {folder.recipe.name} run makes no preference pairs")
                           if pairs else f"{job.out} has no records yet (see `airgen report {job.out}`)")
-    splits = sorted({r["meta"]["split"] for r in items}, key=split_order)
     try:
-        chosen, keep = view.recipe.export_selection(view, job.levels, job.constraint_set)
+        chosen, keep = folder.recipe.export_selection(folder.config.settings, splits, job.levels, job.constraint_set,
+                                                      job.min_constraints)
     except ValueError as e:
         raise ExportError(f"{e} (its splits: {', '.join(splits)})") from None
-    by_split: dict[str, list[bytes]] = {k: [] for k in chosen or splits}
-    seen: set[str] = set()
-    for item in sorted(items, key=lambda r: (split_order(r["meta"]["split"]), r["meta"]["doc_id"])):
-        meta = item["meta"]
-        if meta["split"] not in by_split or len(meta["constraints"]) < job.min_constraints:
-            continue
-        if keep is not None and not pairs and not keep(item):
-            continue
-        key = " ".join((item["prompt"] if pairs else item["instruction"]).split()).lower()
-        if job.dedupe and key in seen:
-            continue
-        seen.add(key)
-        by_split[meta["split"]].append(line(_row(item, job.format)))
-    counts = {k: len(rows) for k, rows in by_split.items()}
-    if not any(counts.values()):
+    wanted = chosen or splits
+    kept, keys = array("b"), array("Q")
+    for item in lines(folder, source):
+        ok = item["meta"]["split"] in wanted and (pairs or keep is None or keep(item))
+        kept.append(ok)
+        keys.append(_key(item, pairs) if ok else 0)
+    written = np.frombuffer(kept, np.int8).astype(bool)
+    if job.dedupe and written.any():
+        positions = np.flatnonzero(written)
+        first = np.unique(np.frombuffer(keys, np.uint64)[positions], return_index=True)[1]
+        written[:] = False
+        written[positions[first]] = True
+    if not written.any():
         raise ExportError("the filters keep no " + ("pair" if pairs else "record"))
+    counts = dict.fromkeys(wanted, 0)
     (job.to / "data").mkdir(parents=True, exist_ok=True)
-    for k, rows in by_split.items():
-        if rows:
-            atomic_write(job.to / card.data_file(k), b"".join(rows))
-    info = dataset_info(job.format, [k for k, n in counts.items() if n], name)
+    with contextlib.ExitStack() as files:
+        handles = {k: files.enter_context(atomic_binary(job.to / card.data_file(k))) for k in wanted}
+        for i, item in enumerate(lines(folder, source)):
+            if written[i]:
+                split = item["meta"]["split"]
+                handles[split].write(line(_row(item, job.format, folder.recipe.export_meta(item["meta"]))))
+                counts[split] += 1
+    for k, n in counts.items():
+        if not n:
+            (job.to / card.data_file(k)).unlink()
+    counts = {k: n for k, n in counts.items() if n}
+    info = dataset_info(job.format, list(counts), name)
     if info:
         atomic_write(job.to / "dataset_info.json", orjson.dumps(info, option=orjson.OPT_INDENT_2))
-    f = report.figures(view)
+    f = report.figures(job.out)
     (job.to / "plots").mkdir(exist_ok=True)
-    images = {k: f"plots/{v}" for k, v in report.plots(f, job.to / "plots", view.recipe).items()}
+    images = {k: f"plots/{v}" for k, v in report.plots(f, job.to / "plots", folder.recipe).items()}
     with atomic_text(job.to / "README.md") as handle:
         handle.write(card.dataset_card(f, images, counts, "pairs" if pairs else "records"))
     return counts

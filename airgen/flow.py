@@ -33,8 +33,9 @@ class FlowError(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class Done:
     records: list[dict[str, Any]]
-    # Parts that produced no record (AIR: levels), each {"level", "stage", "reason"}; the unit itself succeeded.
-    level_drops: list[dict[str, Any]]
+    # Parts that produced no record (each {its part in the recipe's words (AIR: "level"), "stage", "reason"}, a line
+    # of dropped_levels.jsonl); the unit itself succeeded.
+    dropped: list[dict[str, Any]]
     # Preference pairs ({"prompt", "chosen", "rejected", "meta"}), where the recipe makes them.
     pairs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -43,7 +44,7 @@ class Done:
 class Rejected:
     stage: str
     reason: str
-    level_drops: list[dict[str, Any]] = field(default_factory=list)
+    dropped: list[dict[str, Any]] = field(default_factory=list)
     value: Any = None  # what the recipe measured, for the rejection line (CRAB: its constraint counts)
 
 

@@ -73,7 +73,7 @@ class Metrics:
     engines: dict[str, EngineTime] = field(default_factory=dict)
     # Engine name -> its fault counts (by kind, "retries", "gave up"), kept by the engine itself (HTTP engines).
     faults: dict[str, collections.Counter] = field(default_factory=dict)
-    # Stage -> answers its step rejected, kept by the flow (`Recipe.faults`).
+    # Stage -> answers its step rejected, kept by the flow (`Flow.faults`).
     step_faults: collections.Counter = field(default_factory=collections.Counter)
     # role -> the engine's known peak output tokens/s (the setting `peak_tokens_per_s`): shares of it are shown.
     peaks: dict[str, float] = field(default_factory=dict)

@@ -1,7 +1,7 @@
 """`airgen plan`: a layout of one node for the flow, and what the corpus will take, before the first call.
 
 From the node (its GPUs and their memory), the two models (parameters, bytes per parameter) and the flow's output
-tokens per role (a previous run's, else the paper's), it gives each role its tensor-parallel size (the smallest that
+tokens per role (a previous run's, else the recipe's published figures: `Recipe.token_mix`), it gives each role its tensor-parallel size (the smallest that
 fits its weights with room for the KV cache) and a share of the GPUs that keeps either role from starving the other:
 the flow needs both, so the node makes samples at the pace of the slower role, and the best split is the one that
 makes that pace fastest. Roles get GPUs of their own where the node has enough; on fewer, both share every GPU.
@@ -32,13 +32,6 @@ VLLM_SHARE = 0.355  # vLLM H100 Qwen3-8B 6,300 tok/s against the curve's 17,744 
 # An engine's memory: vLLM takes 0.9 of a GPU by default, and a fifth of that is left for the KV cache.
 USABLE, KV_SHARE = 0.9, 0.2
 SHARED = 0.45  # each role's share of a GPU both use
-# The paper's Table 4: per sample through 5 rounds, 7.9k prompt and 4.8k output tokens in all. airgen's flow: the
-# student writes one answer per round, the guidance model the reference, the judge's short answers and every level's
-# answer: taken as 40% of the output tokens the student's, 60% the guidance model's (a previous run gives its own).
-PAPER_OUTPUT, PAPER_PROMPT, PAPER_STUDENT_SHARE = 4800.0, 7900.0, 0.4
-PAPER_CALLS = 33  # per sample, 5 rounds, every level made (the flow's own count)
-
-
 @dataclass(frozen=True)
 class Model:
     name: str
@@ -52,18 +45,13 @@ class Model:
 
 @dataclass(frozen=True)
 class Mix:
-    """Per sample: output and prompt tokens and calls, by role."""
+    """Per sample: output and prompt tokens and calls, by role: a previous run's (`mix_of`), or a recipe's published
+    figures (`Recipe.token_mix`)."""
 
     output: dict[str, float]
     prompt: dict[str, float]
     calls: dict[str, float]
     source: str
-
-
-PAPER_MIX = Mix({"guidance": PAPER_OUTPUT * (1 - PAPER_STUDENT_SHARE), "student": PAPER_OUTPUT * PAPER_STUDENT_SHARE},
-                {"guidance": PAPER_PROMPT * (1 - PAPER_STUDENT_SHARE), "student": PAPER_PROMPT * PAPER_STUDENT_SHARE},
-                {"guidance": PAPER_CALLS * 0.7, "student": PAPER_CALLS * 0.3},
-                "the paper's Table 4 (5 rounds), 40% of output tokens the student's")
 
 
 @dataclass(frozen=True)
@@ -112,7 +100,7 @@ def min_tp(model: Model, memory_gib: float, gpus: int, share: float = 1.0) -> in
     return None
 
 
-def plan(gpus: int, memory_gib: float, guidance: Model, student: Model, mix: Mix = PAPER_MIX,
+def plan(gpus: int, memory_gib: float, guidance: Model, student: Model, mix: Mix,
          peaks: dict[str, float] | None = None) -> Plan:
     """The layout that makes samples fastest; ConfigError, with the reason, for models the node cannot hold."""
     if gpus < 1 or memory_gib <= 0:

@@ -17,9 +17,42 @@ from airgen.flow import Flow, Unit
 from airgen.prompts import PromptSet
 from airgen.step import Step
 
-# A run folder read back (`runview.RunView`), as the report and export hand it to a recipe; not imported here, so
-# that the registry (which the config reads) stays below the run-folder readers.
-RunView = Any
+# A run folder read back (`runview.Folder`) and one unit of its journal replayed (`runview.Ended`), as the report and
+# export hand them to a recipe; not imported here, so that the registry (which the config reads) stays below the
+# run-folder readers.
+Folder = Any
+Ended = Any
+
+
+class Tally:
+    """A recipe's figures of a run folder, built in one pass: each unit once (`unit`), each line of the output
+    files once (`line`, with the file's name), then `figures`. This base counts nothing of its own: a recipe that
+    keeps no tally of its own still gets every figure every run has (`report.figures`)."""
+
+    def __init__(self, folder: Folder):
+        self.folder = folder
+
+    def unit(self, ended: Ended) -> None:
+        """One unit of the journal, replayed."""
+
+    def line(self, name: str, item: dict[str, Any]) -> None:
+        """One line of an output file (`sink.RECORDS`, `REJECTED`, `DROPPED_LEVELS`, `PAIRS`)."""
+
+    def figures(self, shared: dict[str, Any]) -> dict[str, Any]:
+        """The recipe's own figures and words: `about`, `tags`, `funnel` ([label, count] rows), `panels` (page
+        sections: title, plot names, tables of head and rows), `highlights` (lines of the text summary),
+        `made_notes`, `labels` (funnel_axis, funnel_title), `card` (fields: what a record's meta holds; caveat: the
+        data's own limit; pairs: what a preference pair's line holds, for a recipe that makes them), and any figures
+        of its own. `shared` holds what every run has: units read, unreadable, in flight, records by split."""
+        recipe = self.folder.recipe
+        return {"about": f"records made by airgen with {recipe.title}", "tags": [recipe.name],
+                "funnel": [[f"{recipe.unit}s read by the run", shared["units_read"]],
+                           [f"read as {recipe.unit}s", shared["units_read"] - shared["unreadable"]],
+                           *([f"records {k}", n] for k, n in shared["records_by_split"].items()),
+                           [f"{recipe.unit}s with records", shared["units_with_records"]]],
+                "panels": [], "highlights": [], "made_notes": [],
+                "labels": {"funnel_axis": f"{recipe.unit}s (records for the record rows)", "funnel_title": "funnel"},
+                "card": {"fields": f"the {recipe.unit}'s id and its split.", "caveat": "Synthetic data."}}
 
 
 class Recipe:
@@ -37,6 +70,10 @@ class Recipe:
     flags: Mapping[str, tuple[str, type, str]] = {}
     # Prompt data files besides the templates: file name -> (key in `PromptSet.data`, reader of its text).
     data_files: Mapping[str, tuple[str, Callable[[str], Any]]] = {}
+    # The setting that makes it write preference pairs (pairs.jsonl), for a recipe that makes them.
+    pairs_setting: str | None = None
+    # Its published tokens and calls per sample by role (a `plan.Mix`), for `airgen plan` where no run of it is given.
+    token_mix: Any = None
 
     # -- what every recipe implements ---------------------------------------------------------------------------
 
@@ -63,9 +100,6 @@ class Recipe:
         """A unit with only its id: enough to replay a journal (keys, not texts)."""
         raise NotImplementedError
 
-    def views(self, view: RunView) -> dict[str, Any]:
-        """The report's recipe-specific figures of a run folder (`report.figures` lists the keys)."""
-        raise NotImplementedError
 
     def script(self, **knobs: Any) -> Callable[[Request], str]:
         """Well-formed answers for each of its stages, varied by call key: for tests and benches, never a model."""
@@ -94,16 +128,26 @@ class Recipe:
         """The settings a preset announcement names."""
         return f"max_tokens {settings.max_tokens}"
 
-    def plots(self, f: dict[str, Any], plt: Any, save: Callable[[Any, str], None]) -> None:
-        """Plots of its own beyond the funnel, constraint types and lengths (none by default)."""
+    def tally(self, folder: Folder) -> Tally:
+        """Its figures of a run folder, built in one pass (the shared figures alone by default)."""
+        return Tally(folder)
 
-    def export_selection(self, view: RunView, levels: tuple[int, ...] | None,
-                         constraint_set: str) -> tuple[list[str] | None, Callable[[dict[str, Any]], bool] | None]:
-        """For `airgen export`'s --levels and --constraint-set: the splits to write (None: all) and a record test
-        (None: every record). Raises ValueError for an option the recipe has no use for."""
-        if levels is not None or constraint_set != "all":
-            raise ValueError(f"--levels and --constraint-set are not options of a {self.name} run")
+    def plots(self, f: dict[str, Any], plt: Any, save: Callable[[Any, str], None]) -> None:
+        """Plots of its own beyond the funnel, from its figures `f` (none by default)."""
+
+    def export_selection(self, settings: Any, splits: list[str], levels: tuple[int, ...] | None,
+                         constraint_set: str, min_constraints: int
+                         ) -> tuple[list[str] | None, Callable[[dict[str, Any]], bool] | None]:
+        """For `airgen export`'s --levels, --constraint-set and --min-constraints, given the splits the run made:
+        the splits to write (None: all) and a record test (None: every record). Raises ValueError for an option
+        the recipe has no use for."""
+        if levels is not None or constraint_set != "all" or min_constraints:
+            raise ValueError(f"--levels, --constraint-set and --min-constraints are not options of a {self.name} run")
         return None, None
+
+    def export_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """What an exported line keeps of a record's `meta` (its unit's id and split, always): all of it by default."""
+        return meta
 
     def pair(self, sample: Unit) -> tuple[str, str] | str | None:
         """An instruction-response pair that a unit of a finished run holds, for recipes that read pairs (CRAB from

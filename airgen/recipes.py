@@ -10,7 +10,8 @@ import importlib
 
 from airgen.recipe import Recipe
 
-# name -> the module whose `RECIPE` it is; imported on first use, so that a run pays only for its own recipe.
+# name -> the module whose `RECIPE` it is; imported on first use (the command line's help, which names every recipe's
+# shorthands, imports them all).
 BUILTIN = {
     "air": "airgen.air.recipe",
     "crab": "airgen.crab.recipe",

@@ -19,31 +19,27 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from airgen import card
+from airgen import card, recipes, sink
+from airgen.calls import split_key
 from airgen.engines import EMBEDDED
 from airgen.files import atomic_binary, atomic_text, atomic_write
-from airgen.runview import RunView, defaults_first, load_run, stage_of
+from airgen.flow import Done, Rejected
+from airgen.recipe import Ended
+from airgen.runfolder import METRICS, stream
+from airgen.runview import OUTPUTS, Folder, defaults_first, lines, open_folder, units
 from airgen.sink import split_order
-from airgen.views import kind_of, mean
+from airgen.views import kind_of
+
+
+def stage_of(key: str) -> str:
+    return split_key(key)[1]
 
 REPORT_DIR = "report"
 
 
 # -- figures ----------------------------------------------------------------------------------------------------------
 
-def _by_kind(lines: list[dict[str, Any]], example_key: str) -> dict[str, list[dict[str, Any]]]:
-    """stage -> [{reason kind, count, one example}], most common first."""
-    groups: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for line in lines:
-        groups[line["stage"]][kind_of(str(line["reason"]))].append(line)
-    return {stage: [{"reason": kind, "count": len(items), "example": {
-        "id": items[0].get(example_key), "reason": items[0]["reason"], "value": items[0].get("value")}}
-        for kind, items in sorted(kinds.items(), key=lambda kv: -len(kv[1]))]
-        for stage, kinds in sorted(groups.items(), key=lambda kv: -sum(len(v) for v in kv[1].values()))}
-
-
-def _role_rates(tokens: dict[str, Any], wall: float, metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    peaks = metrics[-1].get("peaks", {}) if metrics else {}
+def _role_rates(tokens: dict[str, Any], wall: float, peaks: dict[str, float]) -> dict[str, Any]:
     rates = {}
     for role, stages in tokens.items():
         rate = sum(t["output_tokens"] for t in stages.values()) / wall if wall else None
@@ -52,68 +48,116 @@ def _role_rates(tokens: dict[str, Any], wall: float, metrics: list[dict[str, Any
     return rates
 
 
-def _wall_s(metrics: list[dict[str, Any]]) -> float:
-    """Wall time over every process that worked on the run: metrics.jsonl's elapsed restarts with each resume."""
-    total, last = 0.0, 0.0
-    for line in metrics:
+class Shared:
+    """What every run has, counted in the same pass as the recipe's own tally: units read, in flight and with
+    records, records by split, rejections and drops by kind (one example each), tokens by role and stage, and what
+    they were spent on."""
+
+    def __init__(self, folder: Folder):
+        self.roles = folder.roles
+        self.units = self.in_flight = self.unreadable = self.records = self.with_records = 0
+        self.by_split: Counter = Counter()
+        self.last_unit: str | None = None
+        self.kinds: dict[str, dict[str, dict[str, list]]] = {sink.REJECTED: {}, sink.DROPPED_LEVELS: {}}
+        self.tokens: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+        self.spend: dict[str, Counter] = defaultdict(Counter)
+
+    def unit(self, ended: Ended) -> None:
+        self.units += 1
+        self.in_flight += not ended.finished
+        outcome = ("unfinished" if not ended.finished
+                   else "records" if isinstance(ended.ending, Done) and ended.ending.records
+                   else f"rejected at {ended.ending.stage}" if isinstance(ended.ending, Rejected) else "finished")
+        for e in ended.calls:
+            if "r" in e:
+                continue
+            stage = stage_of(e["k"])
+            t = self.tokens[self.roles.get(stage, "?")][stage]
+            t["calls"] += 1
+            t["prompt_tokens"] += e["p"]
+            t["output_tokens"] += e["o"]
+            t["cached_tokens"] += e["c"]
+            self.spend[outcome]["prompt_tokens"] += e["p"]
+            self.spend[outcome]["output_tokens"] += e["o"]
+
+    def line(self, name: str, item: dict[str, Any]) -> None:
+        if name == sink.RECORDS:
+            self.records += 1
+            self.by_split[item["meta"]["split"]] += 1
+            unit = item["meta"]["doc_id"]
+            if unit != self.last_unit:  # a unit's records are written together
+                self.with_records += 1
+                self.last_unit = unit
+        elif name in self.kinds:
+            if name == sink.REJECTED and item["stage"] == "read" and str(item.get("unit", "")).startswith("@"):
+                self.unreadable += 1
+            kinds = self.kinds[name].setdefault(item["stage"], {})
+            kind = kinds.setdefault(kind_of(str(item["reason"])), [0, item])
+            kind[0] += 1
+
+    def by_kind(self, name: str, example_key: str) -> dict[str, list[dict[str, Any]]]:
+        """stage -> [{reason kind, count, one example}], most common first."""
+        return {stage: [{"reason": kind, "count": n, "example": {
+            "id": item.get(example_key), "reason": item["reason"], "value": item.get("value")}}
+            for kind, (n, item) in sorted(kinds.items(), key=lambda kv: -kv[1][0])]
+            for stage, kinds in sorted(self.kinds[name].items(), key=lambda kv: -sum(n for n, _ in kv[1].values()))}
+
+    def figures(self) -> dict[str, Any]:
+        """What the recipe's figures may use (`Tally.figures`)."""
+        return {"units_read": self.units, "unreadable": self.unreadable, "in_flight": self.in_flight,
+                "records": self.records, "units_with_records": self.with_records,
+                "records_by_split": {k: self.by_split[k] for k in sorted(self.by_split, key=split_order)}}
+
+
+def _metrics(out: Path) -> tuple[float, dict[str, float]]:
+    """(wall time over every process that worked on the run, the engines' known peaks) from metrics.jsonl, whose
+    elapsed restarts with each resume."""
+    total, last, peaks = 0.0, 0.0, {}
+    for line in stream(out / METRICS):
         if line["elapsed_s"] < last:
             total += last
         last = line["elapsed_s"]
-    return total + last
+        peaks = line.get("peaks", peaks)
+    return total + last, peaks
 
 
-def figures(view: RunView) -> dict[str, Any]:
-    """Every figure of the report, JSON-able: the recipe's own views, then what every run has (rejections,
-    throughput, how it was made).
-
-    A recipe's views (`Recipe.views`) give: `about` and `tags` (the card's), `levels`, `funnel` ([label, count]
-    rows), `constraint_types` (group -> type -> count), `lengths` (split -> instruction_words and response_words
-    lists), `made_notes`, `labels` (the plots' funnel_axis, funnel_title, types_title), `panels` (sections of the
-    page: title, plot name, tables of head and rows), `highlights` (lines of the text summary), `card` (fields: what
-    a record's meta holds; caveat: the data's own limit), and any figures of its own."""
-    records = view.records
-    by_split = Counter(r["meta"]["split"] for r in records)
-    with_records = {r["meta"]["doc_id"] for r in records}
-
-    tokens: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(Counter))
-    spend: dict[str, Counter] = defaultdict(Counter)
-    outcome = {line.get("unit", line.get("id")): f"rejected at {line['stage']}" for line in view.rejected}
-    outcome.update({d: "records" for d in with_records})
-    for e in view.calls:
-        if "r" in e:
-            continue
-        stage = stage_of(e["k"])
-        t = tokens[view.roles.get(stage, "?")][stage]
-        t["calls"] += 1
-        t["prompt_tokens"] += e["p"]
-        t["output_tokens"] += e["o"]
-        t["cached_tokens"] += e["c"]
-        group = spend[outcome.get(e["s"], "unfinished")]
-        group["prompt_tokens"] += e["p"]
-        group["output_tokens"] += e["o"]
+def figures(out: Path) -> dict[str, Any]:
+    """Every figure of the report, JSON-able, in one pass over the run folder: the recipe's own (`Recipe.tally`),
+    then what every run has (rejections, throughput, how it was made)."""
+    folder = open_folder(out)
+    tally, shared = folder.recipe.tally(folder), Shared(folder)
+    for ended in units(folder):
+        shared.unit(ended)
+        tally.unit(ended)
+    for name in OUTPUTS:
+        for item in lines(folder, name):
+            shared.line(name, item)
+            tally.line(name, item)
+    common = shared.figures()
+    own = tally.figures(common)
+    tokens = shared.tokens
     prompt = sum(t["prompt_tokens"] for role in tokens.values() for t in role.values())
     cached = sum(t["cached_tokens"] for role in tokens.values() for t in role.values())
     output = sum(t["output_tokens"] for role in tokens.values() for t in role.values())
+    spend = shared.spend
     total = sum(g["prompt_tokens"] + g["output_tokens"] for g in spend.values())
     useful = spend["records"]["prompt_tokens"] + spend["records"]["output_tokens"] if "records" in spend else 0
-    settings_rows = defaults_first(view.config)
-    wall = _wall_s(view.metrics)
-
-    settings = view.run_info.get("settings", {})
+    settings_rows = defaults_first(folder.config)
+    wall, peaks = _metrics(folder.out)
+    settings = folder.info.get("settings", {})
     models = settings.get("models", {})
-    names = records[0]["meta"].get("models", {}) if records else {}
     return {
-        "out": str(view.out),
-        "recipe": view.recipe.name,
-        "title": view.recipe.title,
-        "unit": view.recipe.unit,
-        "records": len(records),
-        "splits": sorted(by_split, key=split_order),
-        "records_by_split": {k: by_split[k] for k in sorted(by_split, key=split_order)},
-        "in_flight": len(view.in_flight),
-        **view.recipe.views(view),
-        "rejected": _by_kind(view.rejected, "id"),
-        "dropped_levels": _by_kind(view.dropped_levels, "unit"),
+        "out": str(folder.out),
+        "recipe": folder.recipe.name,
+        "title": folder.recipe.title,
+        "unit": folder.recipe.unit,
+        "records": common["records"],
+        "splits": list(common["records_by_split"]),
+        "records_by_split": common["records_by_split"],
+        "in_flight": common["in_flight"],
+        **own,
+        "rejected": shared.by_kind(sink.REJECTED, "id"),
+        "dropped_levels": shared.by_kind(sink.DROPPED_LEVELS, "unit"),
         "throughput": {
             "tokens": {role: {stage: dict(t) for stage, t in stages.items()} for role, stages in tokens.items()},
             "prompt_tokens": prompt, "output_tokens": output, "cached_tokens": cached,
@@ -122,31 +166,30 @@ def figures(view: RunView) -> dict[str, Any]:
             "spend": {k: dict(v) for k, v in sorted(spend.items())},
             "wall_s": wall, "output_tok_s": output / wall if wall else None,
             # Each role's output tokens/s over the run, and the share of its engine's peak where one is known.
-            "roles": _role_rates(tokens, wall, view.metrics),
+            "roles": _role_rates(tokens, wall, peaks),
         },
         "made": {
-            "models": {role: names.get(role) or models.get(role) for role in view.recipe.roles},
-            "model_identities": models,
-            "prompts": settings.get("prompts"), "prompts_match": view.prompts_match,
-            "preset": view.run_info.get("preset"),
+            "models": {role: models.get(role) for role in folder.recipe.roles},
+            "prompts": settings.get("prompts"), "prompts_match": folder.prompts_match,
+            "preset": folder.info.get("preset"),
             "settings": [list(row) for row in settings_rows],
             # Where the run's settings are not those of the authors' code (recipes with an authors preset).
             "unlike_authors": [[name, value, authors] for name, value, _, authors in settings_rows
                                if authors is not None and value != authors],
         },
-        "limits": _limits(view, models),
+        "limits": _limits(folder, models, common["in_flight"]),
     }
 
 
-def _limits(view: RunView, models: dict[str, str]) -> list[str]:
+def _limits(folder: Folder, models: dict[str, str], in_flight: int) -> list[str]:
     notes = []
     if EMBEDDED in models.values():
         notes.append("Made with the bundled 135M demo model (SmolLM2-135M-Instruct) and the 'tiny' preset: it shows "
                      "the method at work, it is not training data.")
-    if view.in_flight:
-        notes.append(f"The run is not finished: {len(view.in_flight)} samples were in flight when this report was "
+    if in_flight:
+        notes.append(f"The run is not finished: {in_flight} {folder.recipe.unit}s were in flight when this report was "
                      "made (rerun the same `airgen run` command to finish it).")
-    if not view.prompts_match:
+    if not folder.prompts_match:
         notes.append("The bundled prompt set differs from the one the run was made with: the rounds shown are "
                      "rebuilt with the current one and may differ from what the run did.")
     return notes
@@ -157,12 +200,9 @@ def _limits(view: RunView, models: dict[str, str]) -> list[str]:
 def text_summary(f: dict[str, Any], folder: Path) -> str:
     lines = [f"report of {f['out']} ({f['recipe']}): {f['records']} records"
              + (f" ({', '.join(f'{k} {n}' for k, n in f['records_by_split'].items())})" if f["records"] else "")
-             + (f"; {f['in_flight']} samples still in flight" if f["in_flight"] else "")]
+             + (f"; {f['in_flight']} {f['unit']}s still in flight" if f["in_flight"] else "")]
     width = max(len(label) for label, _ in f["funnel"])
     lines += [f"  {label:<{width}}  {'-' if n is None else n}" for label, n in f["funnel"]]
-    for group, counts in f["constraint_types"].items():
-        top = ", ".join(f"{t} {n}" for t, n in list(counts.items())[:3])
-        lines.append(f"  {group} types: {top}")
     lines += [f"  {line}" for line in f["highlights"]]
     for stage, kinds in f["rejected"].items():
         lines.append(f"  rejected at {stage}: {sum(k['count'] for k in kinds)} ({kinds[0]['reason']})")
@@ -189,7 +229,8 @@ def text_summary(f: dict[str, Any], folder: Path) -> str:
 # -- plots --------------------------------------------------------------------------------------------------------------
 
 def plots(f: dict[str, Any], folder: Path, recipe: Any) -> dict[str, str]:
-    """name -> PNG file written into `folder`; a view without data has no plot. `recipe` adds its own."""
+    """name -> PNG file written into `folder`: the funnel, and the recipe's own (`Recipe.plots`); a view without
+    data has no plot."""
     try:
         import matplotlib
 
@@ -216,50 +257,8 @@ def plots(f: dict[str, Any], folder: Path, recipe: Any) -> dict[str, str]:
         ax.set_xlabel(f["labels"]["funnel_axis"])
         ax.set_title(f["labels"]["funnel_title"])
         save(fig, "funnel")
-
-    rounds = f["constraint_types"]
-    if rounds:
-        kinds = sorted({t for c in rounds.values() for t in c})
-        cmap = plt.get_cmap("tab20")
-        fig, ax = plt.subplots(figsize=(8, 0.5 * len(rounds) + 2))
-        for i, (r, counts) in enumerate(rounds.items()):
-            total, left = sum(counts.values()), 0.0
-            for j, kind in enumerate(kinds):
-                share = counts.get(kind, 0) / total
-                ax.barh(r, share, left=left, color=cmap(j % 20), label=kind if i == 0 else None)
-                left += share
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("share of the group's constraints")
-        ax.set_title(f["labels"]["types_title"])
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-        save(fig, "constraint_types")
-
-    lengths = {k: v for k, v in f["lengths"].items() if v["instruction_words"]}
-    answered = [k for k, v in lengths.items() if "response_words" in v]  # AIR's initial instructions have none
-    if answered:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        keys = list(lengths)
-        axes[0].boxplot([lengths[k]["instruction_words"] for k in keys], tick_labels=[_level_label(k) for k in keys])
-        axes[0].set_title("instruction length (words)")
-        axes[1].boxplot([lengths[k]["response_words"] for k in answered],
-                        tick_labels=[_level_label(k) for k in answered])
-        axes[1].set_title("response length (words)")
-        save(fig, "lengths")
-    if len(lengths) > 1 and "mean_unique_trigrams" in f:
-        trigrams = {k: v for k, v in f["mean_unique_trigrams"].items() if v is not None}
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot([_level_label(k) for k in trigrams], list(trigrams.values()), marker="o")
-        ax.set_ylabel("mean unique word trigrams per instruction")
-        ax.set_title("diversity across levels (paper Figure 6a)")
-        save(fig, "trigrams")
-
     recipe.plots(f, plt, save)
     return made
-
-
-def _level_label(key: str) -> str:
-    """An AIR level's key ("2") as "level 2"; other keys ("init", a CRAB record kind) as they are."""
-    return f"level {key}" if key.isdigit() else key
 
 
 # -- the page -----------------------------------------------------------------------------------------------------------
@@ -295,20 +294,12 @@ def page(f: dict[str, Any], images: dict[str, str]) -> str:
              *(f'<p class="note">{html.escape(n)}</p>' for n in f["limits"]),
              f"<p>{html.escape(f['title'])} run: {f['records']} records ("
              + html.escape(", ".join(f"{k}: {n}" for k, n in f["records_by_split"].items()) or "none yet") + ").</p>",
-             "<h2>Funnel</h2>", img("funnel"), _table(["stage", "count"], f["funnel"]),
-             "<h2>Constraint types</h2>", img("constraint_types"),
-             _table(["group", "type", "count"], [[r, t, n] for r, c in f["constraint_types"].items()
-                                                  for t, n in c.items()]),
-             "<h2>Lengths</h2>", img("lengths"), img("trigrams"),
-             _table(["records", "count", "mean instruction words", "mean response words", "mean unique trigrams"],
-                    [[_level_label(k), len(v["instruction_words"]), mean(v["instruction_words"]),
-                      mean(v.get("response_words", [])), f.get("mean_unique_trigrams", {}).get(k)]
-                     for k, v in f["lengths"].items()])]
+             "<h2>Funnel</h2>", img("funnel"), _table(["stage", "count"], f["funnel"])]
     for panel in f["panels"]:
-        parts += [f"<h2>{html.escape(panel['title'])}</h2>", img(panel["plot"]) if panel["plot"] else "",
+        parts += [f"<h2>{html.escape(panel['title'])}</h2>", *(img(name) for name in panel["plots"]),
                   *(_table(t["head"], t["rows"]) for t in panel["tables"])]
     traces = f.get("traces", {})
-    for title, key in ((f"Rejected {f['unit']}s", "rejected"), ("Dropped levels", "dropped_levels")):
+    for title, key in ((f"Rejected {f['unit']}s", "rejected"), ("Parts that made no record", "dropped_levels")):
         parts.append(f"<h2>{title}</h2>")
         parts.append(_table(["stage", "reason", "count", "example"],
                             [[stage, k["reason"], k["count"],
@@ -337,25 +328,21 @@ def _trace_pages(f: dict[str, Any], out: Path, folder: Path) -> dict[str, str]:
     """Each example rejection's and dropped level's document told call by call (`airgen trace`): id -> its page."""
     from airgen import trace
 
-    made = {}
     ids = {k["example"]["id"] for key in ("rejected", "dropped_levels") for kinds in f[key].values() for k in kinds}
-    for unit in sorted(i for i in ids if i):
-        try:
-            story = trace.trace(out, unit)
-        except (trace.TraceError, OSError):
-            continue
-        made[unit] = f"trace/{trace.write_page(folder / 'trace', story).name}"
-    return made
+    try:
+        told = trace.stories(out, sorted(i for i in ids if i))
+    except (trace.TraceError, OSError):
+        return {}
+    return {unit: f"trace/{trace.write_page(folder / 'trace', story).name}" for unit, story in sorted(told.items())}
 
 
 def write_report(out: Path) -> tuple[Path, str]:
     """Write OUT/report/ and return (the folder, the text summary)."""
-    view = load_run(out)
-    f = figures(view)
+    f = figures(out)
     folder = Path(out) / REPORT_DIR
     folder.mkdir(exist_ok=True)
     f["traces"] = _trace_pages(f, Path(out), folder)
-    images = plots(f, folder, view.recipe)
+    images = plots(f, folder, recipes.get(f["recipe"]))
     atomic_write(folder / "summary.json", orjson.dumps(f, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     with atomic_text(folder / "report.html") as handle:
         handle.write(page(f, images))

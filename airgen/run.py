@@ -183,9 +183,7 @@ def say_outputs(out: Path, unit: str) -> None:
 async def execute(config: Config, out: Path, inputs: list[Path], prompts: PromptSet, layout: Any = None) -> int:
     """The run on this process's engines; with `layout` (a `plan.Plan`), the summary says how close it came."""
     recipe = recipes.of(config)
-    roles = recipe.roles
-    engines = await start_engines(config.guidance, config.student if "student" in roles else None,
-                                  outage_s=config.run.outage_s)
+    engines = await start_engines(*config.models(), outage_s=config.run.outage_s)
     say_engines(engines)
     endpoint = Endpoint(config.run.prometheus_port) if config.run.prometheus_port is not None else None
     try:

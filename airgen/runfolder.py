@@ -1,22 +1,19 @@
 """A run folder's own files, read back without running anything: the names of its files, its run.json as a config,
-its JSONL lines, and its journal replayed through a recipe's flow.
+its JSONL lines one at a time, and whether a run is writing it now.
 
-`run` writes these files; `runview` (report, export) and the pair reader that takes a run folder as CRAB's input
-read them through here.
+`run` writes these files; `runview` (report, export, the pair reader that takes a run folder as CRAB's input) and
+`trace` read them through here.
 """
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Iterator
 
 import orjson
 
-from airgen import journal, recipes
-from airgen.calls import Completion, Refusal
+from airgen import recipes
 from airgen.config import Config, ConfigError, load
-from airgen.flow import Flow, Unit, replay
 
 RUN_FILE = "run.json"
 JOURNAL = "journal.jsonl"
@@ -49,18 +46,18 @@ def read_info(out: Path) -> tuple[dict[str, Any], Config]:
     return info, config
 
 
-def lines(path: Path) -> list[dict[str, Any]]:
-    """A JSONL file's whole lines; a torn last line (a run killed mid-write, or writing now) is left out."""
+def stream(path: Path) -> Iterator[dict[str, Any]]:
+    """A JSONL file's whole lines, one at a time; a torn last line (a run killed mid-write, or writing now) and a
+    line that is no JSON are left out."""
     if not path.exists():
-        return []
-    out = []
-    for raw in path.read_bytes().split(b"\n"):
-        if raw.strip():
-            try:
-                out.append(orjson.loads(raw))
-            except orjson.JSONDecodeError:
-                continue
-    return out
+        return
+    with open(path, "rb") as f:
+        for raw in f:
+            if raw.endswith(b"\n") and raw.strip():
+                try:
+                    yield orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue
 
 
 def last_line(path: Path) -> dict[str, Any] | None:
@@ -97,17 +94,3 @@ def in_progress(out: Path, unit: str) -> str | None:
     total = f" of {s['total']}" if s.get("total") else ""
     return (f"{out} is being written now ({who.describe()}): {done}{total} {unit}s finished, {s['in_flight']} in "
             f"flight {time.time() - last['time']:.0f} s ago; this shows what is on disk so far")
-
-
-def replay_units(flow: Flow, blank: Callable[[str], Any], calls: list[dict[str, Any]]) -> dict[str, Unit]:
-    """Each journaled unit's state: its calls replayed through `flow`, from `blank(id)` (the input's text is not
-    needed, only the keys the flow asks for)."""
-    answers: dict[str, dict[str, Completion | Refusal]] = defaultdict(dict)
-    for e in calls:
-        answers[e["s"]][e["k"]] = journal.completion(e)
-    samples = {}
-    for unit, known in answers.items():
-        sample = flow.sample(blank(unit))
-        replay(flow, sample, flow.start(sample), lambda request: known.get(request.key))
-        samples[unit] = sample
-    return samples

@@ -1,69 +1,277 @@
-"""A run folder read back: what `airgen report` and `airgen export` know about a run, from its files alone.
+"""A run folder read back in one pass, in memory bounded by what a run has in flight, never by its size: what
+`airgen report`, `airgen export`, the dataset card and CRAB's reading of a run folder know, from its files alone.
 
-Nothing is re-run and no input is read: the records, rejections and dropped levels are the output files; the state of
-every sample (its rounds, constraints, check scores, how its rounds ended) is rebuilt by replaying the journal
-through the same pure flow that made it, so rejected documents and a run that is still going or was killed are seen
-as well as finished ones.
+Nothing is re-run and no input is read. The journal is streamed once: each unit's calls are replayed through the
+same pure flow that made them as soon as its done marker comes (until then only where its lines are is kept), so
+rejected documents and a run still going or killed are seen as well as finished ones. The output files are streamed
+once each. A recipe sees each unit and each line once, through its `Tally` (`Recipe.tally`), and keeps only counts.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
+import numpy as np
 import orjson
 
-from airgen import recipes, sink
-from airgen.calls import split_key
+from airgen import journal, recipes, sink
+from airgen.calls import Completion, Refusal, Request, digest
 from airgen.config import Config
-from airgen.flow import Unit
+from airgen.flow import Done, Rejected, Unit, replay
 from airgen.recipe import Recipe
-from airgen.runfolder import JOURNAL, METRICS, lines, read_info, replay_units
+from airgen.files import atomic_binary
+from airgen.rows import Rejection, unit_name
+from airgen.runfolder import JOURNAL, read_info, stream
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A run folder and what it says of itself (run.json), before anything else is read."""
+
+    out: Path
+    info: dict[str, Any]  # run.json
+    config: Config  # the method settings the run was made with (run.json's fingerprint fields)
+    recipe: Recipe
+    prompts_match: bool  # the bundled prompt set is the one the run was made with (else the replay may differ)
+    selection: dict[str, Any] | None  # summary.json of the `airgen select` that made the input, if any
+
+    @property
+    def roles(self) -> dict[str, str]:
+        """stage -> the role that answers it."""
+        return {name: step.role for name, step in self.recipe.steps(self.config.settings).items()}
+
+
+def open_folder(out: Path) -> Folder:
+    out = Path(out)
+    info, config = read_info(out)
+    recipe = recipes.get(config.recipe)
+    return Folder(out, info, config, recipe, recipe.prompts().fingerprint == info["settings"].get("prompts"),
+                  _selection(info))
 
 
 @dataclass
-class RunView:
-    out: Path
-    run_info: dict[str, Any]  # run.json
-    config: Config  # the method settings the run was made with (run.json's fingerprint fields)
-    records: list[dict[str, Any]]
-    rejected: list[dict[str, Any]]
-    dropped_levels: list[dict[str, Any]]
-    samples: dict[str, Unit]  # unit id -> its state (the recipe's sample), replayed from the journal
-    finished: set[str]  # units the journal marks done
-    calls: list[dict[str, Any]]  # journal call events (answered and refused), in order
-    metrics: list[dict[str, Any]]  # metrics.jsonl lines
-    prompts_match: bool  # the bundled prompt set is the one the run was made with (else the replay may differ)
-    selection: dict[str, Any] | None = None  # summary.json of the `airgen select` that made the input, if any
-    roles: dict[str, str] = field(default_factory=dict)  # stage -> role
-    recipe: Recipe | None = None
-    pairs: list[dict[str, Any]] = field(default_factory=list)  # preference pairs (pairs.jsonl), where made
+class Ended:
+    """One unit of the journal, its calls replayed: `finished` when the journal marks it done; `ending` its Done
+    or Rejected as the replay makes it (None while it is not finished, or where the replay stops short: prompts
+    changed since); `sample` None for a unit with no call (rejected on reading, or before any call)."""
 
-    @property
-    def in_flight(self) -> list[str]:
-        """Samples with journaled calls but no end: in flight when the run stopped (or now)."""
-        return sorted(d for d in self.samples if d not in self.finished)
+    id: str
+    finished: bool
+    sample: Unit | None = None
+    ending: Done | Rejected | None = None
+    calls: list[dict[str, Any]] = field(default_factory=list)  # its journal lines, answered and refused
 
 
-def load_run(out: Path) -> RunView:
-    out = Path(out)
-    info, config = read_info(out)
-    settings = info["settings"]
-    recipe = recipes.get(config.recipe)
-    prompts = recipe.prompts()
-    events = lines(out / JOURNAL)
+def units(folder: Folder) -> Iterator[Ended]:
+    """Each unit of the journal once, in the order units finished, then the unfinished ones, replayed from units
+    with only their ids (no input is read): a key asked again (its request changed) counts with its latest
+    answer."""
+    path = folder.out / JOURNAL
+    if not path.exists():
+        return
+    flow = folder.recipe.flow(folder.config.settings, folder.recipe.prompts(), folder.config.seed)
+    spans: dict[str, list[tuple[int, int]]] = {}  # open unit -> where its lines are
+    with open(path, "rb") as f, open(path, "rb") as lookup:
+        def replayed(unit: str, finished: bool) -> Ended:
+            events = []
+            for offset, length in spans.pop(unit, ()):
+                lookup.seek(offset)
+                events.append(orjson.loads(lookup.read(length)))
+            return replay_unit(flow, folder.recipe.blank(unit), unit, events, finished, None)
+
+        offset = 0
+        for raw in f:
+            length = len(raw)
+            if raw.endswith(b"\n"):  # a half-written last line (a run writing now) is not read
+                try:
+                    event = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    event = {}
+                if "done" in event:
+                    yield replayed(event["done"], True)
+                elif "s" in event:
+                    spans.setdefault(event["s"], []).append((offset, length))
+            offset += length
+        for unit in list(spans):
+            yield replayed(unit, False)
+
+
+def replay_unit(flow: Any, unit: Any, unit_id: str, events: list[dict[str, Any]], finished: bool,
+                models: dict[str, str] | None) -> Ended:
+    """One unit's journal lines replayed through `flow`. `unit` is the unit as read from the inputs, with
+    the run's `models` to check each answer's digest against; or one with only its id (`Recipe.blank`) and None,
+    whose prompts cannot be rebuilt: a key's latest answer is taken as it is."""
     calls = [e for e in events if "k" in e]
-    finished = {e["done"] for e in events if "done" in e}
-    samples = replay_units(recipe.flow(config.settings, prompts, config.seed), recipe.blank, calls)
-    return RunView(
-        out=out, run_info=info, config=config,
-        records=lines(out / sink.RECORDS), rejected=lines(out / sink.REJECTED),
-        dropped_levels=lines(out / sink.DROPPED_LEVELS), samples=samples, finished=finished, calls=calls,
-        metrics=lines(out / METRICS), prompts_match=prompts.fingerprint == settings.get("prompts"),
-        selection=_selection(info), recipe=recipe, pairs=lines(out / sink.PAIRS),
-        roles={name: step.role for name, step in recipe.steps(config.settings).items()},
-    )
+    if not calls:
+        return Ended(unit_id, finished)
+    sample = flow.sample(unit)
+    step = replay(flow, sample, flow.start(sample), answers(calls, models))
+    ending = step if isinstance(step, (Done, Rejected)) and finished else None
+    return Ended(unit_id, finished, sample, ending, calls)
+
+
+def units_in_input_order(folder: Folder) -> Iterator[Ended]:
+    """Each unit the run read, in the order of its inputs, its journal lines found through the index (`index`): a
+    reading whose order does not depend on when units finished."""
+    idx = index(folder.out)
+    flow = folder.recipe.flow(folder.config.settings, folder.recipe.prompts(), folder.config.seed)
+    models = folder.info["settings"].get("models") or {}
+    inputs = [Path(p) for p in folder.info.get("inputs", [])]
+    for unit in folder.recipe.read(inputs, folder.config.run.limit):
+        name = unit_name(unit)
+        events = events_of(folder.out, name, idx)
+        finished = any("done" in e for e in events)
+        yield Ended(name, finished) if isinstance(unit, Rejection) else replay_unit(flow, unit, name, events,
+                                                                                    finished, models)
+
+
+def answers(events: list[dict[str, Any]], models: dict[str, str] | None,
+            heard: Callable[[int, Request, dict[str, Any], Completion | Refusal], None] | None = None
+            ) -> Callable[[Request], Completion | Refusal | None]:
+    """A unit's journal lines (`events`, in journal order) as the answers a replay takes, as a resume takes them:
+    a key's latest answer, and (given the run's `models`) only for the very request it answered (its digest).
+    `heard(position, request, line, answer)` is told of each answer used."""
+    latest = {e["k"]: (i, e) for i, e in enumerate(events) if "k" in e}
+
+    def answer(request: Request) -> Completion | Refusal | None:
+        found = latest.get(request.key)
+        if found is None:
+            return None
+        i, event = found
+        model = models.get(request.role) if models is not None else None
+        if event.get("d") is not None and model is not None and event["d"] != digest(request, model):
+            return None  # it answered another request (the document or a step changed since)
+        known = journal.completion(event)
+        if heard is not None:
+            heard(i, request, event, known)
+        return known
+
+    return answer
+
+
+INDEX = "trace.index"
+# One entry per journal line: a hash of its unit's id, where the line starts, how long it is; sorted by the hash, so
+# that a unit's lines are found by a binary search of a memory-mapped file, whatever the journal's size.
+_ENTRY = np.dtype([("unit", "<u8"), ("offset", "<u8"), ("length", "<u4")])
+_HEADER = 16  # b"airgentr", then the journal bytes the index covers, as a little-endian uint64
+
+
+def _unit_hash(unit: str) -> int:
+    return int.from_bytes(hashlib.blake2b(unit.encode(), digest_size=8).digest(), "little")
+
+
+@dataclass
+class Index:
+    size: int  # the journal's bytes the index covers (whole lines)
+    entries: np.ndarray  # `_ENTRY`s, sorted by unit hash
+
+    def spans(self, unit: str) -> list[tuple[int, int]]:
+        """Where the unit's journal lines are (a hash shared with another unit gives its lines too: the caller
+        checks each line's unit), in journal order."""
+        h = np.uint64(_unit_hash(unit))
+        found = self.entries[np.searchsorted(self.entries["unit"], h, "left"):
+                             np.searchsorted(self.entries["unit"], h, "right")]
+        return sorted((int(e["offset"]), int(e["length"])) for e in found)
+
+
+def index(out: Path) -> Index:
+    """The journal's index, brought up to date: only what the journal grew by since it was made is read. Built in
+    memory that does not grow with the journal: new entries spill into `_BUCKETS` files by the top byte of their
+    hash, and each bucket (old entries and new) is sorted and written out in turn."""
+    path, stored = Path(out) / JOURNAL, Path(out) / INDEX
+    size, old = 0, np.zeros(0, _ENTRY)
+    if stored.is_file() and stored.stat().st_size >= _HEADER:
+        with open(stored, "rb") as f:
+            size = int.from_bytes(f.read(_HEADER)[8:], "little")
+        old = np.memmap(stored, _ENTRY, "r", offset=_HEADER) if stored.stat().st_size > _HEADER else old
+    journal_size = path.stat().st_size if path.exists() else 0
+    if journal_size < size:  # the journal was cut back (a torn line repaired) or replaced: start over
+        size, old = 0, np.zeros(0, _ENTRY)
+    if journal_size > size:
+        with tempfile.TemporaryDirectory(prefix=".index-", dir=out) as spill:
+            size = _spill(path, size, Path(spill))
+            with atomic_binary(stored) as f:
+                f.write(b"airgentr" + size.to_bytes(8, "little"))
+                for b in range(_BUCKETS):
+                    low, high = np.uint64(b << 56), np.uint64(((b + 1) << 56) - 1)
+                    part = old[np.searchsorted(old["unit"], low, "left"):np.searchsorted(old["unit"], high, "right")]
+                    spilled = Path(spill) / str(b)
+                    if spilled.exists():
+                        part = np.concatenate([np.asarray(part), np.fromfile(spilled, _ENTRY)])
+                    f.write(part[np.argsort(part["unit"], kind="stable")].tobytes())
+        del old  # the memory map of the file just replaced
+        entries = stored.stat().st_size > _HEADER
+        old = np.memmap(stored, _ENTRY, "r", offset=_HEADER) if entries else np.zeros(0, _ENTRY)
+    return Index(size, old)
+
+
+_BUCKETS = 256
+
+
+def _spill(path: Path, start: int, folder: Path) -> int:
+    """The journal's whole lines from `start` as index entries, into one file per bucket; returns where they end."""
+    waiting: list[list[tuple[int, int, int]]] = [[] for _ in range(_BUCKETS)]
+
+    def flush(b: int) -> None:
+        with open(folder / str(b), "ab") as f:
+            f.write(np.array(waiting[b], _ENTRY).tobytes())
+        waiting[b].clear()
+
+    offset = start
+    with open(path, "rb") as f:
+        f.seek(start)
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                break  # a line still being written: left for a later trace
+            try:
+                event = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                event = {}
+            unit = event.get("s", event.get("done"))
+            if unit is not None:
+                h = _unit_hash(unit)
+                waiting[h >> 56].append((h, offset, len(raw)))
+                if len(waiting[h >> 56]) >= 512:
+                    flush(h >> 56)
+            offset += len(raw)
+    for b in range(_BUCKETS):
+        if waiting[b]:
+            flush(b)
+    return offset
+
+
+def events_by_scan(out: Path, wanted: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """The journal lines of a few units, in journal order, by one pass over the journal (no index is made)."""
+    found: dict[str, list[dict[str, Any]]] = {unit: [] for unit in wanted}
+    for event in stream(Path(out) / JOURNAL):
+        unit = event.get("s", event.get("done"))
+        if unit in found:
+            found[unit].append(event)
+    return found
+
+
+def events_of(out: Path, unit: str, idx: Index) -> list[dict[str, Any]]:
+    """A unit's journal lines, in journal order, found through the index."""
+    found = []
+    with open(Path(out) / JOURNAL, "rb") as f:
+        for offset, length in idx.spans(unit):
+            f.seek(offset)
+            event = orjson.loads(f.read(length))
+            if event.get("s", event.get("done")) == unit:
+                found.append(event)
+    return found
+
+
+def lines(folder: Folder, name: str) -> Iterator[dict[str, Any]]:
+    """The whole lines of one of the run's output files (`sink`), streamed."""
+    return stream(folder.out / name)
+
+
+OUTPUTS = (sink.RECORDS, sink.REJECTED, sink.DROPPED_LEVELS, sink.PAIRS)
 
 
 def _selection(info: dict[str, Any]) -> dict[str, Any] | None:
@@ -77,10 +285,6 @@ def _selection(info: dict[str, Any]) -> dict[str, Any] | None:
             except orjson.JSONDecodeError:
                 return None
     return None
-
-
-def stage_of(key: str) -> str:
-    return split_key(key)[1]
 
 
 AUTHORS = "authors"  # the preset that reproduces the authors' code, where a recipe has one
@@ -97,4 +301,3 @@ def defaults_first(config: Config) -> list[tuple[str, Any, Any, Any]]:
             dataclasses.asdict(config.settings).items()]
     rows.append(("seed", config.seed, 0, None))
     return sorted(rows, key=lambda r: r[1] == r[2])
-

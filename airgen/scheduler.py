@@ -5,7 +5,7 @@
 - Each engine has a window of outstanding requests (continuous batching stays fed, memory stays bounded); requests
   beyond it wait in a priority queue where the sample closest to done goes first, which keeps in-flight state small
   and puts one document's calls close together in time (prefix-cache hits).
-- Documents are admitted from a stream (`corpus.admitted`) while fewer than `max_in_flight` samples are active.
+- Units are admitted from a stream (the recipe's `read`) while fewer than `max_in_flight` samples are active.
 - Every completion and refusal is journaled before the flow sees it; a finished sample's lines are written before
   its done marker. Resume replays the journal through the same flow, so nothing finished is asked again.
 - A call the engine could not get answered (`CallFailed`: every try failed while the server answers others) is no
@@ -20,10 +20,9 @@ import heapq
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from airgen.calls import Completion, Refusal, Request, Role, digest
-from airgen.corpus import Document
 from airgen.rows import Rejection, unit_name
 from airgen.engines import CallFailed, Engine, RequestRejected, identity
 from airgen.flow import Done, Flow, Next, Unit, replay
@@ -75,7 +74,7 @@ class Scheduler:
         self._loop: asyncio.AbstractEventLoop | None = None  # set by run(); tasks are created on it directly
         self._tasks: set[asyncio.Task] = set()
         self._active = 0
-        self._units: Iterator[Document | Rejection] = iter(())
+        self._units: Iterator[Any] = iter(())  # the recipe's units (documents, pairs, ...) and Rejections
         self._exhausted = False
         self._finished = asyncio.Event()
         self._error: BaseException | None = None
@@ -87,7 +86,7 @@ class Scheduler:
     def active(self) -> int:
         return self._active
 
-    async def run(self, units: Iterable[Document | Rejection]) -> None:
+    async def run(self, units: Iterable[Any]) -> None:
         self._loop = asyncio.get_running_loop()
         self._units = iter(units)
         try:
@@ -127,7 +126,7 @@ class Scheduler:
         self.journal.done(unit)
         self.metrics.finished("rejected", "read")
 
-    def _start(self, doc: Document) -> None:
+    def _start(self, doc: Any) -> None:
         if doc.id in self.replay.finished:
             self.metrics.resumed += 1
             return
@@ -169,12 +168,12 @@ class Scheduler:
         if isinstance(step, Done):
             self.sink.records(step.records)
             self.sink.pairs(step.pairs)
-            self.sink.dropped_levels(sample.doc_id, step.level_drops)
+            self.sink.dropped_levels(sample.doc_id, step.dropped)
             self.metrics.finished("records", splits=[r["meta"]["split"] for r in step.records],
                                   sample_id=sample.doc_id)
         else:
             self.sink.rejected(sample.doc_id, sample.doc_id, sample.source, step.stage, step.reason, step.value)
-            self.sink.dropped_levels(sample.doc_id, step.level_drops)
+            self.sink.dropped_levels(sample.doc_id, step.dropped)
             self.metrics.finished("rejected", step.stage, sample_id=sample.doc_id)
         self.journal.done(sample.doc_id)
         self._active -= 1

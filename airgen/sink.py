@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Container
 
 import orjson
 
-from airgen.files import AppendLog, atomic_write, repair_tail
+from airgen.files import AppendLog, atomic_binary, repair_tail
 
 RECORDS = "records.jsonl"
 REJECTED = "rejected.jsonl"
@@ -43,20 +43,23 @@ def _unit(line: dict[str, Any]) -> str:
     return line["meta"]["doc_id"] if "meta" in line else line["unit"]
 
 
-def _keep_finished(path: Path, finished: set[str]) -> None:
-    """Remove lines of units that the journal does not mark done: they are written again when the unit finishes."""
+def _keep_finished(path: Path, finished: Container[str]) -> None:
+    """Remove lines of units that the journal does not mark done: they are written again when the unit finishes.
+    Streamed: the file is read once to see whether any line must go, and copied once only then."""
     repair_tail(path)
     if not path.exists():
         return
     with open(path, "rb") as f:
-        lines = f.readlines()
-    kept = [line for line in lines if _unit(orjson.loads(line)) in finished]
-    if len(kept) != len(lines):
-        atomic_write(path, b"".join(kept))
+        if all(_unit(orjson.loads(raw)) in finished for raw in f):
+            return
+    with open(path, "rb") as f, atomic_binary(path) as kept:
+        for raw in f:
+            if _unit(orjson.loads(raw)) in finished:
+                kept.write(raw)
 
 
 class Sink:
-    def __init__(self, out: Path, finished: set[str], extra_meta: dict[str, Any]):
+    def __init__(self, out: Path, finished: Container[str], extra_meta: dict[str, Any]):
         self._logs = {}
         for name in (RECORDS, PAIRS, REJECTED, DROPPED_LEVELS):
             _keep_finished(out / name, finished)

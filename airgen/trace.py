@@ -4,7 +4,8 @@ answer, tokens, time, prefix-cache hit, what the step made of it) and how the un
 levels, or its rejection). A unit still in flight, or one of a killed run, gets the part that happened and says so.
 
 Fast on big folders: the first trace of a folder indexes its journal (each unit's lines, by byte offset) into
-OUT/trace.index; later traces read that index, add what the journal grew by since, and read only the unit's lines.
+OUT/trace.index, a sorted binary file; later traces search it memory-mapped, add what the journal grew by since,
+and read only the unit's lines.
 """
 from __future__ import annotations
 
@@ -14,17 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 
-from airgen import journal, recipes
-from airgen.calls import Completion, Refusal, Request, digest, split_key
-from airgen.files import atomic_text, atomic_write
+from airgen import recipes
+from airgen.calls import Completion, Refusal, Request, split_key
+from airgen.files import atomic_text
 from airgen.flow import Done, Fault, FlowError, Rejected, replay
 from airgen.rows import Rejection, unit_name
 from airgen.runfolder import JOURNAL, read_info
+from airgen.runview import answers, events_by_scan, events_of, index
 from airgen.step import Reject
 
-INDEX = "trace.index"
 
 
 class TraceError(ValueError):
@@ -51,84 +51,57 @@ class Story:
     rejected_on_reading: Rejection | None = None
 
 
-# -- the index ---------------------------------------------------------------------------------------------------
-
-def index(out: Path) -> dict[str, Any]:
-    """unit -> [[offset, length], ...] of its journal lines (calls and its done marker), brought up to date with the
-    journal: only what it grew by since the last trace is read."""
-    path = Path(out) / JOURNAL
-    stored = Path(out) / INDEX
-    idx: dict[str, Any] = {"size": 0, "units": {}}
-    if stored.is_file():
-        try:
-            idx = orjson.loads(stored.read_bytes())
-        except orjson.JSONDecodeError:
-            pass
-    size = path.stat().st_size if path.exists() else 0
-    if size < idx["size"]:  # the journal was cut back (a torn line repaired) or replaced: start over
-        idx = {"size": 0, "units": {}}
-    if size > idx["size"]:
-        with open(path, "rb") as f:
-            f.seek(idx["size"])
-            chunk = f.read(size - idx["size"])
-        offset, units = idx["size"], idx["units"]
-        end = chunk.rfind(b"\n") + 1  # whole lines only: the last may be still being written
-        for raw in chunk[:end].split(b"\n")[:-1]:
-            try:
-                event = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                event = {}
-            unit = event.get("s", event.get("done"))
-            if unit is not None:
-                units.setdefault(unit, []).append([offset, len(raw)])
-            offset += len(raw) + 1
-        idx["size"] = offset
-        atomic_write(stored, orjson.dumps(idx))
-    return idx
-
-
-def _events(out: Path, spans: list[list[int]]) -> list[dict[str, Any]]:
-    with open(Path(out) / JOURNAL, "rb") as f:
-        found = []
-        for offset, length in spans:
-            f.seek(offset)
-            found.append(orjson.loads(f.read(length)))
-    return found
-
-
 # -- the story ---------------------------------------------------------------------------------------------------
 
 def trace(out: Path, unit_id: str) -> Story:
+    """The story of one unit, its journal lines found through the index (`runview.index`); TraceError for an id
+    the run never read."""
+    return _stories(out, [unit_id], missing_ok=False, by_index=True)[unit_id]
+
+
+def stories(out: Path, unit_ids: list[str]) -> dict[str, Story]:
+    """The stories of a few units (the report's examples), the run's inputs and journal each read once for all of
+    them; an id the run never read has none."""
+    return _stories(out, unit_ids, missing_ok=True, by_index=False)
+
+
+def _stories(out: Path, unit_ids: list[str], missing_ok: bool, by_index: bool) -> dict[str, Story]:
     out = Path(out)
     info, config = read_info(out)
     recipe = recipes.get(config.recipe)
-    unit = _find(recipe, [Path(p) for p in info.get("inputs", [])], config.run.limit, unit_id)
-    spans = index(out)["units"].get(unit_id, [])
+    inputs = [Path(p) for p in info.get("inputs", [])]
+    wanted, found, read = set(unit_ids), {}, 0
+    for unit in recipe.read(inputs, config.run.limit):
+        read += 1
+        for name in {unit_name(unit), *([unit.id] if isinstance(unit, Rejection) else [])} & wanted:
+            found.setdefault(name, unit)  # the first entry of that name: a document before a repeat of its id
+    if not missing_ok and wanted - set(found):
+        raise TraceError(f"no {recipe.unit} {sorted(wanted - set(found))[0]!r} among the {read} the run read from "
+                         f"{', '.join(map(str, inputs))}")
+    if by_index:
+        idx = index(out)
+        events = {name: events_of(out, name, idx) for name in found}
+    else:
+        events = events_by_scan(out, set(found))
+    flow = recipe.flow(config.settings, recipe.prompts(), config.seed)
+    models = info["settings"].get("models") or {}
+    return {name: _story(flow, recipe, unit, name, events[name], models) for name, unit in found.items()}
+
+
+def _story(flow: Any, recipe: Any, unit: Any, unit_id: str, lines: list[dict[str, Any]],
+           models: dict[str, str]) -> Story:
     if isinstance(unit, Rejection):
         return Story(unit_id, unit.source, recipe.name, rejected_on_reading=unit)
-    flow = recipe.flow(config.settings, recipe.prompts(), config.seed)
     sample = flow.sample(unit)
     story = Story(unit_id, unit.source, recipe.name)
-    events = [e for e in _events(out, spans) if "k" in e]
-    latest = {e["k"]: (i, e) for i, e in enumerate(events)}  # a call asked again: its latest answer
-    models = info["settings"].get("models") or {}
+    events = [e for e in lines if "k" in e]
     calls: list[tuple[int, Call]] = []
 
-    def answer(request: Request) -> Completion | Refusal | None:
-        """The journal's answer, as a resume takes it: the latest one, for this very request."""
-        found = latest.get(request.key)
-        if found is None:
-            return None
-        i, event = found
-        model = models.get(request.role)
-        if event.get("d") is not None and model is not None and event["d"] != digest(request, model):
-            return None  # it answered another request (the document or a step changed since)
-        known = journal.completion(event)
+    def heard(i: int, request: Request, event: dict[str, Any], known: Completion | Refusal) -> None:
         calls.append((i, Call(request, event, _made(flow, request, known))))
-        return known
 
     try:
-        step = replay(flow, sample, flow.start(sample), answer)
+        step = replay(flow, sample, flow.start(sample), answers(events, models, heard))
     except FlowError as e:
         raise TraceError(f"{unit_id}: the journal and the flow disagree ({e})") from None
     story.calls = [call for _, call in sorted(calls, key=lambda c: c[0])]  # in the order they came back
@@ -137,17 +110,6 @@ def trace(out: Path, unit_id: str) -> Story:
     else:
         story.ending = step
     return story
-
-
-def _find(recipe: Any, inputs: list[Path], limit: int | None, unit_id: str) -> Any:
-    """The unit of that id (or name, for an entry rejected at reading) in the run's inputs."""
-    read = 0
-    for unit in recipe.read(inputs, limit):
-        read += 1
-        if unit_name(unit) == unit_id or (isinstance(unit, Rejection) and unit.id == unit_id):
-            return unit
-    raise TraceError(f"no {recipe.unit} {unit_id!r} among the {read} the run read from "
-                     f"{', '.join(map(str, inputs))}")
 
 
 def _made(flow: Any, request: Request, answer: Completion | Refusal) -> str:
@@ -187,7 +149,8 @@ def ending(story: Story) -> str:
     if end is None:
         return (f"not finished: {len(story.waiting)} calls asked and not answered ({', '.join(story.waiting)}); "
                 "the run is still going, or was stopped (rerun it to finish)")
-    drops = "; ".join(f"level {d['level']} dropped at {d['stage']}: {d['reason']}" for d in end.level_drops)
+    drops = "; ".join(" ".join(f"{k} {v}" for k, v in d.items() if k not in ("stage", "reason"))
+                      + f" dropped at {d['stage']}: {d['reason']}" for d in end.dropped)
     if isinstance(end, Rejected):
         return f"rejected at {end.stage}: {end.reason}" + (f"; {drops}" if drops else "")
     made = ", ".join(r["meta"]["split"] for r in end.records)

@@ -1,8 +1,10 @@
-"""Small measures the recipes' report views share."""
+"""What the recipes' report views share: small measures, a distribution kept as counts (so that a figure's memory
+does not grow with the run), and the plots more than one recipe draws."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections import Counter
+from typing import Any, Callable
 
 
 def trigrams(text: str) -> int:
@@ -21,9 +23,91 @@ def kind_of(reason: str) -> str:
     return re.sub(r"(?<!round )(?<!completed )\d+", "N", reason)[:160]
 
 
-def read_units(view: Any) -> tuple[int, int]:
-    """(units the run read, of them the ones that could not be read as its units at all)."""
-    with_records = {r["meta"]["doc_id"] for r in view.records}
-    rejected = {line.get("unit", line.get("id")) for line in view.rejected}
-    unreadable = sum(1 for line in view.rejected if line["stage"] == "read" and str(line.get("unit", "")).startswith("@"))
-    return len(with_records | rejected | set(view.in_flight)), unreadable
+class Distribution:
+    """Whole numbers (words per instruction, say) kept as value -> count: exact quartiles and mean in memory bounded
+    by the distinct values, whatever the number of records."""
+
+    def __init__(self, counts: dict[int, int] | None = None) -> None:
+        self.counts: Counter = Counter(counts or {})
+
+    @classmethod
+    def of(cls, summary: dict[str, Any]) -> "Distribution":
+        """The distribution a `summary` was made of."""
+        return cls({int(v): c for v, c in summary.get("counts", {}).items()})
+
+    def add(self, value: int) -> None:
+        self.counts[value] += 1
+
+    @property
+    def n(self) -> int:
+        return sum(self.counts.values())
+
+    def mean(self) -> float | None:
+        n = self.n
+        return sum(v * c for v, c in self.counts.items()) / n if n else None
+
+    def quantile(self, q: float) -> float:
+        """The q-quantile, interpolated between neighbours as numpy's default does."""
+        values = sorted(self.counts)
+        position = q * (self.n - 1)
+        below, seen = int(position), 0
+        for i, v in enumerate(values):
+            seen += self.counts[v]
+            if seen > below:
+                if position == below or seen > below + 1:
+                    return float(v)
+                return v + (position - below) * (values[i + 1] - v)
+        raise ValueError("an empty distribution has no quantile")
+
+    def box(self, label: str) -> dict[str, Any]:
+        """matplotlib's `bxp` statistics: quartiles, and whiskers at the furthest values within 1.5 IQR."""
+        q1, median, q3 = (self.quantile(q) for q in (0.25, 0.5, 0.75))
+        reach = 1.5 * (q3 - q1)
+        inside = [v for v in self.counts if q1 - reach <= v <= q3 + reach]
+        return {"label": label, "med": median, "q1": q1, "q3": q3, "whislo": min(inside), "whishi": max(inside),
+                "fliers": []}
+
+    def summary(self) -> dict[str, Any]:
+        """What summary.json holds of it."""
+        if not self.counts:
+            return {"n": 0}
+        return {"n": self.n, "mean": self.mean(), "min": min(self.counts), "median": self.quantile(0.5),
+                "max": max(self.counts), "counts": {str(v): self.counts[v] for v in sorted(self.counts)}}
+
+
+Save = Callable[[Any, str], None]
+
+
+def plot_shares(groups: dict[str, dict[str, int]], title: str, plt: Any, save: Save, name: str) -> None:
+    """One bar per group, split into the shares of its kinds (constraint types per round, per source)."""
+    if not groups:
+        return
+    kinds = sorted({t for c in groups.values() for t in c})
+    cmap = plt.get_cmap("tab20")
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(groups) + 2))
+    for i, (group, counts) in enumerate(groups.items()):
+        total, left = sum(counts.values()), 0.0
+        for j, kind in enumerate(kinds):
+            share = counts.get(kind, 0) / total
+            ax.barh(group, share, left=left, color=cmap(j % 20), label=kind if i == 0 else None)
+            left += share
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of the group's constraints")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    save(fig, name)
+
+
+def plot_lengths(lengths: dict[str, dict[str, dict[str, Any]]], plt: Any, save: Save) -> None:
+    """Box plots of instruction and response lengths per group (a level, a record kind), from the summaries of
+    their distributions (group -> "instruction" and "response" -> `Distribution.summary()`)."""
+    instructions = {k: Distribution.of(v["instruction"]) for k, v in lengths.items() if v.get("instruction")}
+    responses = {k: Distribution.of(v["response"]) for k, v in lengths.items() if v.get("response")}
+    if not responses:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    axes[0].bxp([d.box(k) for k, d in instructions.items()], showfliers=False)
+    axes[0].set_title("instruction length (words)")
+    axes[1].bxp([d.box(k) for k, d in responses.items()], showfliers=False)
+    axes[1].set_title("response length (words)")
+    save(fig, "lengths")

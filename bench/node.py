@@ -133,7 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     models = {"guidance": plan.Model(f"{args.guidance_params:g}B", args.guidance_params),
               "student": plan.Model(f"{args.student_params:g}B", args.student_params)}
-    planned = plan.plan(args.gpus, args.memory, models["guidance"], models["student"])
+    planned = plan.plan(args.gpus, args.memory, models["guidance"], models["student"], AIR.token_mix)
     layouts = {
         # Today: both models start on the same devices, the guidance at the TP asked, the student on GPU 0.
         "today's": {"guidance": [tuple(range(args.guidance_tp))], "student": [(0,)]},

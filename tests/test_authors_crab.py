@@ -85,10 +85,19 @@ def test_the_per_word_minimum_from_the_longest_token_never_holds():
 
 
 def test_yake_keywords_under_their_threshold():
-    text = ("Urban gardening turns rooftops into farms. Urban gardening cools buildings, and rooftop farms feed "
-            "neighbours. Many cities now pay for rooftop farms.")
+    text = "Bees visit flowers. Honey bees pollinate apple orchards and almond groves across the valley every spring."
     found = authors.keywords(text)
     assert 0 < len(found) <= 3 and all(isinstance(k, str) for k in found)
+    # Exactly YAKE's top three in the language langdetect finds, less those scored 0.07 or over: the threshold
+    # removes some here, so a threshold read wrongly changes what is found.
+    import langdetect
+    import yake
+
+    langdetect.DetectorFactory.seed = 0
+    scored = yake.KeywordExtractor(lan=langdetect.detect_langs(text)[0].lang, top=3, features=None
+                                   ).extract_keywords(text)
+    assert found == tuple(k for k, score in scored if score < authors.YAKE_MAX_SCORE)
+    assert any(score >= authors.YAKE_MAX_SCORE for _, score in scored), scored
     rule = rules._keywords(text, random.Random(0), THEIRS)
     assert rule.items == found and rules.holds(rule, text, authors.MEASURE)  # a phrase is looked for as a phrase
 

@@ -142,7 +142,7 @@ def test_the_command_line_reaches_every_setting(tmp_path):
     (["run", "--set", "run.limit=abc", "--guidance-url", "http://127.0.0.1:9"], "run.limit must be an integer"),
     (["run", "--set", "flow.roundz=3", "--guidance-url", "http://127.0.0.1:9"], "unknown setting flow.roundz"),
     (["run", "--rounds", "-1", "--guidance-url", "http://127.0.0.1:9"], "flow.rounds must be 1..12"),
-    (["select", "--out", "x", "--n", "2", "--method", "random"], "select.method must be one of"),
+    (["select", "--out", "x", "--n", "2", "--set", "select.method=random"], "select.method must be one of"),
 ])
 def test_bad_settings_end_in_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -153,6 +153,12 @@ def test_bad_settings_end_in_one_line(argv, message, capsys, tmp_path, monkeypat
 
 
 def test_the_tree_is_frozen():
+    config = load(overrides={"flow": {"rounds": 3}})
     with pytest.raises(dataclasses.FrozenInstanceError):
-        Config().settings.rounds = 3  # type: ignore[misc]
-    assert {"air", "crab"} <= set(recipes.names())
+        config.settings.rounds = 4  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.run = Config().run  # type: ignore[misc]
+    for sections in (config.sections, Config().sections):  # each recipe's section, in place, is no way round
+        with pytest.raises(TypeError):
+            sections["flow"] = Config().settings  # type: ignore[index]
+    assert config.settings.rounds == 3 and {"air", "crab"} <= set(recipes.names())

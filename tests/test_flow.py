@@ -181,7 +181,7 @@ def test_check_decides_failed_set(prompts):
     record = step.records[0]
     assert [c["failed"] for c in record["meta"]["constraints"]] == [False, True]
     assert record["meta"]["merged_constraints"] == [record["meta"]["constraints"][1]["text"]]
-    assert step.level_drops == [{"level": 1, "stage": "check", "reason": "the student met every constraint"}]
+    assert step.dropped == [{"level": 1, "stage": "check", "reason": "the student met every constraint"}]
 
 
 def test_student_meets_everything_drops_sample(prompts):
@@ -196,7 +196,7 @@ def test_unreadable_check_keeps_constraint_out_of_failed_set(prompts):
     assert isinstance(step, Done)
     constraints = step.records[-1]["meta"]["constraints"]
     assert constraints[0]["failed"] is None and constraints[1]["failed"] is True
-    assert any("check unreadable" in d["reason"] for d in step.level_drops)
+    assert any("check unreadable" in d["reason"] for d in step.dropped)
 
 
 def test_all_constraints_set_skips_check(prompts):
@@ -221,7 +221,7 @@ def test_merge_and_response_failures_drop_only_their_level(prompts):
     step, _ = drive(make_flow(prompts, rounds=3), Sample("d1", DOC), script(prompts, overrides, fail=1.0))
     assert isinstance(step, Done)
     assert [r["meta"]["level"] for r in step.records] == [3]
-    assert [(d["level"], d["stage"]) for d in step.level_drops] == [(1, "merge"), (2, "respond")]
+    assert [(d["level"], d["stage"]) for d in step.dropped] == [(1, "merge"), (2, "respond")]
 
 
 def test_merge_uses_seeded_few_shot_examples(prompts):

@@ -117,9 +117,8 @@ def test_a_run_writes_pairs_exactly_where_its_journal_says_the_student_failed(pa
         assert [c["score"] for c in pair["meta"]["constraints"]] == checks[(pair["meta"]["doc_id"],
                                                                              pair["meta"]["level"])]
     from airgen.report import figures
-    from airgen.runview import load_run
 
-    f = figures(load_run(paired_run))
+    f = figures(paired_run)
     funnel = dict(f["funnel"])
     assert funnel["levels that made a preference pair"] == len(pairs)
     assert funnel["levels whose student answer met every constraint (no pair)"] == len(records) - len(pairs)

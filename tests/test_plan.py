@@ -2,13 +2,16 @@
 run is held to (the share of an engine's peak in the live line and the report)."""
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from airgen import cli, plan
+from airgen.air.recipe import RECIPE as AIR
 from airgen.config import ConfigError, ModelConfig
 from airgen.panel import Rates, progress_line
 
 H100, H200 = 80.0, 141.0
+MIX = AIR.token_mix
 
 
 @pytest.mark.parametrize("gpus, memory, guidance, student, layout, reason", [
@@ -25,7 +28,7 @@ H100, H200 = 80.0, 141.0
     (8, H200, 72, 7, {"guidance": ("0-5", 2, 3), "student": ("6-7", 1, 2)}, "split 6:2"),
 ])
 def test_the_planners_choice_for_each_node_and_pair(gpus, memory, guidance, student, layout, reason):
-    p = plan.plan(gpus, memory, plan.Model(f"{guidance}B", guidance), plan.Model(f"{student}B", student))
+    p = plan.plan(gpus, memory, plan.Model(f"{guidance}B", guidance), plan.Model(f"{student}B", student), MIX)
     got = {role: (plan._span(r.devices), r.tensor_parallel_size, r.replicas) for role, r in p.roles.items()}
     assert got == layout and reason in p.reason
     assert len({d for r in p.roles.values() for d in r.devices}) == gpus  # every GPU works on the flow
@@ -40,11 +43,11 @@ def test_the_planners_choice_for_each_node_and_pair(gpus, memory, guidance, stud
 ])
 def test_what_cannot_fit_is_refused_with_the_reason(gpus, memory, guidance, student, says):
     with pytest.raises(ConfigError, match=says.replace("(", r"\(").replace(")", r"\)")):
-        plan.plan(gpus, memory, plan.Model(f"{guidance}B", guidance), plan.Model(f"{student}B", student))
+        plan.plan(gpus, memory, plan.Model(f"{guidance}B", guidance), plan.Model(f"{student}B", student), MIX)
 
 
 def test_the_plans_figures_and_its_layout_applied():
-    p = plan.plan(8, H200, plan.Model("70B", 70), plan.Model("8B", 8))
+    p = plan.plan(8, H200, plan.Model("70B", 70), plan.Model("8B", 8), MIX)
     text = plan.describe(p, 20_000)
     assert "20,000 samples: 660,000 calls, 96.0M output tokens" in text and "hours" in text
     assert "GPU-hours per million output tokens" in text
@@ -56,13 +59,26 @@ def test_the_plans_figures_and_its_layout_applied():
 
 
 async def test_a_runs_own_token_mix(prompts, tmp_path):
+    """The mix is the run's own tokens and calls per finished sample, by role, as its journal has them."""
     from tests.test_report import make_run
 
     out = await make_run(prompts, tmp_path)
     mix = plan.mix_of(out)
-    assert mix.output["guidance"] > 0 and mix.output["student"] > 0 and "samples" in mix.source
+    events = [orjson.loads(x) for x in (out / "journal.jsonl").read_bytes().splitlines()]
+    done = sum(1 for e in events if "done" in e)  # every unit the run finished, rejected ones included
+    student = {"answer", "answer_with"}
+    for role, stages in (("student", lambda s: s in student), ("guidance", lambda s: s not in student)):
+        calls = [e for e in events if "k" in e and stages(e["k"].split("/")[1])]
+        assert mix.calls[role] == pytest.approx(len(calls) / done)
+        assert mix.output[role] == pytest.approx(sum(e["o"] for e in calls) / done)
     p = plan.plan(8, H100, plan.Model("70B", 70), plan.Model("8B", 8), mix)
-    assert p.mix is mix
+    assert p.mix is mix and f"{done} samples" in mix.source
+
+
+def test_a_recipe_without_a_published_mix_is_refused_without_a_run(capsys):
+    assert cli.main(["plan", "--gpus", "8", "--gpu-memory", "141", "--guidance-params", "70", "--student-params", "8",
+                     "--recipe", "crab"]) == 2
+    assert "crab publishes no token mix" in capsys.readouterr().err
 
 
 def test_the_command_line(capsys):

@@ -143,14 +143,18 @@ def test_the_run_writes_every_log_through_the_shared_log(tmp_path, prompts, monk
     assert replay.finished == {"d0", "d1"}
 
 
-def test_devices_resolve_in_one_place():
+@pytest.mark.parametrize("gpu", [True, False])
+def test_devices_resolve_in_one_place(monkeypatch, gpu):
     import torch
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
     assert resolve_device("cpu") == "cpu"
-    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("auto") == ("cuda" if gpu else "cpu")
     with pytest.raises(ValueError, match="unknown device"):
         resolve_device("tpu")
-    if not torch.cuda.is_available():
+    if gpu:
+        assert resolve_device("cuda") == "cuda"
+    else:
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
 

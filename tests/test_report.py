@@ -14,7 +14,11 @@ from airgen import config as C
 from airgen.air.script import MethodScript
 from airgen.engines.scripted import ScriptedEngine
 from airgen.report import figures, write_report
-from airgen.runview import load_run
+from airgen.runfolder import stream
+
+
+def records(out) -> list[dict]:
+    return list(stream(out / "records.jsonl"))
 
 DOCS = 12
 
@@ -45,7 +49,9 @@ async def make_run(prompts, tmp_path, *, score=5, fail=1.0, rounds=3, constraint
         return script(request)
 
     engine = ScriptedEngine(respond, latency=lambda r: 0.002)
-    task = asyncio.create_task(run.generate(config, out, inputs, prompts, {"guidance": engine, "student": engine}))
+    engines = {"guidance": engine, "student": engine}
+    run.settle_models(out, run.models(engines))  # as `airgen run` does: each answer's digest is checkable
+    task = asyncio.create_task(run.generate(config, out, inputs, prompts, engines))
     if stop_after is not None:
         while len(engine.calls) < stop_after:
             await asyncio.sleep(0.005)
@@ -77,7 +83,7 @@ async def test_report_of_a_finished_run_holds_the_papers_views(prompts, tmp_path
     assert f["throughput"]["goodput"] < 1 and f["throughput"]["output_tokens"] > 0
     trigrams = f["mean_unique_trigrams"]
     assert trigrams["1"] < trigrams["2"] < trigrams["3"]
-    level3 = [r["instruction"].lower().split() for r in load_run(out).records if r["meta"]["level"] == 3]
+    level3 = [r["instruction"].lower().split() for r in records(out) if r["meta"]["level"] == 3]
     assert trigrams["3"] == sum(len({tuple(w[i:i + 3]) for i in range(len(w) - 2)}) for w in level3) / len(level3)
     for name in ("funnel", "constraint_types", "lengths", "trigrams", "judge"):
         assert (folder / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -133,9 +139,9 @@ async def test_exports_load_in_datasets_and_llamafactory(prompts, tmp_path, fmt,
     out = await make_run(prompts, tmp_path)
     to = tmp_path / "export"
     assert cli.main(["export", str(out), "--to", str(to), "--format", fmt]) == 0
-    view = load_run(out)
+    made = records(out)
     for level in (1, 2, 3):
-        want = sum(1 for r in view.records if r["meta"]["level"] == level)
+        want = sum(1 for r in made if r["meta"]["level"] == level)
         file = str(to / "data" / f"level_{level}.jsonl")
         ds = datasets.load_dataset("json", data_files=file, split="train")
         assert set(ds.column_names) == columns and len(ds) == want
@@ -145,7 +151,7 @@ async def test_exports_load_in_datasets_and_llamafactory(prompts, tmp_path, fmt,
         assert len(datasets.load_dataset(str(to), split=f"level_{level}")) == want
     # No config: every level, each its own split (the default config `all`).
     assert {k: len(v) for k, v in datasets.load_dataset(str(to)).items()} == {
-        f"level_{k}": sum(1 for r in view.records if r["meta"]["level"] == k) for k in (1, 2, 3)}
+        f"level_{k}": sum(1 for r in made if r["meta"]["level"] == k) for k in (1, 2, 3)}
     info = json.loads((to / "dataset_info.json").read_text())
     entry = info["export_level_2"]
     assert entry["file_name"] == "data/level_2.jsonl"
@@ -190,7 +196,7 @@ async def test_export_filters(prompts, tmp_path, capsys):
     assert cli.main(["export", str(out), "--to", str(tmp_path / "f"), "--levels", "7"]) == 2
     assert "no records at level 7" in capsys.readouterr().err
     # The exported file holds exactly the run's level-3 records with 3 or more constraints, as the run wrote them.
-    level3 = {r["meta"]["doc_id"]: r for r in load_run(out).records if r["meta"]["level"] == 3}
+    level3 = {r["meta"]["doc_id"]: r for r in records(out) if r["meta"]["level"] == 3}
     rows = [json.loads(x) for x in (to / "data" / "level_3.jsonl").read_text().splitlines()]
     assert rows and {row["id"] for row in rows} == {
         f"{d}#level_3" for d, r in level3.items() if len(r["meta"]["constraints"]) >= 3}
@@ -218,7 +224,7 @@ async def test_constraint_set_failed_needs_a_checked_run(prompts, tmp_path, caps
     out = await make_run(prompts, tmp_path, constraint_set="all")
     assert cli.main(["export", str(out), "--to", str(tmp_path / "e"), "--constraint-set", "failed"]) == 2
     assert "skipped the check step" in capsys.readouterr().err
-    assert figures(load_run(out))["judge"]["failed_share_by_round"] == {}
+    assert figures(out)["judge"]["failed_share_by_round"] == {}
 
 
 async def test_the_page_renders_in_headless_chromium(prompts, tmp_path):

@@ -28,7 +28,6 @@ from airgen.flow import Done, Fault, Flow, Rejected, Unit, record
 from airgen.recipe import Recipe
 from airgen.rows import Rejection, admit, content_id, jsonl_objects
 from airgen.step import Reject, Step
-from airgen.views import read_units
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTES = 30
@@ -93,8 +92,8 @@ class TitlesFlow(Flow):
         return []
 
     def finish(self, s: NoteSample):
-        return Done([record(f"Write a title for: {s.note}", s.draft,
-                            {"doc_id": s.doc_id, "split": "titled", "constraints": []})], [])
+        return Done([record(f"Write a title for: {s.note}", s.draft, {"doc_id": s.doc_id, "split": "titled",
+                                                                       "draft_words": len(s.draft.split())})], [])
 
 
 def read_notes(inputs, limit):
@@ -144,21 +143,6 @@ class TitlesRecipe(Recipe):
 
     def blank(self, unit_id):
         return Note(unit_id, "", "")
-
-    def views(self, view):
-        records = view.records
-        read, unreadable = read_units(view)
-        return {
-            "about": "note titles made by a test recipe", "tags": ["titles"], "levels": [],
-            "funnel": [["notes read", read], ["read as notes", read - unreadable], ["titled", len(records)]],
-            "constraint_types": {},
-            "lengths": {"titled": {"instruction_words": [len(r["instruction"].split()) for r in records],
-                                   "response_words": [len(r["output"].split()) for r in records]}},
-            "made_notes": [f"titles of at most {view.config.settings.words} words"],
-            "labels": {"funnel_axis": "notes", "funnel_title": "funnel", "types_title": "types"},
-            "panels": [], "highlights": [f"titled {len(records)}"],
-            "card": {"fields": "the note's id.", "caveat": "Test data."},
-        }
 
     def script(self, **knobs):
         return answer
@@ -266,8 +250,15 @@ def test_a_recipe_in_one_file_runs_resumes_reports_and_exports(tmp_path, notes, 
     rows = [json.loads(x) for x in (to / "data" / "titled.jsonl").read_text().splitlines()]
     assert sorted(r["meta"]["doc_id"] for r in rows) == sorted(d for d, _, _ in records)
     assert "made with TITLES" in (to / "README.md").read_text()
-    assert cli.main(["export", str(out), "--to", str(tmp_path / "e2"), "--levels", "1"]) == 2
-    assert "not options of a titles run (its splits: titled)" in capsys.readouterr().err
+    assert rows[0]["meta"]["draft_words"] >= 1 and "constraints" not in rows[0]["meta"]  # its own record shape
+    for option in (["--levels", "1"], ["--min-constraints", "1"], ["--constraint-set", "failed"]):
+        assert cli.main(["export", str(out), "--to", str(tmp_path / "e2"), *option]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "not options of a titles run (its splits: titled)" in err
+    assert cli.main(["export", str(out), "--to", str(tmp_path / "e3"), "--format", "dpo"]) == 2
+    assert "a titles run makes no preference pairs" in capsys.readouterr().err
+    assert cli.main(["trace", str(out), records[0][0]]) == 0
+    assert "polish_title" in capsys.readouterr().out
 
 
 def test_a_recipe_in_one_file_benches_and_runs_on_ray(tmp_path, notes):

@@ -378,7 +378,7 @@ class AirFlow(Flow):
     def end_refused(self, s: Sample) -> Rejected:
         s.phase = Phase.ENDED
         s.level_drops.sort(key=_level)
-        return dataclasses.replace(s.refusal, level_drops=s.level_drops)
+        return dataclasses.replace(s.refusal, dropped=s.level_drops)
 
     def finish(self, s: Sample) -> Done | Rejected:
         s.phase = Phase.ENDED

@@ -12,9 +12,21 @@ from airgen.air.script import MethodScript
 from airgen.air.settings import FlowConfig
 from airgen.air.steps import ALL_STEPS, FREE_TEXT_STAGES, INITIAL_STAGES, LEVEL_STAGES, STAGES, steps_for
 from airgen.calls import Request
+from airgen.plan import Mix
 from airgen.prompts import PromptSet
 from airgen.recipe import Recipe
 from airgen.step import Step
+
+
+# The paper's Table 4: per sample through 5 rounds, 7.9k prompt and 4.8k output tokens in all. airgen's flow: the
+# student writes one answer per round, the guidance model the reference, the judge's short answers and every level's
+# answer: taken as 40% of the output tokens the student's, 60% the guidance model's (a previous run gives its own);
+# 33 calls a sample, 5 rounds, every level made (the flow's own count).
+_OUTPUT, _PROMPT, _STUDENT, _CALLS = 4800.0, 7900.0, 0.4, 33
+TOKEN_MIX = Mix({"guidance": _OUTPUT * (1 - _STUDENT), "student": _OUTPUT * _STUDENT},
+                {"guidance": _PROMPT * (1 - _STUDENT), "student": _PROMPT * _STUDENT},
+                {"guidance": _CALLS * 0.7, "student": _CALLS * 0.3},
+                "the paper's Table 4 (5 rounds), 40% of output tokens the student's")
 
 
 class AirRecipe(Recipe):
@@ -63,6 +75,9 @@ class AirRecipe(Recipe):
         },
     }
 
+    pairs_setting = "flow.preference_pairs=true"
+    token_mix = TOKEN_MIX
+
     def all_steps(self) -> Sequence[Step]:
         return ALL_STEPS
 
@@ -81,8 +96,8 @@ class AirRecipe(Recipe):
     def blank(self, unit_id: str) -> corpus.Document:
         return corpus.Document(unit_id, "", "")
 
-    def views(self, view) -> dict[str, Any]:
-        return views.figures(view)
+    def tally(self, folder) -> views.AirTally:
+        return views.AirTally(folder)
 
     def plots(self, f: dict[str, Any], plt: Any, save: Callable[[Any, str], None]) -> None:
         views.plots(f, plt, save)
@@ -103,25 +118,36 @@ class AirRecipe(Recipe):
         return (f"rounds {settings.rounds}, score threshold {settings.score_threshold}, constraint set "
                 f"{settings.constraint_set} with pass score {settings.pass_score}")
 
-    def export_selection(self, view, levels: tuple[int, ...] | None, constraint_set: str):
-        if constraint_set == "failed" and view.config.settings.constraint_set == "all":
+    def export_selection(self, settings: FlowConfig, splits: list[str], levels: tuple[int, ...] | None,
+                         constraint_set: str, min_constraints: int):
+        if constraint_set == "failed" and settings.constraint_set == "all":
             raise ValueError("this run skipped the check step (constraint set C): no record knows which "
                              "constraints the student failed, so --constraint-set failed would keep nothing")
-        splits = None
+        chosen = None
         if levels is not None:
-            made = sorted({r["meta"]["level"] for r in view.records})
+            made = [int(k.removeprefix("level_")) for k in splits]
             unknown = [k for k in levels if k not in made]
             if unknown:
                 raise ValueError(f"the run has no records at level {unknown[0]}; its levels: "
                                  f"{', '.join(map(str, made))}")
-            splits = [f"level_{k}" for k in sorted(levels)]
-        return splits, _all_failed if constraint_set == "failed" else None
+            chosen = [f"level_{k}" for k in sorted(levels)]
+        tests = ([_all_failed] if constraint_set == "failed" else []) + (
+            [lambda r: len(r["meta"]["constraints"]) >= min_constraints] if min_constraints else [])
+        return chosen, (lambda r: all(test(r) for test in tests)) if tests else None
+
+    def export_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """Each constraint whole (its type, round, check score and verdict), the level, the initial instruction."""
+        return {k: meta[k] for k in _EXPORTED if k in meta}
 
     def pair(self, sample: Sample) -> tuple[str, str] | str:
         """The back-translated instruction and the refined document (its reference answer)."""
         if sample.instruction and sample.refined:
             return sample.instruction, sample.refined
         return "the AIR sample has no " + ("refined document" if sample.instruction else "instruction")
+
+
+# What an exported line keeps of a record's (or a preference pair's) meta.
+_EXPORTED = ("doc_id", "split", "constraints", "level", "initial_instruction", "failed_constraints")
 
 
 def _all_failed(record: dict[str, Any]) -> bool:

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from airgen import recipes
 from airgen.rows import (JSONL_SUFFIXES, PARQUET_SUFFIXES, CorpusError, Rejection, admit, check_jsonl, content_id,
                          jsonl_objects, parquet_rows, plain_id)
-from airgen.runfolder import JOURNAL, RUN_FILE, lines, read_info, replay_units
+from airgen.runfolder import RUN_FILE
+from airgen.runview import open_folder, units_in_input_order
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,18 +119,17 @@ def _read_all(paths: list[Path]) -> Iterator[Pair | Rejection]:
 
 
 def _from_run(folder: Path) -> Iterator[Pair | Rejection]:
-    """The pairs a run folder's units hold, as its recipe says (`Recipe.pair`); a unit without one is rejected with
-    the recipe's reason."""
-    _, config = read_info(folder)
-    recipe = recipes.get(config.recipe)
-    calls = [e for e in lines(folder / JOURNAL) if "k" in e]
-    flow = recipe.flow(config.settings, recipe.prompts(), config.seed)
-    for unit, sample in sorted(replay_units(flow, recipe.blank, calls).items()):
-        found = recipe.pair(sample)
+    """The pairs a run folder's units hold, as its recipe says (`Recipe.pair`), in the order the run read its
+    inputs, one unit at a time; a unit without one is rejected with the recipe's reason."""
+    run = open_folder(folder)
+    for ended in units_in_input_order(run):
+        if ended.sample is None:
+            continue  # rejected on reading: it holds nothing
+        found = run.recipe.pair(ended.sample)
         if found is None:
-            raise CorpusError(f"input folder {folder} is a {recipe.name} run, whose {recipe.unit}s hold no "
+            raise CorpusError(f"input folder {folder} is a {run.recipe.name} run, whose {run.recipe.unit}s hold no "
                               "instruction-response pairs")
         if isinstance(found, str):
-            yield Rejection(unit, f"{folder}:{unit}", "not_a_pair", found)
+            yield Rejection(ended.id, f"{folder}:{ended.id}", "not_a_pair", found)
         else:
-            yield Pair(unit, *found, f"{folder}:{unit}")
+            yield Pair(ended.id, *found, f"{folder}:{ended.id}")

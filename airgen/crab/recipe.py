@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from airgen.crab import pairs, views
 from airgen.crab.flow import CrabFlow
@@ -50,8 +50,21 @@ class CrabRecipe(Recipe):
     def blank(self, unit_id: str) -> pairs.Pair:
         return pairs.Pair(unit_id, "", "", "")
 
-    def views(self, view) -> dict[str, Any]:
-        return views.figures(view)
+    def tally(self, folder) -> views.CrabTally:
+        return views.CrabTally(folder)
+
+    def plots(self, f: dict[str, Any], plt: Any, save: Callable[[Any, str], None]) -> None:
+        views.plots(f, plt, save)
+
+    def export_selection(self, settings: CrabConfig, splits: list[str], levels: tuple[int, ...] | None,
+                         constraint_set: str, min_constraints: int):
+        if levels is not None or constraint_set != "all":
+            raise ValueError("--levels and --constraint-set are not options of a crab run")
+        return None, (lambda r: len(r["meta"]["constraints"]) >= min_constraints) if min_constraints else None
+
+    def export_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """Each constraint whole (its type, source and fate), the record kind."""
+        return {k: meta[k] for k in ("doc_id", "split", "constraints", "kind") if k in meta}
 
     def script(self, **knobs: Any) -> CrabScript:
         return CrabScript(**knobs)
