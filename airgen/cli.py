@@ -15,10 +15,14 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from airgen import card, lock, recipes
+from airgen.read import card
+
+from airgen.store import lock
+
+from airgen.method import recipes
 from airgen.config import PRESET_ABOUT, Config, ConfigError, Dialect, load, presets
 from airgen.console import engine_log, say
-from airgen.rows import CorpusError
+from airgen.method.rows import CorpusError
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -269,27 +273,27 @@ def _stopped(error: BaseException, log: Path | None, out: Path) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from airgen import run
+    from airgen.run import runner
 
     config = run_config(args)
     if args.workers is not None and (args.ray is None or args.workers < 1):
         raise ConfigError("--workers needs --ray and must be >= 1")
     layout = _auto_layout(config) if args.layout == "auto" else None  # refused before any folder is made
     prompts = recipes.of(config).prompts()
-    out = args.out or run.default_out()
-    with lock.hold(out, args.command_line, say), run.ends_process_on_second_signal():
+    out = args.out or runner.default_out()
+    with lock.hold(out, args.command_line, say), runner.ends_process_on_second_signal():
         return _run(args, config, layout, prompts, out)
 
 
 def _run(args: argparse.Namespace, config: Config, layout, prompts, out: Path) -> int:
     import uvloop
 
-    from airgen import run
+    from airgen.run import runner
 
-    inputs = run.prepare(out, list(args.inputs), config, prompts)
+    inputs = runner.prepare(out, list(args.inputs), config, prompts)
     say(f"airgen: run {out} on {', '.join(map(str, inputs))}")
     if layout is not None:
-        from airgen import plan
+        from airgen.engines import plan
 
         samples = sum(1 for _ in recipes.of(config).read(inputs, config.run.limit))
         say("airgen: " + plan.describe(layout, samples).replace("\n", "\nairgen: "))
@@ -300,12 +304,12 @@ def _run(args: argparse.Namespace, config: Config, layout, prompts, out: Path) -
             say(f"airgen: engine output goes to {log} (-v shows it here)")
         try:
             if args.ray is not None:
-                from airgen import cluster
+                from airgen.run import cluster
 
                 code = cluster.execute(config, out, inputs, prompts, None if args.ray == "local" else args.ray,
-                                       args.workers, run.start_engines)
+                                       args.workers, runner.start_engines)
             else:
-                code = uvloop.run(run.execute(config, out, inputs, prompts, layout))
+                code = uvloop.run(runner.execute(config, out, inputs, prompts, layout))
         except (ConfigError, CorpusError):
             raise
         except Exception as e:  # noqa: BLE001 - an engine or the disk failed: say so in one line, keep the journal
@@ -318,7 +322,7 @@ def _run(args: argparse.Namespace, config: Config, layout, prompts, out: Path) -
 
 def _auto_layout(config: Config):
     """`--layout auto`: the plan of this node's GPUs for the run's two in-process models."""
-    from airgen import plan
+    from airgen.engines import plan
 
     guidance, student = config.models()
     if student is None or guidance.url or student.url or not (guidance.path and student.path):
@@ -332,7 +336,7 @@ def _auto_layout(config: Config):
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from airgen import plan
+    from airgen.engines import plan
 
     gpus, memory = (args.gpus, args.gpu_memory) if args.gpus else plan.node()
     if not gpus or not memory:
@@ -357,16 +361,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import uvloop
 
-    from airgen import bench, run
+    from airgen.run import bench
+
+    from airgen.run import runner
 
     config = run_config(args, progress=False)
     sweep = {"max_in_flight": _ints(args.sweep_in_flight, "--sweep-in-flight"),
              "window": _ints(args.sweep_window, "--sweep-window")} if args.sweep else {}
     out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
-    with lock.hold(out, args.command_line, say), run.ends_process_on_second_signal(), engine_log(out, args.verbose):
+    with lock.hold(out, args.command_line, say), runner.ends_process_on_second_signal(), engine_log(out, args.verbose):
         try:
             result = uvloop.run(bench.bench(config, recipes.of(config).prompts(), out, list(args.inputs), sweep,
-                                            run.start_engines, run.close_engines, args.repeat))
+                                            runner.start_engines, runner.close_engines, args.repeat))
         except bench.Interrupted as e:
             say(f"airgen bench: {e}; nothing written")
             return 130
@@ -378,7 +384,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _say_if_in_progress(out: Path) -> None:
     """Readers of a folder a run is writing say so, and how far it has come (a folder that is no run: the command
     says that itself)."""
-    from airgen.runfolder import in_progress, read_info
+    from airgen.store.folder import in_progress
+    from airgen.read.view import read_info
 
     try:
         _, config = read_info(out)
@@ -390,7 +397,7 @@ def _say_if_in_progress(out: Path) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from airgen import report
+    from airgen.read import report
 
     _say_if_in_progress(args.out)
     _, text = report.write_report(args.out)
@@ -399,7 +406,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from airgen import trace
+    from airgen.read import trace
 
     _say_if_in_progress(args.out)
     try:
@@ -416,7 +423,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from airgen import export
+    from airgen.read import export
 
     levels = tuple(_ints(args.levels, "--levels")) if args.levels else None
     job = export.Job(out=args.out, to=args.to, format=args.format, levels=levels,
@@ -437,16 +444,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from airgen import select
+    from airgen.select import selection
 
     config = load(args.config, _overrides(args, {"seed": "seed"}))
     if args.workers is not None and (args.ray is None or args.workers < 1):
         raise ConfigError("--workers needs --ray and must be >= 1")
     ray = (None if args.ray == "local" else args.ray, args.workers) if args.ray is not None else None
-    job = select.Job(out=args.out, n=args.n, inputs=tuple(args.inputs), embeddings=args.embeddings, ray=ray)
+    job = selection.Job(out=args.out, n=args.n, inputs=tuple(args.inputs), embeddings=args.embeddings, ray=ray)
     try:
         with lock.hold(args.out, args.command_line, say):
-            summary = select.run(job, config)
+            summary = selection.run(job, config)
     except lock.Locked:
         raise
     except (ValueError, OSError) as e:  # bad input, settings or paths: all carry a message for the user
@@ -454,7 +461,7 @@ def cmd_select(args: argparse.Namespace) -> int:
             raise
         print(f"airgen: {e}", file=sys.stderr)
         return 2
-    print(select.describe(summary))
+    print(selection.describe(summary))
     return 0
 
 

@@ -16,7 +16,7 @@ import argparse
 import asyncio
 import time
 
-from airgen.calls import Request, Sampling
+from airgen.method.calls import Request, Sampling
 from airgen.config import ModelConfig
 from airgen.engines.build import close_engines, start_engines
 

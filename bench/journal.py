@@ -16,8 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from airgen import journal, sink
-from airgen.calls import Completion
+from airgen.store import journal
+
+from airgen.store import sink
+from airgen.method.calls import Completion
 
 ANSWER = Completion("a model's answer of a few hundred words " * 35, "stop", 900, 320, 512, "model")
 

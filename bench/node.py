@@ -28,13 +28,21 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from airgen import config as C, journal, plan, run, sink  # noqa: E402
+from airgen import config as C  # noqa: E402
+
+from airgen.store import journal
+
+from airgen.engines import plan
+
+from airgen.run import runner
+
+from airgen.store import sink
 from airgen.air.recipe import RECIPE as AIR  # noqa: E402
 from airgen.air.script import MethodScript  # noqa: E402
-from airgen.calls import Completion, Request  # noqa: E402
+from airgen.method.calls import Completion, Request  # noqa: E402
 from airgen.engines.replicas import Replicas  # noqa: E402
-from airgen.metrics import Metrics  # noqa: E402
-from airgen.scheduler import Scheduler  # noqa: E402
+from airgen.run.metrics import Metrics  # noqa: E402
+from airgen.run.scheduler import Scheduler  # noqa: E402
 
 # Output tokens of one call, by stage: a sample through 5 rounds makes about 4,800 (the paper's Table 4), 1,920 of
 # them the student's (an answer a round, and round 1's).
@@ -107,7 +115,7 @@ async def one(name: str, layout: dict[str, list[tuple[int, ...]]], models, args,
     config = C.load(overrides={"flow": {"rounds": 5}, "run": {"progress": False}})
     prompts = AIR.prompts()
     out = folder / name
-    inputs = run.prepare(out, [docs], config, prompts)
+    inputs = runner.prepare(out, [docs], config, prompts)
     engines = engines_for(layout, models, clock)
     windows = {role: 512 * (len(e.engines) if isinstance(e, Replicas) else 1) for role, e in engines.items()}
     scheduler = Scheduler(AIR.flow(config.settings, prompts, config.seed), engines, windows,

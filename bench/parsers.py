@@ -12,11 +12,11 @@ import argparse
 import dataclasses
 import time
 
-from airgen import recipes
-from airgen.calls import Completion
-from airgen.flow import replay
-from airgen.rows import Rejection
-from airgen.step import Reject
+from airgen.method import recipes
+from airgen.method.calls import Completion
+from airgen.method.flow import replay
+from airgen.method.rows import Rejection
+from airgen.method.step import Reject
 
 TARGET_S = 0.050
 # What a looping model writes, and where in its answer (tests/test_adversarial.py reads the same).

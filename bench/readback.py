@@ -23,12 +23,18 @@ from pathlib import Path
 
 import orjson
 
-from airgen import config as C, journal, run, sink
+from airgen import config as C
+
+from airgen.store import journal
+
+from airgen.run import runner
+
+from airgen.store import sink
 from airgen.air.recipe import RECIPE
 from airgen.air.steps import FREE_TEXT_STAGES
-from airgen.calls import Completion, digest
-from airgen.corpus import Document
-from airgen.flow import Done
+from airgen.method.calls import Completion, digest
+from airgen.method.corpus import Document
+from airgen.method.flow import Done
 
 TEXT = ("A long human-written article about gardening in small urban spaces, with advice on soil, light, water, "
         "containers and the plants that do well on a balcony. ") * 6
@@ -46,8 +52,8 @@ def make_folder(out: Path, calls: int) -> tuple[Path, int, str]:
     made, n = 0, 0
     with open(data, "wb") as docs:
         docs.write(b"")
-    run.prepare(out, [data], config, prompts, shard=True)
-    run.settle_models(out, MODELS)
+    runner.prepare(out, [data], config, prompts, shard=True)
+    runner.settle_models(out, MODELS)
     outputs = sink.Sink(out, set(), {"models": MODELS, "prompts": prompts.fingerprint})
     log = journal.Journal(out / "journal.jsonl", durable_first=outputs.sync)
     with open(data, "ab") as docs:
@@ -87,16 +93,18 @@ def make_folder(out: Path, calls: int) -> tuple[Path, int, str]:
 RESUME = """
 import sys, uvloop
 from pathlib import Path
-from airgen import config as C, recipes, run
+from airgen import config as C
+from airgen.method import recipes
+from airgen.run import runner
 from airgen.engines.scripted import ScriptedEngine, answers
 out, data = Path(sys.argv[1]), Path(sys.argv[2])
 config = C.load(overrides={"flow": {"rounds": 5}, "run": {"progress": False}})
 prompts = recipes.of(config).prompts()
-inputs = run.prepare(out, [data], config, prompts)
+inputs = runner.prepare(out, [data], config, prompts)
 engine = ScriptedEngine(answers(air={"fail": 1.0}), name="scripted")
 engines = {"guidance": engine, "student": engine}
-run.settle_models(out, run.models(engines))
-scheduler = uvloop.run(run.generate(config, out, inputs, prompts, engines))
+runner.settle_models(out, runner.models(engines))
+scheduler = uvloop.run(runner.generate(config, out, inputs, prompts, engines))
 assert scheduler.metrics.done == 0, "the folder was not finished"
 """
 

@@ -23,11 +23,15 @@ from pathlib import Path
 
 import orjson
 
-from airgen import cluster, config as C, run
+from airgen import config as C
+
+from airgen.run import cluster
+
+from airgen.run import runner
 from airgen.air.recipe import RECIPE as AIR
-from airgen.calls import Completion, Request
+from airgen.method.calls import Completion, Request
 from airgen.air.script import MethodScript
-from airgen.runfolder import last_line
+from airgen.store.folder import last_line
 
 
 class ModelledEngine:
@@ -66,15 +70,15 @@ def one(workers: int, docs: Path, folder: Path, args) -> dict:
     config = C.load(overrides={"flow": {"rounds": 2}, "run": {"progress": False, "metrics_every_s": 1.0},
                                "guidance": {"url": "http://modelled"}, "student": {"url": "http://modelled"}})
     prompts = AIR.prompts()
-    inputs = run.prepare(out, [docs], config, prompts)
+    inputs = runner.prepare(out, [docs], config, prompts)
     wall, cpu = time.perf_counter(), time.process_time()
     cluster.execute(config, out, inputs, prompts, None, workers,
                     engines_factory(args.peak, args.half, args.ttft, args.tokens))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    records, _, _ = run.count_outputs(out)
-    calls = sum(1 for x in (out / run.JOURNAL).read_bytes().splitlines() if b'"k"' in x)
+    records, _, _ = runner.count_outputs(out)
+    calls = sum(1 for x in (out / runner.JOURNAL).read_bytes().splitlines() if b'"k"' in x)
     # The workers' own time (their metrics' elapsed): the wall time less Ray's start and the actors' creation.
-    busy = max(last_line(cluster.shard_dir(out, k) / run.METRICS)["elapsed_s"] for k in range(workers))
+    busy = max(last_line(cluster.shard_dir(out, k) / runner.METRICS)["elapsed_s"] for k in range(workers))
     return {"workers": workers, "wall_s": wall, "run_s": busy, "records": records, "calls": calls,
             "records_per_s": records / busy, "output_tok_s": calls * args.tokens / busy,
             "driver_cpu_ms_per_record": 1000 * cpu / max(records, 1)}

@@ -26,17 +26,19 @@ from pathlib import Path
 
 import uvloop
 
-from airgen import journal, sink
-from airgen.calls import Completion, Request, Sampling
+from airgen.store import journal
+
+from airgen.store import sink
+from airgen.method.calls import Completion, Request, Sampling
 from airgen.air.settings import FlowConfig
-from airgen.corpus import Document
+from airgen.method.corpus import Document
 from airgen.air.script import MethodScript
 from airgen.air.flow import AirFlow, Sample
 from airgen.air.recipe import RECIPE as AIR
-from airgen.metrics import Metrics
-from airgen.prompts import PromptSet
-from airgen.flow import Done
-from airgen.scheduler import Scheduler
+from airgen.run.metrics import Metrics
+from airgen.method.prompts import PromptSet
+from airgen.method.flow import Done
+from airgen.run.scheduler import Scheduler
 
 STAGES = ("back_translate", "answer", "check", "merge")
 

@@ -4,13 +4,13 @@ from typing import Callable
 
 import pytest
 
-from airgen.calls import Completion, Request, split_key
+from airgen.method.calls import Completion, Request, split_key
 from airgen.air.settings import FlowConfig
 from airgen.air.script import MethodScript
 from airgen.air.flow import AirFlow, Sample
 from airgen.air.recipe import RECIPE as AIR
-from airgen.prompts import PromptSet
-from airgen.flow import Done, Rejected
+from airgen.method.prompts import PromptSet
+from airgen.method.flow import Done, Rejected
 
 
 @pytest.fixture(scope="session")

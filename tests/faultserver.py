@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from airgen.calls import Request, split_key
+from airgen.method.calls import Request, split_key
 from airgen.engines.scripted import answers
 
 # Faults a client should retry until the answer comes; `length` is a well-formed answer cut at max_tokens.

@@ -23,7 +23,7 @@ import random
 import subprocess
 import sys
 
-from airgen import run
+from airgen.run import runner
 from airgen.engines.scripted import ScriptedEngine, answers
 
 
@@ -67,7 +67,7 @@ async def start_engines(guidance, student=None, outage_s=None):
     return {"guidance": engine} | ({"student": engine} if student is not None else {})
 
 
-run.start_engines = start_engines
+runner.start_engines = start_engines
 
 if os.environ.get("SCRIPTED_PARSER_RAISES") or os.environ.get("SCRIPTED_CHANGED_STEP"):
     import dataclasses
@@ -96,7 +96,7 @@ if os.environ.get("SCRIPTED_PARSER_RAISES") or os.environ.get("SCRIPTED_CHANGED_
     air_flow.steps_for = steps_for
 
 if os.environ.get("SCRIPTED_DISK_FULL"):
-    from airgen import files
+    from airgen.store import files
 
     full_name, _, after = os.environ["SCRIPTED_DISK_FULL"].partition(":")
     appends, real_write, real_publish = iter(range(10**9)), files.write_all, files.publish

@@ -11,10 +11,10 @@ import time
 import pytest
 
 from airgen.air import authors, parsers
-from airgen.calls import Completion
+from airgen.method.calls import Completion
 from airgen.engines import dialects
-from airgen.flow import Rejected, replay
-from airgen.step import Reject
+from airgen.method.flow import Rejected, replay
+from airgen.method.step import Reject
 from bench.parsers import RUNS, SHAPES, every_variant, first_requests
 
 # A quadratic reader takes minutes on 100,000 characters, a linear one milliseconds: the bound is far from both.
@@ -74,7 +74,7 @@ def test_the_bold_field_reader_agrees_with_the_authors_pattern(label):
 
 
 def test_a_choice_wrapped_in_deep_json_is_left_to_the_parser():
-    from airgen.calls import Sampling
+    from airgen.method.calls import Sampling
 
     deep = "[" * 100_000
     assert dialects.answer("openai", Sampling(16, choice=("Yes", "No")), deep) == deep
@@ -82,7 +82,7 @@ def test_a_choice_wrapped_in_deep_json_is_left_to_the_parser():
 
 def test_a_parser_that_raises_rejects_its_sample_with_the_reason(prompts):
     """Not a stopped run: the sample's fault, on the live path and on replay alike."""
-    from airgen.corpus import Document
+    from airgen.method.corpus import Document
     from tests.conftest import drive, make_flow, script
 
     def broken(text, args):

@@ -8,7 +8,7 @@ import pytest
 
 from airgen.air.flow import AirFlow, Sample
 from airgen.config import load
-from airgen.flow import Done, Rejected
+from airgen.method.flow import Done, Rejected
 from tests.conftest import completion, drive, script
 
 DOC = "A long human-written article about gardening in small urban spaces. " * 8

@@ -15,8 +15,8 @@ from airgen.crab.flow import CrabFlow
 from airgen.crab.pairs import Pair
 from airgen.crab.script import CrabScript
 from airgen.crab.steps import CHECK, GLOBAL, LOCAL, REFINE, authors_judgement
-from airgen.flow import Done
-from airgen.parsing import ParseError
+from airgen.method.flow import Done
+from airgen.method.parsing import ParseError
 from tests.conftest import drive
 
 authors = pytest.importorskip("airgen.crab.authors")

@@ -10,14 +10,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from airgen import bench, cli
+from airgen import cli
+
+from airgen.run import bench
 from airgen import config as C
-from airgen.calls import Completion, Request
+from airgen.method.calls import Completion, Request
 from airgen.air.recipe import RECIPE as AIR
 from airgen.air.script import MethodScript
 from airgen.crab.script import CrabScript
 from airgen.engines.scripted import ScriptedEngine
-from airgen.prompts import PromptSet
+from airgen.method.prompts import PromptSet
 
 DOCS = 16
 
@@ -260,8 +262,8 @@ def test_command_writes_json_and_png(prompts, data, tmp_path, monkeypatch):
     async def close_engines(engines):
         return None
 
-    monkeypatch.setattr("airgen.run.start_engines", start_engines)
-    monkeypatch.setattr("airgen.run.close_engines", close_engines)
+    monkeypatch.setattr("airgen.run.runner.start_engines", start_engines)
+    monkeypatch.setattr("airgen.run.runner.close_engines", close_engines)
     out = tmp_path / "b"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -7,7 +7,9 @@ import typing
 
 import pytest
 
-from airgen import cli, recipes
+from airgen import cli
+
+from airgen.method import recipes
 from airgen.air.recipe import RECIPE as AIR
 from airgen.config import Config, ConfigError, load
 

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from airgen import corpus
+from airgen.method import corpus
 from airgen.config import ConfigError, FilterConfig, load
-from airgen.corpus import Document, bundled_corpus, read_documents
-from airgen.filters import check_document, filter_documents
-from airgen.rows import CorpusError, Rejection, content_id
+from airgen.method.corpus import Document, bundled_corpus, read_documents
+from airgen.select.filters import check_document, filter_documents
+from airgen.method.rows import CorpusError, Rejection, content_id
 
 PROSE = (
     "The committee met on Tuesday to discuss the budget for the coming year, and members agreed that spending on "

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from airgen.calls import Request
+from airgen.method.calls import Request
 from airgen.crab.recipe import RECIPE as CRAB
 from airgen.crab.settings import CrabConfig
 from airgen.crab import steps
@@ -13,8 +13,8 @@ from airgen.crab.flow import CrabFlow
 from airgen.crab.steps import CHECK, GLOBAL, LOCAL, REFINE
 from airgen.crab.script import CrabScript
 from airgen.crab.pairs import Pair
-from airgen.parsing import ParseError
-from airgen.flow import Done, Rejected
+from airgen.method.parsing import ParseError
+from airgen.method.flow import Done, Rejected
 from tests.conftest import drive
 
 RESPONSE = ("Basil wants light, warmth and water.\n- Light: a sunny window gives six hours of sun.\n"

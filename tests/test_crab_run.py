@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from airgen import cli
-from airgen.rows import CorpusError, Rejection
+from airgen.method.rows import CorpusError, Rejection
 from airgen.crab.pairs import Pair, bundled_pairs, read_pairs
 
 ROOT = Path(__file__).resolve().parent.parent

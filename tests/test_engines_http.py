@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from airgen.calls import Request, Sampling
+from airgen.method.calls import Request, Sampling
 from airgen.config import ConfigError, ModelConfig
 from airgen.engines.build import close_engines, start_engines
 from airgen.engines.openai import HTTPEngineError, HTTPRequestRejected, OpenAIEngine, _retry_after, call_headers
@@ -353,7 +353,7 @@ async def test_reset_prefix_cache_is_false_where_the_server_has_no_such_endpoint
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory):
     pytest.importorskip("vllm")
-    from airgen.models import cache_dir, embedded_model_path
+    from airgen.engines.models import cache_dir, embedded_model_path
 
     model = embedded_model_path()
     with socket.socket() as s:

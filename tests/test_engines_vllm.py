@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from airgen import models
-from airgen.calls import Request, Sampling
+from airgen.engines import models
+from airgen.method.calls import Request, Sampling
 from airgen.config import ModelConfig
 from airgen.engines import build
 from airgen.engines.build import close_engines, start_engines
@@ -145,7 +145,7 @@ async def test_close_stops_every_engine_process(engines):
 @pytest.mark.asyncio(loop_scope="module")
 async def test_a_dead_engine_raises_instead_of_hanging():
     pytest.importorskip("vllm")
-    from airgen.models import embedded_model_path
+    from airgen.engines.models import embedded_model_path
 
     before = {p.pid for p in engine_processes()}
     engine = await VLLMEngine.start(ModelConfig(path=str(embedded_model_path()), max_model_len=1024, kv_cache_gib=0.5))

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from airgen import journal
+from airgen.store import journal
 from tests.faultserver import CLIENT_KIND, RETRYABLE, FaultServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,8 +7,8 @@ import pytest
 
 from airgen.air.flow import Sample
 from airgen.air.prompt_data import merge_examples, types
-from airgen.calls import Completion
-from airgen.flow import Done, Rejected, FlowError
+from airgen.method.calls import Completion
+from airgen.method.flow import Done, Rejected, FlowError
 from tests.conftest import completion, drive, make_flow, script
 
 DOC = "A long human-written article about gardening in small urban spaces. " * 8

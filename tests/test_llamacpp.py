@@ -21,9 +21,9 @@ import orjson
 import pytest
 
 from airgen.air.recipe import RECIPE as AIR
-from airgen.calls import split_key
+from airgen.method.calls import split_key
 from airgen.engines.openai import call_headers
-from airgen.models import embedded_gguf
+from airgen.engines.models import embedded_gguf
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.llamacpp

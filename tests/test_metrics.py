@@ -9,17 +9,19 @@ import orjson
 import pytest
 
 from airgen import config as C
-from airgen import journal, run, sink
+from airgen.store import journal
+from airgen.run import runner
+from airgen.store import sink
 from airgen.air.flow import AirFlow
-from airgen.calls import Completion, Request
+from airgen.method.calls import Completion, Request
 from airgen.air.settings import FlowConfig
-from airgen.corpus import Document
+from airgen.method.corpus import Document
 from airgen.air.script import MethodScript
 from airgen.engines.scripted import ScriptedEngine
-from airgen.metrics import Metrics
-from airgen.panel import Rates, eta_s
-from airgen.summary import funnel
-from airgen.scheduler import Scheduler
+from airgen.run.metrics import Metrics
+from airgen.run.panel import Rates, eta_s
+from airgen.run.summary import funnel
+from airgen.run.scheduler import Scheduler
 
 
 def docs(n: int):
@@ -138,10 +140,10 @@ async def test_metrics_jsonl_written_during_a_run(prompts, tmp_path):
     config = C.load(overrides={"flow": {"rounds": 2}, "run": {"progress": False, "metrics_every_s": 0.2,
                                                                "max_in_flight": 4}})
     out = tmp_path / "run"
-    inputs = run.prepare(out, [data], config, prompts)
+    inputs = runner.prepare(out, [data], config, prompts)
     engine = ScriptedEngine(MethodScript(prompts, fail=1.0), latency=lambda r: 0.01)
-    s = await run.generate(config, out, inputs, prompts, {"guidance": engine, "student": engine})
-    lines = [orjson.loads(x) for x in (out / run.METRICS).read_bytes().splitlines()]
+    s = await runner.generate(config, out, inputs, prompts, {"guidance": engine, "student": engine})
+    lines = [orjson.loads(x) for x in (out / runner.METRICS).read_bytes().splitlines()]
     # Periodic lines while the run went on (not only the last one), each later than the one before.
     during = [line for line in lines[:-1] if 0 < line["samples"]["records"] < 30]
     assert len(during) >= 2 and all(a["elapsed_s"] < b["elapsed_s"] for a, b in zip(lines, lines[1:]))
@@ -166,7 +168,7 @@ def test_prometheus_endpoint_serves_the_counters():
     import socket
     import urllib.request
 
-    from airgen.prometheus import Endpoint
+    from airgen.run.prometheus import Endpoint
 
     metrics = Metrics()
     metrics.call_started(Request("d/score/0", "guidance", "score", (), None), time.perf_counter())  # type: ignore

@@ -186,7 +186,7 @@ def test_sigterm_stops_the_run_and_a_second_one_ends_the_process_when_the_stop_h
 def test_a_done_marker_reaches_the_disk_only_after_its_lines(tmp_path, monkeypatch):
     """Every write and fsync of a real run, in order: each done marker is written after an fsync of the output
     files that follows the unit's lines, so a power loss can lose a marker, never the lines it vouches for."""
-    from airgen import files
+    from airgen.store import files
 
     events: list[tuple[str, str, bytes]] = []
     lock = threading.Lock()

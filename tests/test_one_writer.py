@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from airgen import lock
+from airgen.store import lock
 from tests.runs import airgen, command, documents, lines, records, run, start
 
 DOCS = 40

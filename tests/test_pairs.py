@@ -16,8 +16,8 @@ import pytest
 
 from airgen.air.flow import AirFlow, Sample
 from airgen.air.settings import FlowConfig
-from airgen.calls import split_key
-from airgen.flow import Done
+from airgen.method.calls import split_key
+from airgen.method.flow import Done
 from tests.conftest import completion, drive, script
 from tests.faultserver import FaultServer
 
@@ -116,7 +116,7 @@ def test_a_run_writes_pairs_exactly_where_its_journal_says_the_student_failed(pa
     for pair in pairs:
         assert [c["score"] for c in pair["meta"]["constraints"]] == checks[(pair["meta"]["doc_id"],
                                                                              pair["meta"]["level"])]
-    from airgen.report import figures
+    from airgen.read.report import figures
 
     f = figures(paired_run)
     funnel = dict(f["funnel"])

@@ -9,7 +9,7 @@ import os
 import psutil
 import pytest
 
-from airgen.calls import Request, Sampling
+from airgen.method.calls import Request, Sampling
 from airgen.config import ConfigError, ModelConfig
 from airgen.engines.placement import gpus_needed, place, replicas
 
@@ -55,7 +55,7 @@ def test_a_layout_that_cannot_run_is_refused_in_one_line(configs, gpus, says):
 async def test_two_in_process_engines_each_see_their_own_devices(tmp_path):
     pytest.importorskip("vllm")
     from airgen.engines.build import close_engines, start_engines
-    from airgen.models import embedded_model_path
+    from airgen.engines.models import embedded_model_path
 
     source = embedded_model_path()
     copy = tmp_path / "student-model"  # another model to the run: its own folder (hard links: no bytes copied)

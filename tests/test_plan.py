@@ -5,10 +5,12 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from airgen import cli, plan
+from airgen import cli
+
+from airgen.engines import plan
 from airgen.air.recipe import RECIPE as AIR
 from airgen.config import ConfigError, ModelConfig
-from airgen.panel import Rates, progress_line
+from airgen.run.panel import Rates, progress_line
 
 H100, H200 = 80.0, 141.0
 MIX = AIR.token_mix

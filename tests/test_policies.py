@@ -11,18 +11,30 @@ from pathlib import Path
 import orjson
 import pytest
 
-from airgen import bench, corpus, files, journal, run, rows, sink
+from airgen.run import bench
+
+from airgen.method import corpus
+
+from airgen.store import files
+
+from airgen.store import journal
+
+from airgen.run import runner
+
+from airgen.method import rows
+
+from airgen.store import sink
 from airgen.air.flow import AirFlow
 from airgen.air.recipe import RECIPE as AIR
 from airgen.air.steps import ALL_STEPS, INITIAL_STAGES, LEVEL_STAGES, ROUND_STAGES, STAGES
-from airgen.calls import Completion, Request, Sampling, call_key, split_key
+from airgen.method.calls import Completion, Request, Sampling, call_key, split_key
 from airgen.config import ModelConfig, load
-from airgen.corpus import Document
+from airgen.method.corpus import Document
 from airgen.crab import pairs
 from airgen.engines import model_identity
 from airgen.engines.scripted import ScriptedEngine
-from airgen.metrics import Metrics
-from airgen.runfolder import JOURNAL, METRICS
+from airgen.run.metrics import Metrics
+from airgen.store.folder import JOURNAL, METRICS
 from airgen_kernels import resolve_device
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,8 +50,8 @@ def test_model_identity_ignores_how_a_url_or_path_is_spelled(tmp_path, prompts):
     data.write_text('{"text": "one two three"}\n')
     before = load(overrides={"guidance": {"url": "http://h:8000"}, "student": {"url": "http://h:8000"}})
     after = load(overrides={"guidance": {"url": "http://h:8000/v1"}, "student": {"url": "http://h:8000/v1/"}})
-    run.prepare(tmp_path / "out", [data], before, prompts)
-    assert run.prepare(tmp_path / "out", [], after, prompts) == [data.resolve()]
+    runner.prepare(tmp_path / "out", [data], before, prompts)
+    assert runner.prepare(tmp_path / "out", [], after, prompts) == [data.resolve()]
 
 
 def test_admission_limits_and_dedupes_in_one_place(tmp_path, monkeypatch):
@@ -98,14 +110,14 @@ def test_atomic_write_never_leaves_a_partial_file(tmp_path):
 
 
 def _one_run(tmp_path, prompts, docs: int = 2) -> Path:
-    """`run.generate` over `docs` documents on a scripted engine, into tmp_path/out (made by `run.prepare`)."""
+    """`runner.generate` over `docs` documents on a scripted engine, into tmp_path/out (made by `runner.prepare`)."""
     data = tmp_path / "docs.jsonl"
     data.write_text("".join(f'{{"id": "d{i}", "text": "a document about topic {i}"}}\n' for i in range(docs)))
     config = load(overrides={"flow": {"rounds": 1}, "run": {"progress": False}})
     out = tmp_path / "out"
-    inputs = run.prepare(out, [data], config, prompts)
+    inputs = runner.prepare(out, [data], config, prompts)
     engine = ScriptedEngine(AIR.script(fail=1.0))
-    asyncio.run(run.generate(config, out, inputs, prompts, {"guidance": engine, "student": engine}))
+    asyncio.run(runner.generate(config, out, inputs, prompts, {"guidance": engine, "student": engine}))
     return out
 
 
@@ -117,7 +129,7 @@ def test_every_log_a_run_writes_cuts_a_torn_last_line(tmp_path, prompts, name):
     path = first / name
     whole = path.read_bytes()
     path.write_bytes(whole + b'{"s": "d9", "k": ')  # a write cut by a kill
-    asyncio.run(run.generate(load(overrides={"flow": {"rounds": 1}, "run": {"progress": False}}), first,
+    asyncio.run(runner.generate(load(overrides={"flow": {"rounds": 1}, "run": {"progress": False}}), first,
                              [tmp_path / "docs.jsonl"], prompts,
                              {"guidance": ScriptedEngine(AIR.script()), "student": ScriptedEngine(AIR.script())}))
     after = path.read_bytes()
@@ -160,7 +172,7 @@ def test_devices_resolve_in_one_place(monkeypatch, gpu):
 
 
 def test_a_run_on_servers_never_imports_torch():
-    code = ("import sys; import airgen.cli, airgen.run, airgen.bench, airgen.engines.build, airgen.engines.openai; "
+    code = ("import sys; import airgen.cli, airgen.run.runner, airgen.run.bench, airgen.engines.build, airgen.engines.openai; "
             "bad = [m for m in ('torch', 'vllm', 'transformers', 'numpy') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -168,7 +180,7 @@ def test_a_run_on_servers_never_imports_torch():
 
 
 def test_rejected_lines_share_one_schema(tmp_path, prompts):
-    from airgen import sink
+    from airgen.store import sink
 
     s = sink.Sink(tmp_path, set(), {})
     s.rejected("@in:2", None, "in:2", "read", "bad_json", "Expecting value")

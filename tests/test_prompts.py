@@ -10,8 +10,8 @@ import pytest
 from airgen.air import parsers, steps
 from airgen.air.prompt_data import merge_examples, types
 from airgen.air.recipe import RECIPE as AIR
-from airgen.parsing import ParseError, word_count
-from airgen.prompts import PromptFileError, PromptSet
+from airgen.method.parsing import ParseError, word_count
+from airgen.method.prompts import PromptFileError, PromptSet
 
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 TABLE_16 = (

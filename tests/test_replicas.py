@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from airgen.calls import Request, Sampling
+from airgen.method.calls import Request, Sampling
 from airgen.engines.replicas import NoReplicaLeft, Replicas
 from airgen.engines.scripted import ScriptedEngine
 from tests.faultserver import FaultServer

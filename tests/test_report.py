@@ -9,12 +9,14 @@ import subprocess
 import orjson
 import pytest
 
-from airgen import cli, run
+from airgen import cli
+
+from airgen.run import runner
 from airgen import config as C
 from airgen.air.script import MethodScript
 from airgen.engines.scripted import ScriptedEngine
-from airgen.report import figures, write_report
-from airgen.runfolder import stream
+from airgen.read.report import figures, write_report
+from airgen.store.folder import stream
 
 
 def records(out) -> list[dict]:
@@ -36,7 +38,7 @@ async def make_run(prompts, tmp_path, *, score=5, fail=1.0, rounds=3, constraint
     config = C.load(overrides={"flow": {"rounds": rounds, "constraint_set": constraint_set},
                                "run": {"progress": False}}, preset=preset)
     out = tmp_path / "run"
-    inputs = run.prepare(out, [data], config, prompts)
+    inputs = runner.prepare(out, [data], config, prompts)
     script = MethodScript(prompts, fail=fail, score=score)
     # Documents d00..d02 score 2/5 and are rejected at the score step; d03's merge of level 2 is unreadable.
     def respond(request):
@@ -50,8 +52,8 @@ async def make_run(prompts, tmp_path, *, score=5, fail=1.0, rounds=3, constraint
 
     engine = ScriptedEngine(respond, latency=lambda r: 0.002)
     engines = {"guidance": engine, "student": engine}
-    run.settle_models(out, run.models(engines))  # as `airgen run` does: each answer's digest is checkable
-    task = asyncio.create_task(run.generate(config, out, inputs, prompts, engines))
+    runner.settle_models(out, runner.models(engines))  # as `airgen run` does: each answer's digest is checkable
+    task = asyncio.create_task(runner.generate(config, out, inputs, prompts, engines))
     if stop_after is not None:
         while len(engine.calls) < stop_after:
             await asyncio.sleep(0.005)
@@ -119,7 +121,7 @@ def test_report_and_export_refuse_what_is_not_a_run(tmp_path, capsys, make):
 
 def test_report_of_a_run_that_made_nothing_yet(prompts, tmp_path, capsys):
     out = tmp_path / "run"
-    run.prepare(out, [make_docs(tmp_path)], C.load(overrides={"run": {"progress": False}}), prompts)
+    runner.prepare(out, [make_docs(tmp_path)], C.load(overrides={"run": {"progress": False}}), prompts)
     assert cli.main(["report", str(out)]) == 0
     assert "no records yet" in capsys.readouterr().out
     assert (out / "report" / "report.html").exists() and (out / "report" / "README.md").exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from airgen import journal
+from airgen.store import journal
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 300

@@ -9,16 +9,18 @@ from pathlib import Path
 import orjson
 import pytest
 
-from airgen import journal, sink
+from airgen.store import journal
+
+from airgen.store import sink
 from airgen.air.settings import FlowConfig
-from airgen.corpus import Document
-from airgen.rows import Rejection, first_ids
+from airgen.method.corpus import Document
+from airgen.method.rows import Rejection, first_ids
 from airgen.engines import RequestRejected
 from airgen.air.script import MethodScript
 from airgen.engines.scripted import ScriptedEngine
 from airgen.air.flow import AirFlow
-from airgen.metrics import Metrics
-from airgen.scheduler import EngineFailed, Scheduler
+from airgen.run.metrics import Metrics
+from airgen.run.scheduler import EngineFailed, Scheduler
 
 
 def docs(n: int, start: int = 0):

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from airgen import cli, select
-from airgen.corpus import Document, bundled_corpus, read_documents
+from airgen import cli
+
+from airgen.select import selection
+from airgen.method.corpus import Document, bundled_corpus, read_documents
 from airgen_kernels import farthest_point_sampling
 
 N_ARTICLES = 14
@@ -51,8 +53,8 @@ def first_run(tmp_path_factory, corpus_file):
 
 
 def test_outputs_name_the_picks_in_order(first_run, articles):
-    manifest = read_jsonl(first_run / select.MANIFEST)
-    selected = read_jsonl(first_run / select.SELECTED)
+    manifest = read_jsonl(first_run / selection.MANIFEST)
+    selected = read_jsonl(first_run / selection.SELECTED)
     assert [m["rank"] for m in manifest] == list(range(N_PICK))
     assert [m["id"] for m in manifest] == [s["id"] for s in selected]
     assert len({m["id"] for m in manifest}) == N_PICK
@@ -66,11 +68,11 @@ def test_outputs_name_the_picks_in_order(first_run, articles):
 
 
 def test_every_rejection_is_recorded_with_its_rule(first_run, corpus_file):
-    rejected = read_jsonl(first_run / select.REJECTED)
+    rejected = read_jsonl(first_run / selection.REJECTED)
     assert [(r["id"], r["stage"], r["reason"]) for r in rejected] == [
         ("short", "filter", "words"), ("copy", "filter", "duplicate"), (None, "read", "bad_json")]
     assert rejected[0]["value"] == 5 and rejected[1]["value"] == "news-3" and rejected[2]["source"] == f"{corpus_file}:{N_ARTICLES + 3}"
-    summary = json.loads((first_run / select.SUMMARY).read_text())
+    summary = json.loads((first_run / selection.SUMMARY).read_text())
     assert summary["read"] == N_ARTICLES + 3 and summary["kept"] == N_ARTICLES
     assert summary["rejected"] == {"bad_json": 1, "duplicate": 1, "words": 1}
 
@@ -85,26 +87,26 @@ def test_embeddings_are_unit_float16_with_ids_beside(first_run):
     sims = matrix.astype(np.float32) @ matrix.astype(np.float32).T
     assert 0.0 < np.median(sims[np.triu_indices(N_ARTICLES, 1)]) < 0.6
     # The manifest is exactly farthest-point sampling over these vectors, started where the seed says.
-    manifest = read_jsonl(first_run / select.MANIFEST)
+    manifest = read_jsonl(first_run / selection.MANIFEST)
     picks = farthest_point_sampling(matrix, N_PICK, seed=3, device="cpu").indices
     assert [m["row"] for m in manifest] == picks.tolist()
 
 
 def test_a_rerun_reuses_the_embeddings(first_run, corpus_file, capsys):
-    before = (first_run / select.MANIFEST).read_text()
+    before = (first_run / selection.MANIFEST).read_text()
     assert run_select(corpus_file, "--out", first_run, "--n", N_PICK, "--seed", "3") == 0
-    summary = json.loads((first_run / select.SUMMARY).read_text())
+    summary = json.loads((first_run / selection.SUMMARY).read_text())
     assert summary["embeddings_cached"] is True and summary["embedded"] == 0
     assert "from the cache" in capsys.readouterr().out
-    assert (first_run / select.MANIFEST).read_text() == before
+    assert (first_run / selection.MANIFEST).read_text() == before
 
 
 def test_last_method_and_start_row(first_run, corpus_file, tmp_path):
     for cache_file in first_run.glob("embeddings.*"):  # the cache travels with the folder
         shutil.copy(cache_file, tmp_path)
     assert run_select(corpus_file, "--out", tmp_path, "--n", 4, "--method", "last", "--start", 2) == 0
-    assert json.loads((tmp_path / select.SUMMARY).read_text())["embeddings_cached"] is True
-    manifest = read_jsonl(tmp_path / select.MANIFEST)
+    assert json.loads((tmp_path / selection.SUMMARY).read_text())["embeddings_cached"] is True
+    manifest = read_jsonl(tmp_path / selection.MANIFEST)
     matrix = np.load(tmp_path / "embeddings.npy")
     assert manifest[0]["row"] == 2
     want = farthest_point_sampling(matrix, 4, start=2, method="last", device="cpu")
@@ -117,14 +119,14 @@ def test_sampling_alone_on_precomputed_embeddings(first_run, tmp_path):
     np.save(own, matrix * np.linspace(1, 5, len(matrix))[:, None])  # unnormalised: lengths must not matter
     out = tmp_path / "out"
     assert run_select("--embeddings", own, "--out", out, "--n", 4, "--start", 1) == 0
-    manifest = read_jsonl(out / select.MANIFEST)
+    manifest = read_jsonl(out / selection.MANIFEST)
     want = farthest_point_sampling(matrix / np.linalg.norm(matrix, axis=1, keepdims=True), 4, start=1)
     assert [m["row"] for m in manifest] == want.indices.tolist()
     assert [m["id"] for m in manifest] == [str(r) for r in want.indices]  # no ids file: row numbers
-    assert not (out / select.SELECTED).exists()
+    assert not (out / selection.SELECTED).exists()
     # airgen's own cache carries its ids beside it.
     assert run_select("--embeddings", first_run / "embeddings.npy", "--out", out, "--n", 2, "--start", 0) == 0
-    assert [m["id"] for m in read_jsonl(out / select.MANIFEST)][0] == "news-0"
+    assert [m["id"] for m in read_jsonl(out / selection.MANIFEST)][0] == "news-0"
 
 
 @pytest.mark.parametrize(

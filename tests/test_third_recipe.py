@@ -21,13 +21,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from airgen import recipes
-from airgen.calls import Request, split_key
+from airgen.method import recipes
+from airgen.method.calls import Request, split_key
 from airgen.config import Sampling, check
-from airgen.flow import Done, Fault, Flow, Rejected, Unit, record
-from airgen.recipe import Recipe
-from airgen.rows import Rejection, admit, content_id, jsonl_objects
-from airgen.step import Reject, Step
+from airgen.method.flow import Done, Fault, Flow, Rejected, Unit, record
+from airgen.method.recipe import Recipe
+from airgen.method.rows import Rejection, admit, content_id, jsonl_objects
+from airgen.method.step import Reject, Step
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTES = 30
@@ -161,10 +161,10 @@ async def start_engines(guidance, student=None, outage_s=None):
 
 
 if __name__ == "__main__":
-    from airgen import run
+    from airgen.run import runner
     from airgen.cli import main
 
-    run.start_engines = start_engines
+    runner.start_engines = start_engines
     sys.exit(main(sys.argv[1:]))
 
 

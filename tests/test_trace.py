@@ -5,9 +5,13 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from airgen import cli, runview, trace
-from airgen.calls import split_key
-from airgen.report import write_report
+from airgen import cli
+
+from airgen.read import view
+
+from airgen.read import trace
+from airgen.method.calls import split_key
+from airgen.read.report import write_report
 from tests.test_report import make_run
 
 
@@ -55,17 +59,17 @@ async def test_a_killed_run_gives_the_part_that_happened(prompts, tmp_path):
 
 async def test_the_index_is_built_once_and_grows_with_the_journal(prompts, tmp_path):
     out = await make_run(prompts, tmp_path)
-    index = runview.index(out)
-    assert index.size == (out / "journal.jsonl").stat().st_size and (out / runview.INDEX).is_file()
+    index = view.index(out)
+    assert index.size == (out / "journal.jsonl").stat().st_size and (out / view.INDEX).is_file()
     calls = len(index.spans("d05"))
     assert calls == len(journal_keys(out, "d05")) + 1  # its calls and its done marker
     with open(out / "journal.jsonl", "ab") as f:  # more journal, as a resumed run writes
         f.write(orjson.dumps({"s": "d05", "k": "d05/extra/9", "t": "x", "f": "stop", "p": 1, "o": 1, "c": 0}) + b"\n")
         f.write(b'{"s": "d05", "k": "torn')  # and a torn line, still being written: left for later
-    grown = runview.index(out)
+    grown = view.index(out)
     assert len(grown.spans("d05")) == calls + 1 and len(grown.spans("d04")) == len(index.spans("d04"))
     assert grown.size < (out / "journal.jsonl").stat().st_size
-    assert runview.index(out).size == grown.size  # read from the file, nothing new to add
+    assert view.index(out).size == grown.size  # read from the file, nothing new to add
 
 
 async def test_the_reports_examples_link_to_their_documents_story(prompts, tmp_path):

@@ -19,7 +19,7 @@ def main(kind: str, folder: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from airgen.models import embedded_model_path
+    from airgen.engines.models import embedded_model_path
 
     torch.manual_seed(0)
     path = str(embedded_model_path())

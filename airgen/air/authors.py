@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from airgen.parsing import ParseError
+from airgen.method.parsing import ParseError
 
 # init_process/instruct_generate.py: lines naming a preamble are skipped by these substrings.
 _PREAMBLES = ("This instruction", "Here is a")

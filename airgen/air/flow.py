@@ -31,11 +31,11 @@ from airgen.air.steps import (
     RESPOND, SCORE,
     format_examples, format_numbered, format_types, steps_for, append_constraints, type_name,
 )
-from airgen.calls import Request
-from airgen.corpus import Document
-from airgen.flow import Done, Fault, Flow, FlowError, Next, Rejected, Unit, record
-from airgen.parsing import word_count
-from airgen.prompts import PromptSet
+from airgen.method.calls import Request
+from airgen.method.corpus import Document
+from airgen.method.flow import Done, Fault, Flow, FlowError, Next, Rejected, Unit, record
+from airgen.method.parsing import word_count
+from airgen.method.prompts import PromptSet
 
 # What a call waits for besides the answer that unlocks it: a round's proposal goes out once none of these is in
 # flight (their faults are weighed in this order, so the outcome does not depend on which came back first). A level

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from airgen.parsing import (
+from airgen.method.parsing import (
     PREAMBLE, ParseError, cut_notes, drop_leading_labels, norm, split_lines, strip_markup, unbold, unquote,
 )
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from airgen.parsing import norm
-from airgen.prompts import PromptFileError, PromptSet, check_keys, text_field, toml_entries
+from airgen.method.parsing import norm
+from airgen.method.prompts import PromptFileError, PromptSet, check_keys, text_field, toml_entries
 
 TYPES_FILE = "constraint_types.toml"
 EXAMPLES_FILE = "merge_examples.toml"

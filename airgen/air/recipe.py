@@ -5,17 +5,17 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from airgen import corpus
+from airgen.method import corpus
 from airgen.air import prompt_data, views
 from airgen.air.flow import AirFlow, Sample
 from airgen.air.script import MethodScript
 from airgen.air.settings import FlowConfig
 from airgen.air.steps import ALL_STEPS, FREE_TEXT_STAGES, INITIAL_STAGES, LEVEL_STAGES, STAGES, steps_for
-from airgen.calls import Request
-from airgen.plan import Mix
-from airgen.prompts import PromptSet
-from airgen.recipe import Recipe
-from airgen.step import Step
+from airgen.method.calls import Request
+from airgen.engines.plan import Mix
+from airgen.method.prompts import PromptSet
+from airgen.method.recipe import Recipe
+from airgen.method.step import Step
 
 
 # The paper's Table 4: per sample through 5 rounds, 7.9k prompt and 4.8k output tokens in all. airgen's flow: the

@@ -5,8 +5,8 @@ import hashlib
 import random
 
 from airgen.air.prompt_data import types
-from airgen.calls import Request, split_key
-from airgen.prompts import PromptSet
+from airgen.method.calls import Request, split_key
+from airgen.method.prompts import PromptSet
 
 
 class MethodScript:

@@ -17,8 +17,8 @@ from typing import Any
 from airgen.air import authors, parsers
 from airgen.air.prompt_data import ConstraintType, MergeExample
 from airgen.air.settings import FlowConfig
-from airgen.parsing import word_count
-from airgen.step import SHORT_LINE_CHARS, Format, Reject, Step, regex_literal
+from airgen.method.parsing import word_count
+from airgen.method.step import SHORT_LINE_CHARS, Format, Reject, Step, regex_literal
 
 BACK_TRANSLATE = "back_translate"
 SCORE = "score"

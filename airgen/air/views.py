@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from airgen.parsing import word_count
-from airgen.recipe import Tally
-from airgen.sink import PAIRS, RECORDS
-from airgen.views import Distribution, kind_of, plot_lengths, plot_shares, trigrams
+from airgen.method.parsing import word_count
+from airgen.method.recipe import Tally
+from airgen.store.sink import PAIRS, RECORDS
+from airgen.method.views import Distribution, kind_of, plot_lengths, plot_shares, trigrams
 
 ABOUT = ("instruction-response records at levels of constraint complexity, made by airgen with AIR (Automatic "
          "Iterative Refinement): an instruction is back-translated from each human-written document, the document "

@@ -15,13 +15,13 @@ from collections import Counter
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
-from airgen.calls import Request
+from airgen.method.calls import Request
 from airgen.crab import records, rules
 from airgen.crab.pairs import Pair
 from airgen.crab.settings import CrabConfig
 from airgen.crab.steps import CHECK, GLOBAL, LOCAL, MARKED_TYPES, MARKS, REFINE, steps_for
-from airgen.flow import Done, Fault, Flow, FlowError, Next, Rejected, Unit, record
-from airgen.prompts import PromptSet
+from airgen.method.flow import Done, Fault, Flow, FlowError, Next, Rejected, Unit, record
+from airgen.method.prompts import PromptSet
 
 RULE = "rule"
 KEPT = "kept"  # verified (rule) or met in the check (model)

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from airgen.rows import (JSONL_SUFFIXES, PARQUET_SUFFIXES, CorpusError, Rejection, admit, check_jsonl, content_id,
+from airgen.method.rows import (JSONL_SUFFIXES, PARQUET_SUFFIXES, CorpusError, Rejection, admit, check_jsonl, content_id,
                          jsonl_objects, parquet_rows, plain_id)
-from airgen.runfolder import RUN_FILE
-from airgen.runview import open_folder, units_in_input_order
+from airgen.store.folder import RUN_FILE
+from airgen.read.view import open_folder, units_in_input_order
 
 
 @dataclass(frozen=True, slots=True)

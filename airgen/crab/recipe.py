@@ -9,9 +9,9 @@ from airgen.crab.flow import CrabFlow
 from airgen.crab.script import CrabScript
 from airgen.crab.settings import CrabConfig
 from airgen.crab.steps import STAGES, STEPS
-from airgen.prompts import PromptSet
-from airgen.recipe import Recipe
-from airgen.step import Step
+from airgen.method.prompts import PromptSet
+from airgen.method.recipe import Recipe
+from airgen.method.step import Step
 
 
 class CrabRecipe(Recipe):

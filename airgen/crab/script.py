@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from airgen.calls import Request, split_key
+from airgen.method.calls import Request, split_key
 from airgen.crab.steps import GLOBAL_TYPES, LOCAL_TYPES
 
 _WORDS = ("amber basalt cedar dune ember fjord garnet harbor iris juniper kelp lagoon maple nectar opal prairie quartz "

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airgen.parsing import ParseError, word_count
-from airgen.step import SHORT_LINE_CHARS, Format, Reject, Step
+from airgen.method.parsing import ParseError, word_count
+from airgen.method.step import SHORT_LINE_CHARS, Format, Reject, Step
 
 REFINE = "refine_instruction"
 GLOBAL = "propose_global"

@@ -12,10 +12,10 @@ from typing import Any
 
 from airgen.crab.flow import KEEPS, STATUSES
 from airgen.crab.records import KINDS
-from airgen.parsing import word_count
-from airgen.recipe import Tally
-from airgen.sink import RECORDS, REJECTED
-from airgen.views import Distribution, plot_lengths, plot_shares
+from airgen.method.parsing import word_count
+from airgen.method.recipe import Tally
+from airgen.store.sink import RECORDS, REJECTED
+from airgen.method.views import Distribution, plot_lengths, plot_shares
 
 ABOUT = ("instruction-response records made by airgen with constraint back-translation (CRAB, arXiv 2410.24175): "
          "for each existing instruction-response pair a guidance model writes down constraints the response already "

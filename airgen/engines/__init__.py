@@ -1,10 +1,15 @@
-"""Engines answer `Request`s. One protocol; the scheduler knows nothing else about them."""
+"""Engines answer `Request`s. One protocol; the scheduler knows nothing else about them. In this folder: in-process
+vLLM (`vllm`), OpenAI-compatible servers (`openai`, `dialects`), scripted answers (`scripted`), starting them
+(`build`), their placement on a node's GPUs and replicas (`placement`, `replicas`), the bundled model
+(`models`) and `airgen plan` (`plan`).
+
+May import `method`, `config`, `console` and `store`; never the run loop, the read side or a recipe folder."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Protocol
 
-from airgen.calls import Completion, Request
+from airgen.method.calls import Completion, Request
 from airgen.config import ModelConfig
 
 EMBEDDED = "embedded:SmolLM2-135M-Instruct"

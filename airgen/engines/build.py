@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from airgen.calls import Role
+from airgen.method.calls import Role
 from airgen.config import ConfigError, ModelConfig, RunConfig
 from airgen.engines import EMBEDDED, Engine, model_identity
 from airgen.engines.placement import place
@@ -63,7 +63,7 @@ async def close_engines(engines: dict) -> None:
 def _resolve(config: ModelConfig) -> ModelConfig:
     if config.url or config.path:
         return config
-    from airgen.models import embedded_model_path
+    from airgen.engines.models import embedded_model_path
 
     return dataclasses.replace(config, path=str(embedded_model_path()))
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from airgen.calls import Sampling
-from airgen.step import regex_literal
+from airgen.method.calls import Sampling
+from airgen.method.step import regex_literal
 
 # owned_by -> dialect, for servers that say who they are in their model list.
 _OWNERS = {"vllm": "vllm", "sglang": "sglang", "llamacpp": "llamacpp", "openai": "openai", "system": "openai"}

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 from asyncio_throttle import Throttler
 
-from airgen.calls import Completion, Request
+from airgen.method.calls import Completion, Request
 from airgen.config import ModelConfig, RunConfig
 from airgen.console import say
 from airgen.engines import CallFailed, RequestRejected, ServerDown, base_url, dialects
@@ -126,6 +126,7 @@ class OpenAIEngine:
         window = self._refusals.ticket()
         while True:  # once more after each outage the request met
             tries, timeouts, last, retry_after = 0, 0, "", None
+            outages = self.outage.count
             while tries <= self._config.max_retries and timeouts <= self._config.timeout_retries:
                 if tries:
                     self.faults["retries"] += 1
@@ -149,6 +150,8 @@ class OpenAIEngine:
             # Every try failed. A server that answers a one-token request now is well: this request is the
             # problem (a prompt that crashes it), given up for this run. Answers to others during the retries prove
             # nothing: they may have come just before the server went.
+            if self.outage.count > outages:
+                continue  # an outage came and went during these tries: they prove nothing of this request
             if await self._answers_probe():
                 self.faults["gave up"] += 1
                 self._refusals.answered(window)
@@ -282,6 +285,7 @@ class _Outage:
     def __init__(self, engine: OpenAIEngine, limit_s: float, alone: bool):
         self._engine, self._limit_s, self._alone = engine, limit_s, alone
         self._poll: asyncio.Future | None = None
+        self.count = 0  # outages so far
 
     @property
     def down(self) -> bool:
@@ -308,6 +312,7 @@ class _Outage:
         """The server answered nothing, not even a one-token request: an outage (one, however many requests saw
         it), then as `passed`."""
         if not self.down:
+            self.count += 1
             self._poll = asyncio.ensure_future(self._wait(fault))
         await self.passed()
 

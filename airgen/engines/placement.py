@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from airgen.calls import Role
+from airgen.method.calls import Role
 from airgen.config import ConfigError, ModelConfig
 from airgen.engines import model_identity
 

@@ -15,7 +15,7 @@ import collections
 from collections import OrderedDict
 from typing import Sequence
 
-from airgen.calls import Completion, Request
+from airgen.method.calls import Completion, Request
 from airgen.engines import CallFailed, Engine, RequestRejected, ServerDown
 
 # Units remembered for stickiness: far more than are in flight at once (run.max_in_flight is 4096 by default).

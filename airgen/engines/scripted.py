@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
-from airgen.calls import Completion, Request, split_key
-from airgen import recipes
+from airgen.method.calls import Completion, Request, split_key
+from airgen.method import recipes
 
 Responder = Callable[[Request], "str | Completion"]
 

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from airgen.calls import Completion, Request, Sampling
+from airgen.method.calls import Completion, Request, Sampling
 from airgen.config import ModelConfig
 from airgen.engines import RequestRejected
-from airgen.models import cache_dir
+from airgen.engines.models import cache_dir
 
 _GIB = 1 << 30
 # The EngineCore first waits for its Workers to exit; on a 2-core machine that took about 3 s.

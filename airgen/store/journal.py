@@ -17,8 +17,8 @@ from typing import Callable
 
 import orjson
 
-from airgen.calls import Completion, Refusal
-from airgen.files import AppendLog, repair_tail
+from airgen.method.calls import Completion, Refusal
+from airgen.store.files import AppendLog, repair_tail
 
 
 class JournalError(RuntimeError):

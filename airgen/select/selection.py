@@ -22,12 +22,12 @@ from typing import IO, Callable, Iterator
 import numpy as np
 
 from airgen.config import Config, FilterConfig
-from airgen.corpus import bundled_corpus, read_documents
-from airgen.filters import FILTER_RULES, filter_documents
-from airgen.rows import Rejection
-from airgen.embed import embed_documents
-from airgen.files import atomic_text
-from airgen.sink import rejection
+from airgen.method.corpus import bundled_corpus, read_documents
+from airgen.select.filters import FILTER_RULES, filter_documents
+from airgen.method.rows import Rejection
+from airgen.select.embed import embed_documents
+from airgen.store.files import atomic_text
+from airgen.store.sink import rejection
 from airgen_kernels import Selection, farthest_point_sampling, resolve_device
 
 MANIFEST = "manifest.jsonl"
@@ -71,7 +71,7 @@ def run(job: Job, config: Config) -> dict:
 
 
 def _ray_embedder(ray: tuple[str | None, int | None]) -> Callable:
-    from airgen.cluster import EmbedPool  # deferred: Ray is an optional extra
+    from airgen.select.ray import EmbedPool  # deferred: Ray is an optional extra
 
     address, workers = ray
     return lambda path, device, dtype: EmbedPool(path, device, dtype, address, workers)

@@ -28,16 +28,20 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 
-from airgen import journal, recipes, run
-from airgen.calls import Completion, Request, Role
+from airgen.store import journal
+
+from airgen.method import recipes
+
+from airgen.run import runner
+from airgen.method.calls import Completion, Request, Role
 from airgen.config import Config, ConfigError
-from airgen.rows import Rejection
+from airgen.method.rows import Rejection
 from airgen.engines import Engine
-from airgen.files import atomic_binary, atomic_write
-from airgen.metrics import Metrics
-from airgen.prometheus import Endpoint
-from airgen.prompts import PromptSet
-from airgen.flow import replay
+from airgen.store.files import atomic_binary, atomic_write
+from airgen.run.metrics import Metrics
+from airgen.run.prometheus import Endpoint
+from airgen.method.prompts import PromptSet
+from airgen.method.flow import replay
 
 BENCH_JSON = "bench.json"
 BENCH_PNG = "bench.png"
@@ -50,7 +54,7 @@ Call = tuple[Request, Completion]
 def recorded_calls(config: Config, prompts: PromptSet, out: Path, inputs: list[Path]) -> list[list[Call]]:
     """Each sample's (request, completion) pairs in the stage-barrier order, rebuilt by replaying the run's journal
     through the flow."""
-    done = journal.load_all(out / run.JOURNAL)
+    done = journal.load_all(out / runner.JOURNAL)
     recipe = recipes.of(config)
     flow = recipe.flow(config.settings, prompts, config.seed)
     samples = []
@@ -215,8 +219,8 @@ class Interrupted(Exception):
 
 async def run_airgen(config: Config, prompts: PromptSet, out: Path, inputs: list[Path],
                      engines: dict[Role, Engine], endpoint: Endpoint | None = None) -> dict[str, Any]:
-    run.settle_models(out, run.models(engines))
-    wall, scheduler = await _timed(lambda: run.generate(config, out, inputs, prompts, engines, endpoint=endpoint))
+    runner.settle_models(out, runner.models(engines))
+    wall, scheduler = await _timed(lambda: runner.generate(config, out, inputs, prompts, engines, endpoint=endpoint))
     if scheduler.interrupted:
         raise Interrupted(f"interrupted during the airgen mode ({out})")
     return {**summary(scheduler.metrics, wall), "goodput": scheduler.metrics.goodput(),
@@ -249,7 +253,7 @@ async def bench(config: Config, prompts: PromptSet, out: Path, inputs: list[Path
     if run_dir.exists():
         raise ConfigError(f"{run_dir} exists: give airgen bench a new --out folder")
     out.mkdir(parents=True, exist_ok=True)
-    inputs = run.prepare(run_dir, inputs, config, prompts)
+    inputs = runner.prepare(run_dir, inputs, config, prompts)
     start = time.perf_counter()
     recipe = recipes.of(config)
     engines = await start_engines(*config.models(), outage_s=config.run.outage_s)
@@ -263,7 +267,7 @@ async def bench(config: Config, prompts: PromptSet, out: Path, inputs: list[Path
         for i in range(repeat):
             airgen_dir = run_dir if i == 0 else out / f"run-{i + 1}"
             if i:
-                run.prepare(airgen_dir, inputs, config, prompts)
+                runner.prepare(airgen_dir, inputs, config, prompts)
             cold = await _reset_caches(engines) if i else True  # the first round starts on fresh engines
             modes = {"airgen": {**await run_airgen(config, prompts, airgen_dir, inputs, engines, endpoint),
                                 "cold_cache": cold}}
@@ -308,7 +312,7 @@ async def run_sweep(config: Config, prompts: PromptSet, out: Path, inputs: list[
                 changed = dataclasses.replace(config, guidance=dataclasses.replace(config.guidance, window=value),
                                               student=dataclasses.replace(config.student, window=value))
             point_dir = out / f"sweep-{setting}-{value}"
-            run.prepare(point_dir, inputs, changed, prompts)
+            runner.prepare(point_dir, inputs, changed, prompts)
             await _reset_caches(engines)
             result = await run_airgen(changed, prompts, point_dir, inputs, engines, endpoint)
             points.append({"setting": setting, "value": value, "output_tok_s": result["output_tok_s"],

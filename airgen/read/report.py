@@ -19,16 +19,20 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from airgen import card, recipes, sink
-from airgen.calls import split_key
+from airgen.read import card
+
+from airgen.method import recipes
+
+from airgen.store import sink
+from airgen.method.calls import split_key
 from airgen.engines import EMBEDDED
-from airgen.files import atomic_binary, atomic_text, atomic_write
-from airgen.flow import Done, Rejected
-from airgen.recipe import Ended
-from airgen.runfolder import METRICS, stream
-from airgen.runview import OUTPUTS, Folder, defaults_first, lines, open_folder, units
-from airgen.sink import split_order
-from airgen.views import kind_of
+from airgen.store.files import atomic_binary, atomic_text, atomic_write
+from airgen.method.flow import Done, Rejected
+from airgen.method.recipe import Ended
+from airgen.store.folder import METRICS, stream
+from airgen.read.view import OUTPUTS, Folder, defaults_first, lines, open_folder, units
+from airgen.store.sink import split_order
+from airgen.method.views import kind_of
 
 
 def stage_of(key: str) -> str:
@@ -326,7 +330,7 @@ def page(f: dict[str, Any], images: dict[str, str]) -> str:
 
 def _trace_pages(f: dict[str, Any], out: Path, folder: Path) -> dict[str, str]:
     """Each example rejection's and dropped level's document told call by call (`airgen trace`): id -> its page."""
-    from airgen import trace
+    from airgen.read import trace
 
     ids = {k["example"]["id"] for key in ("rejected", "dropped_levels") for kinds in f[key].values() for k in kinds}
     try:

@@ -18,23 +18,27 @@ from typing import Any, Iterator
 
 import orjson
 
-from airgen import journal, recipes, sink
-from airgen.calls import Role
+from airgen.store import journal
+
+from airgen.method import recipes
+
+from airgen.store import sink
+from airgen.method.calls import Role
 from airgen.config import Config, ConfigError
 from airgen.console import say
-from airgen.rows import unit_name
+from airgen.method.rows import unit_name
 from airgen.engines import Engine, identity
 from airgen.engines.build import close_engines, start_engines
 from airgen.engines.replicas import Replicas
-from airgen.files import AppendLog, atomic_write
-from airgen.metrics import Metrics
-from airgen.panel import Progress, Rates
-from airgen.prometheus import Endpoint
-from airgen.summary import funnel
-from airgen.prompts import PromptSet
-from airgen.lock import LOCK
-from airgen.runfolder import JOURNAL, METRICS, RUN_FILE
-from airgen.scheduler import Scheduler
+from airgen.store.files import AppendLog, atomic_write
+from airgen.run.metrics import Metrics
+from airgen.run.panel import Progress, Rates
+from airgen.run.prometheus import Endpoint
+from airgen.run.summary import funnel
+from airgen.method.prompts import PromptSet
+from airgen.store.lock import LOCK
+from airgen.store.folder import JOURNAL, METRICS, RUN_FILE
+from airgen.run.scheduler import Scheduler
 
 DISPLAY_EVERY_S = 1.0
 STOP_GRACE_S = 30.0
@@ -195,7 +199,7 @@ async def execute(config: Config, out: Path, inputs: list[Path], prompts: Prompt
         await close_engines(engines)
     say(funnel(scheduler.metrics))
     if layout is not None:
-        from airgen.plan import compare
+        from airgen.engines.plan import compare
 
         say(compare(layout, scheduler.metrics.snapshot()))
     say_outputs(out, recipe.unit)

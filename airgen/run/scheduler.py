@@ -22,13 +22,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from airgen.calls import Completion, Refusal, Request, Role, digest
-from airgen.rows import Rejection, unit_name
+from airgen.method.calls import Completion, Refusal, Request, Role, digest
+from airgen.method.rows import Rejection, unit_name
 from airgen.engines import CallFailed, Engine, RequestRejected, identity
-from airgen.flow import Done, Flow, Next, Unit, replay
-from airgen.journal import Journal, Replay
-from airgen.metrics import Metrics
-from airgen.sink import Sink
+from airgen.method.flow import Done, Flow, Next, Unit, replay
+from airgen.store.journal import Journal, Replay
+from airgen.run.metrics import Metrics
+from airgen.store.sink import Sink
 
 
 class EngineFailed(RuntimeError):

@@ -21,14 +21,18 @@ from typing import Any, Callable
 
 import orjson
 
-from airgen import recipes, run, sink
+from airgen.method import recipes
+
+from airgen.run import runner
+
+from airgen.store import sink
 from airgen.config import Config, ConfigError
 from airgen.console import say
 from airgen.engines.placement import gpus_needed
-from airgen.files import AppendLog, atomic_binary, atomic_write
-from airgen.lock import hold
-from airgen.prometheus import Endpoint
-from airgen.runfolder import JOURNAL, METRICS, RUN_FILE, last_line
+from airgen.store.files import AppendLog, atomic_binary, atomic_write
+from airgen.store.lock import hold
+from airgen.run.prometheus import Endpoint
+from airgen.store.folder import JOURNAL, METRICS, RUN_FILE, last_line
 
 SHARDS = "shards"
 LAYOUT = "ray.json"  # how many shards the run was split into: a resume must use the same number
@@ -56,14 +60,14 @@ class ShardWorker:
         prompts = recipe.prompts()
         # A worker started again while its predecessor still writes (a node cut off, not dead) is refused.
         with hold(self.out, f"airgen run --ray: shard {self.k} of {self.n}"):
-            run.prepare(self.out, self.inputs, self.config, prompts, shard=True)
+            runner.prepare(self.out, self.inputs, self.config, prompts, shard=True)
             engines = await self.start_engines(*self.config.models(), outage_s=self.config.run.outage_s)
             try:
-                run.settle_models(self.out, run.models(engines))
-                scheduler = await run.generate(self.config, self.out, self.inputs, prompts, engines,
+                runner.settle_models(self.out, runner.models(engines))
+                scheduler = await runner.generate(self.config, self.out, self.inputs, prompts, engines,
                                                shard=(self.k, self.n))
             finally:
-                await run.close_engines(engines)
+                await runner.close_engines(engines)
         return {"shard": self.k, "done": scheduler.metrics.done, "resumed": scheduler.metrics.resumed,
                 "aside": dict(scheduler.aside)}
 
@@ -127,13 +131,13 @@ def execute(config: Config, out: Path, inputs: list[Path], prompts, address: str
             log.close()
     finally:
         ray.shutdown()
-    run.settle_models(out, orjson.loads((shard_dir(out, 0) / RUN_FILE).read_bytes())["settings"]["models"])
+    runner.settle_models(out, orjson.loads((shard_dir(out, 0) / RUN_FILE).read_bytes())["settings"]["models"])
     merge(out, workers)
-    run.say_outputs(out, recipes.of(config).unit)
+    runner.say_outputs(out, recipes.of(config).unit)
     aside = {unit: why for r in results.values() for unit, why in r["aside"].items()}
     if aside:
         unit, why = next(iter(aside.items()))
-        say(f"airgen: {run.plural(len(aside), recipes.of(config).unit)} set aside, unfinished: a call failed every "
+        say(f"airgen: {runner.plural(len(aside), recipes.of(config).unit)} set aside, unfinished: a call failed every "
             f"try while its server answered others ({unit}: {why}); run the same command again to ask again")
         return 1
     return 0
@@ -228,58 +232,3 @@ def merge(out: Path, workers: int) -> None:
                 if part.exists():
                     with open(part, "rb") as f:
                         shutil.copyfileobj(f, merged, 1 << 20)
-
-
-class EmbedWorker:
-    """One Ray actor of `airgen select --ray`: loads the embedding model once, then embeds the chunks it is sent."""
-
-    def __init__(self, path: str, device: str, dtype: str):
-        import ray
-        import torch
-
-        from airgen.embed import load_embedder  # deferred, here and below: it brings torch, which a run's workers
-        # on URL engines never need
-
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-        torch.set_num_threads(max(1, int(cpus)))  # each worker computes on its own share of the cores
-        self.embedder = load_embedder(Path(path), device, dtype)
-
-    def encode(self, texts: list[str], batch_size: int):
-        return self.embedder.encode(texts, batch_size)
-
-
-class EmbedPool:
-    """The `Embedder` interface over Ray workers: chunks go out round-robin, at most two per worker in flight, and
-    come back in order; the farthest-point sampling after it stays one pass on one device (it is one sequential
-    loop over every document)."""
-
-    def __init__(self, path: Path, device: str, dtype: str, address: str | None, workers: int | None):
-        import ray
-
-        from airgen.embed import model_key
-
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        gpus = int(ray.cluster_resources().get("GPU", 0)) if device == "cuda" else 0
-        workers = workers or gpus or int(ray.cluster_resources().get("CPU", 1))
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // workers) if not gpus else 1
-        actor = ray.remote(max_restarts=-1, max_task_retries=-1)(EmbedWorker)
-        self.actors = [actor.options(num_cpus=cpus, num_gpus=1 if gpus else 0).remote(str(path), device, dtype)
-                       for _ in range(workers)]
-        self.model_key, self.dtype = model_key(path), dtype
-
-    def encode_chunks(self, chunks, batch_size: int):
-        import ray
-
-        flying: collections.deque = collections.deque()
-        for i, chunk in enumerate(chunks):
-            flying.append(self.actors[i % len(self.actors)].encode.remote(chunk, batch_size))
-            if len(flying) >= 2 * len(self.actors):
-                yield ray.get(flying.popleft())
-        while flying:
-            yield ray.get(flying.popleft())
-
-    def close(self) -> None:
-        import ray
-
-        ray.shutdown()
-

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +19,18 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import orjson
 
-from airgen import journal, recipes, sink
-from airgen.calls import Completion, Refusal, Request, digest
-from airgen.config import Config
-from airgen.flow import Done, Rejected, Unit, replay
-from airgen.recipe import Recipe
-from airgen.files import atomic_binary
-from airgen.rows import Rejection, unit_name
-from airgen.runfolder import JOURNAL, read_info, stream
+from airgen.store import journal
+
+from airgen.method import recipes
+
+from airgen.store import sink
+from airgen.method.calls import Completion, Refusal, Request, digest
+from airgen.config import Config, ConfigError, load
+from airgen.method.flow import Done, Rejected, Unit, replay
+from airgen.method.recipe import Recipe
+from airgen.store.files import atomic_binary
+from airgen.method.rows import Rejection, unit_name
+from airgen.store.folder import JOURNAL, RUN_FILE, stream
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,32 @@ class Folder:
     def roles(self) -> dict[str, str]:
         """stage -> the role that answers it."""
         return {name: step.role for name, step in self.recipe.steps(self.config.settings).items()}
+
+
+class NotARun(ConfigError):
+    """The folder is not an airgen run folder; the message says what is missing."""
+
+
+def read_info(out: Path) -> tuple[dict[str, Any], Config]:
+    """run.json, and the method settings the run was made with (its fingerprint fields) as a config. A run that
+    names no recipe is the default recipe's (AIR's runs keep the fields of runs made before there were others)."""
+    out = Path(out)
+    if not out.is_dir():
+        raise NotARun(f"{out} is not a folder")
+    run_file = out / RUN_FILE
+    if not run_file.is_file():
+        raise NotARun(f"{out} holds no {RUN_FILE}: not an airgen run folder")
+    try:
+        info = orjson.loads(run_file.read_bytes())
+        settings = info["settings"]
+        name = settings.get("recipe", recipes.DEFAULT)
+        section = recipes.get(name).section
+        config = load(overrides={"seed": settings["seed"], "recipe": name, section: settings[section]})
+    except recipes.UnknownRecipe as e:
+        raise NotARun(f"{run_file}: made by a recipe this airgen does not have: {e}") from None
+    except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+        raise NotARun(f"{run_file} is not a run.json airgen wrote ({e})") from None
+    return info, config
 
 
 def open_folder(out: Path) -> Folder:
@@ -155,9 +186,11 @@ def answers(events: list[dict[str, Any]], models: dict[str, str] | None,
 
 INDEX = "trace.index"
 # One entry per journal line: a hash of its unit's id, where the line starts, how long it is; sorted by the hash, so
-# that a unit's lines are found by a binary search of a memory-mapped file, whatever the journal's size.
+# that a unit's lines are found by a binary search of a memory-mapped file, whatever the journal's size. The file:
+# b"airgentr", the journal bytes it covers and its entries (each a little-endian uint64), then the columns: every
+# hash, every offset, every length, so that the search reads a few pages of the first.
 _ENTRY = np.dtype([("unit", "<u8"), ("offset", "<u8"), ("length", "<u4")])
-_HEADER = 16  # b"airgentr", then the journal bytes the index covers, as a little-endian uint64
+_HEADER = 24
 
 
 def _unit_hash(unit: str) -> int:
@@ -167,15 +200,39 @@ def _unit_hash(unit: str) -> int:
 @dataclass
 class Index:
     size: int  # the journal's bytes the index covers (whole lines)
-    entries: np.ndarray  # `_ENTRY`s, sorted by unit hash
+    units: np.ndarray  # the hashes, sorted
+    offsets: np.ndarray
+    lengths: np.ndarray
 
     def spans(self, unit: str) -> list[tuple[int, int]]:
         """Where the unit's journal lines are (a hash shared with another unit gives its lines too: the caller
         checks each line's unit), in journal order."""
         h = np.uint64(_unit_hash(unit))
-        found = self.entries[np.searchsorted(self.entries["unit"], h, "left"):
-                             np.searchsorted(self.entries["unit"], h, "right")]
-        return sorted((int(e["offset"]), int(e["length"])) for e in found)
+        found = range(np.searchsorted(self.units, h, "left"), np.searchsorted(self.units, h, "right"))
+        return sorted((int(self.offsets[i]), int(self.lengths[i])) for i in found)
+
+    def entries(self, low: int, high: int) -> np.ndarray:
+        """The entries whose hash is in [low, high], as `_ENTRY`s."""
+        i, j = np.searchsorted(self.units, np.uint64(low), "left"), np.searchsorted(self.units, np.uint64(high), "right")
+        part = np.empty(j - i, _ENTRY)
+        part["unit"], part["offset"], part["length"] = self.units[i:j], self.offsets[i:j], self.lengths[i:j]
+        return part
+
+
+def _load(stored: Path) -> Index:
+    """The index as stored (memory-mapped), or an empty one."""
+    if not stored.is_file() or stored.stat().st_size < _HEADER:
+        return Index(0, *(np.zeros(0, t) for t in ("<u8", "<u8", "<u4")))
+    with open(stored, "rb") as f:
+        head = f.read(_HEADER)
+    size, n = int.from_bytes(head[8:16], "little"), int.from_bytes(head[16:24], "little")
+    if n == 0:
+        return Index(size, *(np.zeros(0, t) for t in ("<u8", "<u8", "<u4")))
+    columns, at = [], _HEADER
+    for dtype in ("<u8", "<u8", "<u4"):
+        columns.append(np.memmap(stored, dtype, "r", offset=at, shape=(n,)))
+        at += n * np.dtype(dtype).itemsize
+    return Index(size, *columns)
 
 
 def index(out: Path) -> Index:
@@ -183,30 +240,33 @@ def index(out: Path) -> Index:
     memory that does not grow with the journal: new entries spill into `_BUCKETS` files by the top byte of their
     hash, and each bucket (old entries and new) is sorted and written out in turn."""
     path, stored = Path(out) / JOURNAL, Path(out) / INDEX
-    size, old = 0, np.zeros(0, _ENTRY)
-    if stored.is_file() and stored.stat().st_size >= _HEADER:
-        with open(stored, "rb") as f:
-            size = int.from_bytes(f.read(_HEADER)[8:], "little")
-        old = np.memmap(stored, _ENTRY, "r", offset=_HEADER) if stored.stat().st_size > _HEADER else old
+    old = _load(stored)
     journal_size = path.stat().st_size if path.exists() else 0
-    if journal_size < size:  # the journal was cut back (a torn line repaired) or replaced: start over
-        size, old = 0, np.zeros(0, _ENTRY)
-    if journal_size > size:
+    if journal_size < old.size:  # the journal was cut back (a torn line repaired) or replaced: start over
+        old = _load(Path(out) / "no such index")
+    if journal_size > old.size:
         with tempfile.TemporaryDirectory(prefix=".index-", dir=out) as spill:
-            size = _spill(path, size, Path(spill))
+            size = _spill(path, old.size, Path(spill))
+            columns = [open(Path(spill) / name, "w+b") for name in ("units", "offsets", "lengths")]
+            n = 0
+            for b in range(_BUCKETS):
+                part = old.entries(b << 56, ((b + 1) << 56) - 1)
+                spilled = Path(spill) / str(b)
+                if spilled.exists():
+                    part = np.concatenate([part, np.fromfile(spilled, _ENTRY)])
+                part = part[np.argsort(part["unit"], kind="stable")]
+                for column, name in zip(columns, ("unit", "offset", "length")):
+                    column.write(np.ascontiguousarray(part[name]).tobytes())
+                n += len(part)
+            del old  # the memory maps of the file about to be replaced
             with atomic_binary(stored) as f:
-                f.write(b"airgentr" + size.to_bytes(8, "little"))
-                for b in range(_BUCKETS):
-                    low, high = np.uint64(b << 56), np.uint64(((b + 1) << 56) - 1)
-                    part = old[np.searchsorted(old["unit"], low, "left"):np.searchsorted(old["unit"], high, "right")]
-                    spilled = Path(spill) / str(b)
-                    if spilled.exists():
-                        part = np.concatenate([np.asarray(part), np.fromfile(spilled, _ENTRY)])
-                    f.write(part[np.argsort(part["unit"], kind="stable")].tobytes())
-        del old  # the memory map of the file just replaced
-        entries = stored.stat().st_size > _HEADER
-        old = np.memmap(stored, _ENTRY, "r", offset=_HEADER) if entries else np.zeros(0, _ENTRY)
-    return Index(size, old)
+                f.write(b"airgentr" + size.to_bytes(8, "little") + n.to_bytes(8, "little"))
+                for column in columns:
+                    column.seek(0)
+                    shutil.copyfileobj(column, f, 1 << 20)
+                    column.close()
+        old = _load(stored)
+    return old
 
 
 _BUCKETS = 256

@@ -17,8 +17,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from airgen.files import atomic_text, publish
-from airgen.rows import content_id
+from airgen.store.files import atomic_text, publish
+from airgen.method.rows import content_id
 from airgen_kernels import resolve_device
 
 EMBED_DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -49,7 +49,7 @@ class Embedder:
         return np.asarray(vectors, dtype=np.float16)
 
     def encode_chunks(self, chunks: Iterator[list[str]], batch_size: int) -> Iterator[np.ndarray]:
-        """Each chunk's vectors, in order (`cluster.EmbedPool` does the same across Ray workers)."""
+        """Each chunk's vectors, in order (`ray.EmbedPool` does the same across Ray workers)."""
         return (self.encode(chunk, batch_size) for chunk in chunks)
 
     def close(self) -> None:
@@ -103,7 +103,7 @@ def embed_documents(
 ) -> Embeddings:
     """Unit-norm float16 embeddings of `docs` ((id, text) pairs, streamed in `ids` order), memory-mapped from
     folder/embeddings.npy; the cached matrix when one was made from the same model, dtype and documents.
-    `make_embedder` (path, device, dtype) -> what embeds the chunks: `load_embedder` by default, `cluster.EmbedPool`
+    `make_embedder` (path, device, dtype) -> what embeds the chunks: `load_embedder` by default, `ray.EmbedPool`
     to spread them over Ray workers.
     """
     path = Path(model_path) if model_path is not None else default_model_path()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airgen.calls import Role
+from airgen.method.calls import Role
 from airgen.config import ConfigError, ModelConfig
 
 # One GPU's output tokens/s for a P-billion-parameter model: A / P^B (TensorRT-LLM, H200, FP8; see above).
@@ -176,7 +176,7 @@ def _dtype_bytes(folder: Path) -> float:
 
 def mix_of(out: Path) -> Mix:
     """A previous run's tokens and calls per finished sample, by role, from its metrics."""
-    from airgen.runfolder import METRICS, last_line
+    from airgen.store.folder import METRICS, last_line
 
     snap = last_line(Path(out) / METRICS)
     if snap is None:

@@ -27,10 +27,14 @@ from typing import Any
 import numpy as np
 import orjson
 
-from airgen import card, report, sink
-from airgen.files import atomic_binary, atomic_text, atomic_write, line
-from airgen.runview import lines, open_folder
-from airgen.sink import split_order
+from airgen.read import card
+
+from airgen.read import report
+
+from airgen.store import sink
+from airgen.store.files import atomic_binary, atomic_text, atomic_write, line
+from airgen.read.view import lines, open_folder
+from airgen.store.sink import split_order
 
 class ExportError(ValueError):
     """An export that cannot be made as asked; the message says why."""

@@ -6,8 +6,8 @@ import re
 from typing import Iterable, Iterator
 
 from airgen.config import FilterConfig
-from airgen.corpus import Document
-from airgen.rows import Rejection, content_id
+from airgen.method.corpus import Document
+from airgen.method.rows import Rejection, content_id
 
 # The rules of `filter_documents`; every other Rejection is one of reading (bad_json, not_utf8, ...).
 FILTER_RULES = frozenset({"words", "symbol_ratio", "duplicate_lines", "char_run", "duplicate", "duplicate_id"})

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from airgen.calls import Completion, Request, Role, Sampling
-from airgen.parsing import ParseError
-from airgen.prompts import PromptSet
+from airgen.method.calls import Completion, Request, Role, Sampling
+from airgen.method.parsing import ParseError
+from airgen.method.prompts import PromptSet
 
 
 # The cap on free-text lines of constrained formats under a recipe's `short_lines` (small models never end a line).

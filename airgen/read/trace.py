@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 
-from airgen import recipes
-from airgen.calls import Completion, Refusal, Request, split_key
-from airgen.files import atomic_text
-from airgen.flow import Done, Fault, FlowError, Rejected, replay
-from airgen.rows import Rejection, unit_name
-from airgen.runfolder import JOURNAL, read_info
-from airgen.runview import answers, events_by_scan, events_of, index
-from airgen.step import Reject
+from airgen.method import recipes
+from airgen.method.calls import Completion, Refusal, Request, split_key
+from airgen.store.files import atomic_text
+from airgen.method.flow import Done, Fault, FlowError, Rejected, replay
+from airgen.method.rows import Rejection, unit_name
+from airgen.read.view import answers, events_by_scan, events_of, index, read_info
+from airgen.method.step import Reject
 
 
 
@@ -54,7 +53,7 @@ class Story:
 # -- the story ---------------------------------------------------------------------------------------------------
 
 def trace(out: Path, unit_id: str) -> Story:
-    """The story of one unit, its journal lines found through the index (`runview.index`); TraceError for an id
+    """The story of one unit, its journal lines found through the index (`view.index`); TraceError for an id
     the run never read."""
     return _stories(out, [unit_id], missing_ok=False, by_index=True)[unit_id]
 
@@ -75,6 +74,8 @@ def _stories(out: Path, unit_ids: list[str], missing_ok: bool, by_index: bool) -
         read += 1
         for name in {unit_name(unit), *([unit.id] if isinstance(unit, Rejection) else [])} & wanted:
             found.setdefault(name, unit)  # the first entry of that name: a document before a repeat of its id
+        if len(found) == len(wanted):
+            break
     if not missing_ok and wanted - set(found):
         raise TraceError(f"no {recipe.unit} {sorted(wanted - set(found))[0]!r} among the {read} the run read from "
                          f"{', '.join(map(str, inputs))}")

@@ -21,9 +21,9 @@ from collections import Counter
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Callable, Mapping
 
-from airgen.calls import Completion, Refusal, Request, call_key
-from airgen.prompts import PromptSet
-from airgen.step import Reject, Step
+from airgen.method.calls import Completion, Refusal, Request, call_key
+from airgen.method.prompts import PromptSet
+from airgen.method.step import Reject, Step
 
 
 class FlowError(RuntimeError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from airgen.recipe import Recipe
+from airgen.method.recipe import Recipe
 
 # name -> the module whose `RECIPE` it is; imported on first use (the command line's help, which names every recipe's
 # shorthands, imports them all).

@@ -17,7 +17,7 @@ from typing import Any, Container
 
 import orjson
 
-from airgen.files import AppendLog, atomic_binary, repair_tail
+from airgen.store.files import AppendLog, atomic_binary, repair_tail
 
 RECORDS = "records.jsonl"
 REJECTED = "rejected.jsonl"

@@ -2,8 +2,8 @@
 the run's `Metrics`."""
 from __future__ import annotations
 
-from airgen.metrics import Metrics
-from airgen.sink import split_order
+from airgen.run.metrics import Metrics
+from airgen.store.sink import split_order
 
 
 def funnel(metrics: Metrics) -> str:

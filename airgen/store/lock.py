@@ -28,7 +28,7 @@ import orjson
 
 from airgen.config import ConfigError
 
-LOCK = "airgen.lock"
+LOCK = "airgen.store.lock"
 RENEW_S = 10.0
 LEASE_S = 60.0  # a holder on another host whose lease is older than this is gone (clocks agree to within seconds)
 _SIZE = 4096  # the holder's line is written padded to this size, in one pwrite, so a reader never sees two

@@ -12,12 +12,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from airgen.calls import Request, Role
-from airgen.flow import Flow, Unit
-from airgen.prompts import PromptSet
-from airgen.step import Step
+from airgen.method.calls import Request, Role
+from airgen.method.flow import Flow, Unit
+from airgen.method.prompts import PromptSet
+from airgen.method.step import Step
 
-# A run folder read back (`runview.Folder`) and one unit of its journal replayed (`runview.Ended`), as the report and
+# A run folder read back (`read.view.Folder`) and one unit of its journal replayed (`read.view.Ended`), as the report and
 # export hand them to a recipe; not imported here, so that the registry (which the config reads) stays below the
 # run-folder readers.
 Folder = Any

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from airgen.rows import (JSONL_SUFFIXES, PARQUET_SUFFIXES, CorpusError, Rejection, admit, check_jsonl, content_id,
+from airgen.method.rows import (JSONL_SUFFIXES, PARQUET_SUFFIXES, CorpusError, Rejection, admit, check_jsonl, content_id,
                          jsonl_objects, open_parquet, parquet_rows, plain_id)
 
 LINE_SUFFIXES = (".cor", ".txt")  # one document per line

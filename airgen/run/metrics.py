@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from airgen.calls import Completion, Request
+from airgen.method.calls import Completion, Request
 
 RECORDS = "records"
 STALLED_S = 60.0  # a call out longer than this counts as stalled in the panel
