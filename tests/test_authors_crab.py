@@ -14,7 +14,7 @@ from airgen.crab import records, rules
 from airgen.crab.flow import CrabFlow
 from airgen.crab.pairs import Pair
 from airgen.crab.script import CrabScript
-from airgen.crab.steps import CHECK, GLOBAL, LOCAL, REFINE, authors_judgement
+from airgen.crab.steps import CHECK, GLOBAL, LOCAL, authors_judgement
 from airgen.method.flow import Done
 from airgen.method.parsing import ParseError
 from tests.conftest import drive
@@ -52,7 +52,7 @@ def test_the_authors_preset_is_the_authors_settings():
 def test_a_word_count_counts_nltk_tokens():
     # word_tokenize counts punctuation and splits contractions: 48 words here are 96 tokens (refined_number, l.78).
     text = ("Don't stop, it's fine: we're near. " * 8).strip()
-    assert len(rules.words(text)) == 48 and len(authors.tokens(text)) == 96
+    assert len(rules.reader_words(text)) == 48 and len(authors.tokens(text)) == 96
     seed = next(i for i in range(100) if rules._word_count(text, random.Random(i)).around is not None)
     ours, theirs = (rules._word_count(text, random.Random(seed), how) for how in (rules.How(), THEIRS))
     assert (ours.around, theirs.around) == (40, 90)  # "about N words": N is the count in tens
@@ -67,7 +67,7 @@ def test_the_longest_sentence_counts_tokens_with_punctuation():
 def test_nltk_knows_abbreviations_a_regex_does_not():
     paragraph = "Dr. Smith arrived at 5 p.m. on Monday. He left early."
     assert len(authors.sentences(paragraph)) == 2
-    assert len(rules.sentences(paragraph)) > 2
+    assert len(rules.line_sentences(paragraph)) > 2
 
 
 def test_a_line_of_spaces_is_a_paragraph_without_sentences():
@@ -177,7 +177,7 @@ def test_duplicates_go_before_the_check_or_after_it(preset, crab_prompts):
 
 
 def test_the_forward_share_and_the_reverse_draws(crab_prompts):
-    kinds, asks, sizes = Counter(), Counter(), Counter()
+    kinds, asks = Counter(), Counter()
     for i in range(300):
         end, _ = run("authors", crab_prompts, CrabScript(unmet=0.0), i=i, max_tokens=1024)
         meta = end.records[0]["meta"]

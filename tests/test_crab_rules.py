@@ -13,10 +13,10 @@ TWO_PARAGRAPHS = ("The river rises in spring. Farmers watch it closely.\n"
 
 
 def test_words_are_what_a_reader_counts():
-    assert rules.words("- Item one: 3 apples, don't stop • well-known") == ["Item", "one", "3", "apples", "don't",
-                                                                         "stop", "well-known"]
-    assert rules.paragraphs("a\n\n  b  \n") == ["a", "b"]
-    assert rules.sentences("One two. Three four! Five?  Six") == ["One two.", "Three four!", "Five?", "Six"]
+    assert rules.reader_words("- Item one: 3 apples, don't stop • well-known") == [
+        "Item", "one", "3", "apples", "don't", "stop", "well-known"]
+    assert rules.lines("a\n\n  b  \n") == ["a", "b"]
+    assert rules.line_sentences("One two. Three four! Five?  Six") == ["One two.", "Three four!", "Five?", "Six"]
 
 
 def test_word_count_rules_hold_for_the_response_they_come_from():
@@ -94,6 +94,29 @@ def test_build_is_deterministic_and_every_kind_is_known():
     assert all(isinstance(rules.holds(r, TWO_PARAGRAPHS), bool) for r in first)  # holds() knows every kind built
     with pytest.raises(ValueError):
         rules.holds(Rule("nonsense", ""), "x")
+
+
+RESPONSES = (TWO_PARAGRAPHS, "Short one.", "A list:\n- first item, done\n- second item: don't stop!\n- third?",
+             " ".join(f"word{i}" for i in range(95)) + ".", "Well-known facts. " * 30,
+             "Markets rose today. Prices of grain fell sharply; traders said markets would recover. Prices matter.")
+
+
+@pytest.mark.parametrize("how", [rules.How(), rules.How(longest_word=True)], ids=["default", "longest word"])
+def test_a_rules_check_holds_exactly_where_the_rule_does(how):
+    """Each rule as `airgen.checks` states it (what a record and an RLVR row carry) agrees with `holds` on its own
+    response and on every other one, where it holds and where it does not."""
+    outcomes = set()
+    for i, source in enumerate(RESPONSES):
+        for seed in range(12):
+            for rule in rules.build(source, random.Random(seed * 31 + i), how):
+                check = rules.check(rule)
+                for response in RESPONSES:
+                    expected = rules.holds(rule, response)
+                    assert check.holds(response) is expected, (rule, check, response)
+                    outcomes.add((rule.kind, expected))
+    assert {kind for kind, holds in outcomes if holds} == {kind for kind, holds in outcomes if not holds} == {
+        rules.WORD_COUNT, rules.SENTENCE_WORDS, rules.PARAGRAPH_SENTENCES, rules.WORD_CHARS, rules.KEYWORDS,
+        rules.NO_SYMBOL}
 
 
 def test_rouge_l_by_hand():

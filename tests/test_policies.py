@@ -29,7 +29,6 @@ from airgen.air.recipe import RECIPE as AIR
 from airgen.air.steps import ALL_STEPS, INITIAL_STAGES, LEVEL_STAGES, ROUND_STAGES, STAGES
 from airgen.method.calls import Completion, Request, Sampling, call_key, split_key
 from airgen.config import ModelConfig, load
-from airgen.method.corpus import Document
 from airgen.crab import pairs
 from airgen.engines import model_identity
 from airgen.engines.scripted import ScriptedEngine

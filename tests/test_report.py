@@ -159,7 +159,8 @@ async def test_exports_load_in_datasets_and_llamafactory(prompts, tmp_path, fmt,
     assert entry["file_name"] == "data/level_2.jsonl"
     row = json.loads((to / "data" / "level_2.jsonl").read_text().splitlines()[0])
     # The card's fields are the line's: each constraint with its round, type, check score and verdict.
-    assert set(row["meta"]["constraints"][0]) == {"round", "type", "text", "failed", "score"}
+    assert set(row["meta"]["constraints"][0]) == {"round", "type", "text", "failed", "score", "merged", "check",
+                                                  "holds"}
     if fmt == "alpaca":
         assert entry["columns"] == {"prompt": "instruction", "query": "input", "response": "output"}
         assert "formatting" not in entry and all(row[c] is not None for c in entry["columns"].values())

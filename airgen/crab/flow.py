@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
+from airgen import checks
+from airgen.checks import Check
 from airgen.method.calls import Request
 from airgen.crab import records, rules
 from airgen.crab.pairs import Pair
@@ -41,6 +43,7 @@ class Found:
     text: str
     status: str = PROPOSED
     original: str = ""  # the proposed text, where the check rewrote it
+    check: Check | None = None  # a rule's own check; a proposal's is read from its text
 
 
 @dataclass(slots=True)
@@ -84,7 +87,8 @@ class CrabFlow(Flow):
                             f"{self.config.max_response_words}", value=length)
         for rule in rules.build(s.response, self.rng(s, "rules"), self.how):
             holds = not self.config.verify_rules or rules.holds(rule, s.response, self.how.measure)
-            s.found.append(Found(RULE, rule.kind, rule.text, KEPT if holds else "failed_rule"))
+            s.found.append(Found(RULE, rule.kind, rule.text, KEPT if holds else "failed_rule",
+                                 check=rules.check(rule)))
         inputs = {"instruction": s.instruction, "response": s.response}
         asked = [self.ask(s, GLOBAL, 0, inputs), self.ask(s, LOCAL, 0, inputs)]
         if self.config.refine:
@@ -182,13 +186,19 @@ class CrabFlow(Flow):
             base = refined or s.instruction
             prompt = records.reverse_prompt(s.instruction, s.response, targets)
             output = records.reverse_target(base, [f.text for f in chosen], targets)
+        # A forward record's answer is the response its constraints were found in: each checkable one is checked
+        # on it. A reverse record answers with an instruction, which the constraints do not describe.
+        answer = output if kind == records.FORWARD else None
+        constraints = [{"source": f.source, "type": f.type, "text": f.text, "status": f.status,
+                        **({"proposed": f.original} if f.original else {}),
+                        **checks.assess(f.check or checks.parse(f.text), answer)} for f in chosen]
         return Done([record(prompt, output, {
             "doc_id": s.doc_id,
             "split": kind,
             "kind": kind,
             **({"asks": targets} if kind == records.REVERSE else {}),
-            "constraints": [{"source": f.source, "type": f.type, "text": f.text, "status": f.status,
-                             **({"proposed": f.original} if f.original else {})} for f in chosen],
+            "constraints": constraints,
+            "checks": checks.tally(constraints),
             "kept_constraints": len(kept),
             "initial_instruction": s.instruction,
             "refined_instruction": s.refined,

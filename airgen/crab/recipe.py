@@ -64,7 +64,7 @@ class CrabRecipe(Recipe):
 
     def export_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
         """Each constraint whole (its type, source and fate), the record kind."""
-        return {k: meta[k] for k in ("doc_id", "split", "constraints", "kind") if k in meta}
+        return {k: meta[k] for k in ("doc_id", "split", "constraints", "checks", "kind") if k in meta}
 
     def script(self, **knobs: Any) -> CrabScript:
         return CrabScript(**knobs)

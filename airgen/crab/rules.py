@@ -19,6 +19,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from airgen.checks import Check
+from airgen.checks.text import line_sentences, lines, reader_words
+
 WORD_COUNT = "word_count"
 SENTENCE_WORDS = "sentence_words"
 PARAGRAPH_SENTENCES = "paragraph_sentences"
@@ -26,8 +29,6 @@ WORD_CHARS = "word_chars"
 KEYWORDS = "keywords"
 NO_SYMBOL = "no_symbol"
 
-_WORD = re.compile(r"\w[\w'’-]*")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _SYMBOLS = ((",", "commas"), (":", "colons"), ("?", "question marks"), ("!", "exclamation marks"))
 _STOPWORDS = frozenset("""about above after again against also because been before being below between both
 could does doing down during each every from further have having here into itself just more most must other
@@ -49,21 +50,6 @@ class Rule:
 
 # -- measuring ------------------------------------------------------------------------------------------------------
 
-def words(text: str) -> list[str]:
-    """Words as a reader counts them: runs of letters and digits (with inner apostrophes and hyphens); a bullet, a
-    dash or a number sign is not a word."""
-    return _WORD.findall(text)
-
-
-def paragraphs(text: str) -> list[str]:
-    """Non-empty lines: the authors' unit of a paragraph (a list item is one)."""
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def sentences(paragraph: str) -> list[str]:
-    return [s for s in _SENTENCE_END.split(paragraph.strip()) if words(s)]
-
-
 @dataclass(frozen=True)
 class Measure:
     """How a response is cut into what the rules count."""
@@ -73,12 +59,12 @@ class Measure:
     sentences: Callable[[str], list[str]]  # of one paragraph
 
 
-WORDS = Measure(words, paragraphs, sentences)
+WORDS = Measure(reader_words, lines, line_sentences)  # a reader's (`checks.text`)
 
 
 def frequency_keywords(response: str) -> tuple[str, ...]:
     """Up to three content words the response uses most (the authors use YAKE; repetition is its main signal)."""
-    found = [w.lower() for w in words(response) if len(w) >= 5 and w.lower() not in _STOPWORDS and w.isalpha()]
+    found = [w.lower() for w in reader_words(response) if len(w) >= 5 and w.lower() not in _STOPWORDS and w.isalpha()]
     counts = Counter(found)
     ranked = sorted(counts, key=lambda w: (-counts[w], found.index(w)))
     return tuple(ranked[:3])
@@ -222,12 +208,32 @@ def holds(rule: Rule, response: str, measure: Measure = WORDS) -> bool:
     raise ValueError(f"unknown rule kind {rule.kind!r}")
 
 
+def check(rule: Rule) -> Check:
+    """The rule as a check (`airgen.checks`), which holds exactly where `holds` does under the reader's measure."""
+    if rule.kind == WORD_COUNT:
+        if rule.around is not None:
+            slack = around_tolerance(rule.around)
+            return Check("airgen:number_words_between", {"low": rule.around - slack, "high": rule.around + slack})
+        return Check("airgen:number_words_between", {"low": rule.low or 0, "high": rule.high})
+    if rule.kind == PARAGRAPH_SENTENCES:
+        return Check("airgen:paragraph_sentences", {"max_sentences": rule.low})
+    if rule.kind == SENTENCE_WORDS:
+        return Check("airgen:sentence_words", {"max_words": rule.low})
+    if rule.kind == WORD_CHARS:
+        return Check("airgen:word_chars", {"min_chars": rule.low})
+    if rule.kind == KEYWORDS:
+        return Check("keywords:existence", {"keywords": list(rule.items)})
+    if rule.items == (",",):
+        return Check("punctuation:no_comma")
+    return Check("airgen:no_symbols", {"symbols": list(rule.items)})
+
+
 # -- near-duplicates --------------------------------------------------------------------------------------------------
 
 def rouge_l(a: str, b: str) -> float:
     """ROUGE-L F1 over lower-cased words: the longest common subsequence against both lengths. (The authors call
     the `rouge` package, `authors.rouge_l`: case-sensitive, punctuation kept on words, sentences split at ".".)"""
-    x, y = [w.lower() for w in words(a)], [w.lower() for w in words(b)]
+    x, y = [w.lower() for w in reader_words(a)], [w.lower() for w in reader_words(b)]
     if not x or not y:
         return 0.0
     previous = [0] * (len(y) + 1)

@@ -15,7 +15,7 @@ from airgen.crab.records import KINDS
 from airgen.method.parsing import word_count
 from airgen.method.recipe import Tally
 from airgen.store.sink import RECORDS, REJECTED
-from airgen.method.views import Distribution, plot_lengths, plot_shares
+from airgen.method.views import Checked, Distribution, checks_line, plot_checks, plot_lengths, plot_shares
 
 ABOUT = ("instruction-response records made by airgen with constraint back-translation (CRAB, arXiv 2410.24175): "
          "for each existing instruction-response pair a guidance model writes down constraints the response already "
@@ -52,6 +52,7 @@ class CrabTally(Tally):
         self.lengths: dict[str, dict[str, Distribution]] = defaultdict(lambda: {"instruction": Distribution(),
                                                                                "response": Distribution()})
         self.used = [0, 0]  # constraints in forward records, forward records
+        self.code_checks = Checked()
 
     def line(self, name: str, item: dict[str, Any]) -> None:
         if name == RECORDS:
@@ -66,6 +67,8 @@ class CrabTally(Tally):
             if meta["kind"] == "forward":
                 self.used[0] += len(meta["constraints"])
                 self.used[1] += 1
+                for c in meta["constraints"]:  # a forward record's answer is asked them all
+                    self.code_checks.add(c["source"], c["type"], c)
         elif name == REJECTED and isinstance(item.get("value"), dict):
             self.counts.update(item["value"])
             self.finished += 1
@@ -98,6 +101,7 @@ class CrabTally(Tally):
             "funnel": funnel,
             "constraint_types": types,
             "lengths": {k: {part: d.summary() for part, d in v.items() if d.n} for k, v in lengths.items()},
+            "checks": self.code_checks.figures(),
             "crab": {"fates": fates, "counts": dict(sorted(counts.items())),
                      "mean_constraints_per_forward_record": mean_used,
                      "records_by_kind": {k: by_kind[k] for k in KINDS}},
@@ -114,13 +118,14 @@ class CrabTally(Tally):
                     {"head": ["records", "count", "mean instruction words", "mean response words"],
                      "rows": [[k, v["instruction"].n, v["instruction"].mean(), v["response"].mean()]
                               for k, v in lengths.items()]}]},
+                self.code_checks.panel("source (forward records)"),
                 {"title": "What became of each constraint", "plots": [], "tables": [
                     {"head": ["source", "fate", "constraints"],
                      "rows": [[source, fate, n] for source, items in fates.items() for fate, n in items.items()]},
                     {"head": ["figure", "value"], "rows": [["mean constraints per forward record", mean_used]]},
                 ]}],
             "highlights": [f"{group} types: " + ", ".join(f"{t} {n}" for t, n in list(c.items())[:3])
-                           for group, c in types.items()],
+                           for group, c in types.items()] + [checks_line(self.code_checks.figures())],
             "card": {"fields": CARD_FIELDS, "caveat": CAVEAT},
         }
 
@@ -128,3 +133,4 @@ class CrabTally(Tally):
 def plots(f: dict[str, Any], plt: Any, save) -> None:
     plot_shares(f["constraint_types"], "constraint types", plt, save, "constraint_types")
     plot_lengths(f["lengths"], plt, save)
+    plot_checks(f["checks"], plt, save)

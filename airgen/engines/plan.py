@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airgen.method.calls import Role
 from airgen.config import ConfigError, ModelConfig
 
 # One GPU's output tokens/s for a P-billion-parameter model: A / P^B (TensorRT-LLM, H200, FP8; see above).

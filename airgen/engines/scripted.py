@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
-from airgen.method.calls import Completion, Request, split_key
+from airgen.method.calls import Completion, Request
 from airgen.method import recipes
 
 Responder = Callable[[Request], "str | Completion"]

@@ -111,3 +111,69 @@ def plot_lengths(lengths: dict[str, dict[str, dict[str, Any]]], plt: Any, save: 
     axes[1].bxp([d.box(k) for k, d in responses.items()], showfliers=False)
     axes[1].set_title("response length (words)")
     save(fig, "lengths")
+
+
+class Checked:
+    """The constraints records' answers were asked to meet, by group (a level, a record kind) and by type: how many
+    code can check (`checks`), and how many of those the answers meet."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, list[int]] = {}  # group -> [asked, checkable, met]
+        self.types: dict[str, list[int]] = {}
+
+    def add(self, group: str, kind: str, assessed: dict[str, Any]) -> None:
+        for counts in (self.groups.setdefault(group, [0, 0, 0]), self.types.setdefault(kind, [0, 0, 0])):
+            counts[0] += 1
+            counts[1] += assessed.get("check") is not None
+            counts[2] += assessed.get("holds") is True
+
+    @staticmethod
+    def _shares(counts: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
+        return {k: {"asked": a, "checkable": c, "met": m, "checkable_share": c / a if a else None,
+                    "met_share": m / c if c else None} for k, (a, c, m) in counts.items()}
+
+    def figures(self) -> dict[str, Any]:
+        asked, checkable, met = (sum(c[i] for c in self.groups.values()) for i in range(3))
+        return {"asked": asked, "checkable": checkable, "met": met,
+                "by_group": self._shares(self.groups),
+                "by_type": self._shares(dict(sorted(self.types.items(), key=lambda kv: -kv[1][0])))}
+
+    def panel(self, group_name: str) -> dict[str, Any]:
+        f = self.figures()
+
+        def rows(shares: dict[str, dict[str, Any]]) -> list[list[Any]]:
+            return [[k, v["asked"], v["checkable"], v["checkable_share"], v["met"], v["met_share"]]
+                    for k, v in shares.items()]
+
+        head = ["asked", "checkable", "checkable share", "met", "met share (of checkable)"]
+        return {"title": "Checked constraints", "plots": ["checks"], "tables": [
+            {"head": [group_name, *head], "rows": rows(f["by_group"])},
+            {"head": ["constraint type", *head], "rows": rows(f["by_type"])}]}
+
+
+def checks_line(checks: dict[str, Any]) -> str:
+    """The text summary's line (and the card's) on the checked constraints."""
+    asked, checkable, met = checks["asked"], checks["checkable"], checks["met"]
+    if not asked:
+        return "checked constraints: none asked"
+    return (f"checked constraints: {checkable} of {asked} asked are checkable in code ({checkable / asked:.0%}); "
+            f"the answers meet {met} of them" + (f" ({met / checkable:.0%})" if checkable else ""))
+
+
+def plot_checks(checks: dict[str, Any], plt: Any, save: Save) -> None:
+    """Per group: the share of the constraints asked that code can check, and the share of those the answers met."""
+    groups = checks.get("by_group") or {}
+    if not any(v["asked"] for v in groups.values()):
+        return
+    names = list(groups)
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(names) + 2), 3.8))
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], [groups[n]["checkable_share"] or 0 for n in names], width=0.4,
+           label="checkable (of asked)", color="tab:blue")
+    ax.bar([x + 0.2 for x in xs], [groups[n]["met_share"] or 0 for n in names], width=0.4,
+           label="met (of checkable)", color="tab:green")
+    ax.set_xticks(list(xs), names)
+    ax.set_ylim(0, 1)
+    ax.set_title("constraints checked in code")
+    ax.legend(fontsize=8)
+    save(fig, "checks")

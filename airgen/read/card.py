@@ -6,9 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from airgen.method.views import checks_line
+
 
 # The layouts `airgen export --format` writes (`export`).
-FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion", "dpo")
+FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion", "dpo", "rlvr")
+RLVR_LINES = ("Each line is a prompt for RL with verifiable rewards: `prompt` (the instruction, as chat messages), "
+              "`checks` (each checkable constraint it asks, as data: `kind`, IFEval's instruction id or airgen's own, "
+              "and `args`), `reference` (the answer the run made) and `meta`. `airgen.checks.reward(completions, "
+              "checks)` gives the share of checks a completion meets; passed to TRL's `GRPOTrainer` as a reward "
+              "function it reads the `checks` column.")
+
+
+_HEADINGS = {"records": "Records", "pairs": "Pairs", "rlvr": "RLVR rows"}
 
 
 def size_category(n: int) -> str:
@@ -70,17 +80,20 @@ def dataset_card(f: dict[str, Any], images: dict[str, str], counts: dict[str, in
         *(f"- {role} model: {name}" for role, name in made["models"].items()),
         f"- prompt set: {made['prompts']}" + ("" if made["prompts_match"] else " (not the bundled one)"),
         *(f"- {note}" for note in f["made_notes"]),
+        *([f"- {checks_line(f['checks'])} (airgen.checks: IFEval's kinds and a few of airgen's; `airgen export "
+           "--checked` keeps the records that meet all of theirs)"] if "checks" in f else []),
         f"- settings that differ from the method's defaults: {', '.join(changed) or 'none'}",
         *([f"- preset: {made['preset']}"] if made["preset"] else []),
         *([f"- settings that differ from the authors' code: {', '.join(unlike)}"] if unlike else []),
         "",
-        f"## {lines.capitalize()}",
+        f"## {_HEADINGS[lines]}",
         "",
-        f"| split | {lines} | file |",
+        f"| split | {_HEADINGS[lines].lower()} | file |",
         "| --- | --- | --- |",
         *(f"| {k} | {counts[k]} | `{data_file(k)}` |" for k in splits),
         "",
-        f["card"]["pairs"] if lines == "pairs" else f"Each line holds the training pair and `meta`: {f['card']['fields']}",
+        (f["card"]["pairs"] if lines == "pairs" else RLVR_LINES if lines == "rlvr"
+         else f"Each line holds the training pair and `meta`: {f['card']['fields']}"),
         "",
         *loading,
         "## Funnel",

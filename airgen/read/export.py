@@ -8,10 +8,11 @@ DIR/dataset_info.json (LlamaFactory's dataset registry), so `datasets.load_datas
 folder as it is.
 
 Formats of the records: `alpaca` (instruction, input, output), `sharegpt` (conversations of from/value,
-human/gpt), `messages` (OpenAI chat messages of role/content) and `prompt-completion` (TRL's conversational
-prompt and completion, which TRL trains on the completion alone). `dpo` exports the preference pairs (pairs.jsonl):
-TRL's conversational preference format (prompt, chosen, rejected) and, in the same lines, LlamaFactory's ranking
-columns. Each line also carries `id` (the unit's id and its split: `d1#level_2`, `p7#forward`) and the `meta` its
+human/gpt), `messages` (OpenAI chat messages of role/content), `prompt-completion` (TRL's conversational
+prompt and completion, which TRL trains on the completion alone) and `rlvr` (a prompt, the checks of its checkable
+constraints as data, the reference answer: for RL with verifiable rewards, `airgen.checks.reward`). `dpo` exports the
+preference pairs (pairs.jsonl): TRL's conversational preference format (prompt, chosen, rejected) and, in the same
+lines, LlamaFactory's ranking columns. Each line also carries `id` (the unit's id and its split: `d1#level_2`, `p7#forward`) and the `meta` its
 recipe keeps (`Recipe.export_meta`).
 """
 from __future__ import annotations
@@ -50,6 +51,14 @@ class Job:
     constraint_set: str = "all"  # "failed" (AIR): only records whose merged constraints the student all failed
     dedupe: bool = True  # one record per distinct instruction (the first, in document order)
     name: str | None = None  # LlamaFactory's dataset names start with it (default: the folder's name)
+    checked: bool = False  # only records whose answer meets every checkable constraint it was asked
+
+
+@dataclass
+class Exported:
+    counts: dict[str, int]  # lines kept per split
+    unchecked: int = 0  # records --checked left out: their answer misses a checkable constraint
+    uncheckable: int = 0  # records --format rlvr left out: none of their constraints is checkable
 
 
 def _user(text: str) -> list[dict[str, str]]:
@@ -74,6 +83,9 @@ def _row(item: dict[str, Any], fmt: str, meta: dict[str, Any]) -> dict[str, Any]
                                 {"from": "gpt", "value": item["output"]}]
     elif fmt == "messages":
         row["messages"] = _user(item["instruction"]) + _assistant(item["output"])
+    elif fmt == "rlvr":  # the prompt, the checks a reward needs (its ground truth), the answer the run made
+        row.update(prompt=_user(item["instruction"]), checks=item["meta"]["checks"]["asked"],
+                   reference=item["output"])
     else:
         row.update(prompt=_user(item["instruction"]), completion=_assistant(item["output"]))
     row["meta"] = {"doc_id": item["meta"]["doc_id"], "split": item["meta"]["split"], **meta}
@@ -114,8 +126,18 @@ def _key(item: dict[str, Any], pairs: bool) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
-def export(job: Job) -> dict[str, int]:
-    """Write the folder; returns lines kept per split. Three streaming passes over the records (or pairs), in
+def _checked(item: dict[str, Any]) -> bool:
+    """The record's answer meets every checkable constraint it was asked (`checks.tally`)."""
+    checks = item["meta"]["checks"]
+    return checks["met"] == checks["checkable"]
+
+
+def _checkable(item: dict[str, Any]) -> bool:
+    return bool(item["meta"]["checks"]["asked"])
+
+
+def export(job: Job) -> Exported:
+    """Write the folder; returns what it kept. Three streaming passes over the records (or pairs), in
     memory that does not grow with them but by 9 bytes a line: the splits; which lines the options keep and each
     one's instruction (a hash); then the lines kept, each split's file in the order the run wrote them, and of the
     kept lines with one instruction only the first."""
@@ -138,10 +160,19 @@ def export(job: Job) -> dict[str, int]:
                                                       job.min_constraints)
     except ValueError as e:
         raise ExportError(f"{e} (its splits: {', '.join(splits)})") from None
+    if (job.checked or job.format == "rlvr") and (pairs or not any("checks" in r["meta"] for r in lines(folder,
+                                                                                                        source))):
+        raise ExportError(f"{'--format dpo' if pairs else f'a {folder.recipe.name} run'}'s lines carry no checks "
+                          "(a recipe's records do where it checks their constraints: AIR, CRAB)")
     wanted = chosen or splits
     kept, keys = array("b"), array("Q")
+    done = Exported({})
     for item in lines(folder, source):
         ok = item["meta"]["split"] in wanted and (pairs or keep is None or keep(item))
+        if ok and job.checked and not _checked(item):
+            ok, done.unchecked = False, done.unchecked + 1
+        if ok and job.format == "rlvr" and not _checkable(item):
+            ok, done.uncheckable = False, done.uncheckable + 1
         kept.append(ok)
         keys.append(_key(item, pairs) if ok else 0)
     written = np.frombuffer(kept, np.int8).astype(bool)
@@ -164,7 +195,7 @@ def export(job: Job) -> dict[str, int]:
     for k, n in counts.items():
         if not n:
             (job.to / card.data_file(k)).unlink()
-    counts = {k: n for k, n in counts.items() if n}
+    counts = done.counts = {k: n for k, n in counts.items() if n}
     info = dataset_info(job.format, list(counts), name)
     if info:
         atomic_write(job.to / "dataset_info.json", orjson.dumps(info, option=orjson.OPT_INDENT_2))
@@ -172,5 +203,6 @@ def export(job: Job) -> dict[str, int]:
     (job.to / "plots").mkdir(exist_ok=True)
     images = {k: f"plots/{v}" for k, v in report.plots(f, job.to / "plots", folder.recipe).items()}
     with atomic_text(job.to / "README.md") as handle:
-        handle.write(card.dataset_card(f, images, counts, "pairs" if pairs else "records"))
-    return counts
+        handle.write(card.dataset_card(f, images, counts, "pairs" if pairs else "rlvr" if job.format == "rlvr"
+                                       else "records"))
+    return done

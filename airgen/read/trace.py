@@ -19,7 +19,7 @@ from typing import Any
 from airgen.method import recipes
 from airgen.method.calls import Completion, Refusal, Request, split_key
 from airgen.store.files import atomic_text
-from airgen.method.flow import Done, Fault, FlowError, Rejected, replay
+from airgen.method.flow import Done, FlowError, Rejected, replay
 from airgen.method.rows import Rejection, unit_name
 from airgen.read.view import answers, events_by_scan, events_of, index, read_info
 from airgen.method.step import Reject
