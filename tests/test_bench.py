@@ -242,8 +242,9 @@ async def test_an_interrupted_airgen_mode_stops_the_bench(prompts, data, tmp_pat
 
 
 async def test_sweep_runs_airgen_per_setting(prompts, data, tmp_path):
+    # Calls long enough (10 ms) that waiting on one at a time, not airgen's own handling, sets the pace.
     result, _, _ = await run_bench(prompts, data, tmp_path / "b", {"max_in_flight": [1, 8], "window": [2]},
-                                   latency=lambda r: 0.001)
+                                   latency=lambda r: 0.01)
     assert [(p["setting"], p["value"]) for p in result["sweep"]] == [("max_in_flight", 1), ("max_in_flight", 8),
                                                                       ("window", 2)]
     # One sample at a time cannot keep the engine as busy as eight.
