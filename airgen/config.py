@@ -21,6 +21,8 @@ from airgen.method import recipes
 
 # How decode-time formats reach an OpenAI-compatible server (`airgen.engines.dialects`); auto: asked of the server.
 Dialect = Literal["auto", "vllm", "sglang", "llamacpp", "openai", "none"]
+# A reasoning model's thinking (`ModelConfig.reasoning`).
+Reasoning = Literal["auto", "off", "on"]
 
 
 class ConfigError(ValueError):
@@ -81,6 +83,14 @@ class ModelConfig:
     # Refusals (HTTP 400/413/422) are judged this many requests at a time, in the order sent: a window more than
     # half refused stops the run with nothing of it journaled (`engines.openai._Refusals`).
     refusal_window: int = 32
+    # A reasoning model's thinking: "auto" leaves it to the model (and its server), "off" and "on" ask its chat
+    # template to skip or to think (Qwen3's `enable_thinking`; in process, and sent to a server as
+    # `chat_template_kwargs`). Whatever comes, the thinking is kept out of what the method reads: the answer is what
+    # follows it.
+    reasoning: Reasoning = "auto"
+    # Tokens a call may spend thinking, on top of the step's own budget for the answer (None: 4096 with reasoning
+    # "on", else none). Raise it for a model that thinks by default: an answer cut while thinking is empty.
+    think_tokens: int | None = None
     # In-process vLLM settings.
     # The GPUs its engines run on (what each engine's processes see as CUDA_VISIBLE_DEVICES): one engine, a replica,
     # per `tensor_parallel_size` of them; none given: one engine on vLLM's default devices.
@@ -95,6 +105,12 @@ class ModelConfig:
     # The engine's known peak output tokens/s (all its replicas; `bench/engine.py` measures it): the report and the
     # live line say what share of it the run used.
     peak_tokens_per_s: float | None = None
+
+    @property
+    def think_budget(self) -> int:
+        if self.reasoning == "off":
+            return 0
+        return self.think_tokens if self.think_tokens is not None else 4096 if self.reasoning == "on" else 0
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -112,6 +128,9 @@ class ModelConfig:
         )
         check(self.dialect in typing.get_args(Dialect), f"{role}.dialect must be one of {typing.get_args(Dialect)}")
         check(self.refusal_window >= 1, f"{role}.refusal_window must be >= 1")
+        check(self.reasoning in typing.get_args(Reasoning),
+              f"{role}.reasoning must be one of {typing.get_args(Reasoning)}")
+        check(self.think_tokens is None or self.think_tokens >= 0, f"{role}.think_tokens must be >= 0")
         check(self.kv_cache_gib > 0, f"{role}.kv_cache_gib must be > 0")
         check(self.url is None or len(self.urls) >= 1, f"{role}.url: give at least one URL")
         check(all(d >= 0 for d in self.devices), f"{role}.devices must be GPU numbers >= 0")

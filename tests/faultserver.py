@@ -39,7 +39,7 @@ class FaultServer:
                  latency_s: float = 0.002, hang_s: float = 2.0, api_key: str | None = None,
                  poison: str | None = None, owned_by: str = "vllm", port: int = 0, chatty: frozenset = frozenset(),
                  refuse_status: int | None = None, refuse_body: str = "", refuse_unit: str | None = None,
-                 air: dict | None = None, fault_probes: bool = True, suffix: str = ""):
+                 air: dict | None = None, fault_probes: bool = True, suffix: str = "", think: str | None = None):
         self.rate, self.kinds, self.seed = rate, kinds, seed
         self.latency_s, self.hang_s, self.api_key, self.poison, self.owned_by = latency_s, hang_s, api_key, poison, owned_by
         self.received: list[tuple[str, int, str | None]] = []
@@ -59,6 +59,9 @@ class FaultServer:
         # False: a one-token request is answered at once, as a busy server that batches requests answers it.
         self.fault_probes = fault_probes
         self.suffix = suffix  # appended to every answer, as a model that loops at the end of its answer writes
+        # A reasoning model: "inline" (a `<think>` block before each answer, no reasoning parser), "field" (the
+        # thinking in `reasoning_content`, a server with one), "cut" (max_tokens spent thinking: no answer).
+        self.think = think
 
     @property
     def url(self) -> str:
@@ -177,6 +180,16 @@ class FaultServer:
         if stage != "probe":
             answer += self.suffix
         prompt = sum(len(m["content"].split()) for m in body["messages"])
+        message: dict[str, Any] = {"role": "assistant", "content": answer}
+        thinking = f"Let me think about {stage} for {unit}. First, the request asks for something specific. " * 3
+        if self.think and stage != "probe":
+            if self.think == "field":
+                message["reasoning_content"] = thinking
+            elif self.think == "inline":
+                message["content"] = f"<think>\n{thinking}\n</think>\n\n{answer}"
+            else:  # "cut"
+                message["content"], finish = f"<think>\n{thinking}", "length"
+        usage = {"prompt_tokens": prompt, "completion_tokens": len(message["content"].split()) + (
+            len(thinking.split()) if "reasoning_content" in message else 0), "total_tokens": prompt}
         return {"model": "scripted", "created": int(time.time()),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish}],
-                "usage": {"prompt_tokens": prompt, "completion_tokens": len(answer.split()), "total_tokens": prompt}}
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}

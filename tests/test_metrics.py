@@ -152,7 +152,8 @@ async def test_metrics_jsonl_written_during_a_run(prompts, tmp_path):
     assert last["samples"]["records"] == 30 and last["samples"]["in_flight"] == 0
     assert last["roles"]["guidance"]["calls"] + last["roles"]["student"]["calls"] == len(engine.calls)
     assert last["roles"] == {role: {"calls": c.calls, "prompt_tokens": c.prompt_tokens,
-                                    "output_tokens": c.output_tokens, "cached_tokens": c.cached_tokens}
+                                    "output_tokens": c.output_tokens, "cached_tokens": c.cached_tokens,
+                                    "reasoning_tokens": 0, "cut_while_thinking": 0}
                              for role, c in s.metrics.roles.items()}
     assert set(last["engines"]["guidance+student"]["idle_s"]) == {"airgen", "other_model", "no_samples"}
 

@@ -64,12 +64,17 @@ def tally(assessed: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 def answer_of(completion: Any) -> str:
     """A completion's answer: the last message's content of a conversation, without a reasoning model's thinking
-    (what comes before a closing `</think>`)."""
+    (what comes before the first `</think>`; nothing where a `<think>` block is never closed). The rule of
+    `airgen.method.calls.split_thinking`, written again since this layer imports nothing of airgen's."""
     if isinstance(completion, list):
         completion = completion[-1]["content"] if completion else ""
     elif isinstance(completion, dict):
         completion = completion.get("content", "")
-    return str(completion).rsplit("</think>", 1)[-1].strip()
+    text = str(completion)
+    _, closed, answer = text.partition("</think>")
+    if closed:
+        return answer.strip()
+    return "" if text.lstrip().startswith("<think>") else text
 
 
 def share_met(completion: Any, checks: Iterable[Mapping[str, Any] | Check]) -> float:

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 from asyncio_throttle import Throttler
 
-from airgen.method.calls import Completion, Request
+from airgen.method.calls import Completion, Request, split_thinking, thinking_share
 from airgen.config import ModelConfig, RunConfig
 from airgen.console import say
 from airgen.engines import CallFailed, RequestRejected, ServerDown, base_url, dialects
@@ -268,10 +268,15 @@ class OpenAIEngine:
         body: dict[str, Any] = {
             "model": self.name,
             "messages": list(request.messages),
-            "max_tokens": sampling.max_tokens,
+            "max_tokens": sampling.max_tokens + self._config.think_budget,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
         }
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if self._config.reasoning != "auto" and self.dialect in ("vllm", "sglang", "llamacpp"):
+            # The chat template's switch, which these servers pass on to it (OpenAI's API takes no such field).
+            body["chat_template_kwargs"] = {"enable_thinking": self._config.reasoning == "on"}
         body.update(dialects.fields(self.dialect, sampling))
         return body
 
@@ -513,16 +518,26 @@ def _delay(attempt: int, retry_after: float | None, base_s: float) -> float:
 def _completion(payload: dict[str, Any], model: str) -> Completion:
     try:
         choice = payload["choices"][0]
-        text = choice["message"].get("content") or ""
+        message = choice["message"]
+        text = message.get("content") or ""
+        # A server with a reasoning parser gives the thinking apart (vLLM: `reasoning_content`, later `reasoning`);
+        # one without leaves it inline, in a `<think>` block.
+        apart = message.get("reasoning_content") or message.get("reasoning") or ""
     except (KeyError, IndexError, TypeError, AttributeError):
         raise _Retryable(f"an answer without choices[0].message: {str(payload)[:300]}", kind="no choices") from None
+    inline, text = split_thinking(str(text))
+    thinking = "\n\n".join(t for t in (str(apart).strip(), inline) if t)
     usage = payload.get("usage") or {}
     details = usage.get("prompt_tokens_details") or {}
+    output = int(usage.get("completion_tokens") or 0)
+    counted = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
     return Completion(
         text=text,
         finish_reason=choice.get("finish_reason") or "stop",
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        output_tokens=int(usage.get("completion_tokens") or 0),
+        output_tokens=output,
         cached_tokens=int(details.get("cached_tokens") or 0),
         model=str(payload.get("model") or model),
+        reasoning=thinking,
+        reasoning_tokens=int(counted) if counted else thinking_share(output, thinking, text),
     )

@@ -7,6 +7,7 @@ process that watches this one's children from the start-up on and ends them once
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import multiprocessing
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from airgen.method.calls import Completion, Request, Sampling
+from airgen.method.calls import THINK_CLOSE, Completion, Request, Sampling, split_thinking, thinking_share
 from airgen.config import ModelConfig
 from airgen.engines import RequestRejected
 from airgen.engines.models import cache_dir
@@ -39,11 +40,14 @@ class VLLMRequestRejected(RequestRejected, ValueError):
 class VLLMEngine:
     """An `Engine` over vLLM's AsyncLLM. Build it with `await VLLMEngine.start(config)`."""
 
-    def __init__(self, tokenizer: Any, name: str, path: Path) -> None:
+    def __init__(self, tokenizer: Any, name: str, path: Path, reasoning: str = "auto", think_tokens: int = 0) -> None:
         self.name = name
         self.identity = str(path.resolve())  # what a run's fingerprint holds
         self.about = f"vLLM in process, {path}"
         self._tokenizer = tokenizer
+        self._template_args = template_switch(tokenizer.chat_template, reasoning)
+        self._think_tokens = think_tokens
+        self._think_end = _think_end_id(tokenizer)
         self._llm: Any = None
         self._guard: _OrphanGuard | None = None
         self._processes: dict[int, float] = {}  # the engine's child processes: pid -> start time
@@ -68,7 +72,7 @@ class VLLMEngine:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         if not tokenizer.chat_template:
             raise VLLMEngineError(f"{path} has no chat template; the prompts are chat messages")
-        engine = cls(tokenizer, name or config.model or path.name, path)
+        engine = cls(tokenizer, name or config.model or path.name, path, config.reasoning, config.think_budget)
         # Armed before the start-up: a model load takes minutes, and a kill may come at any moment of it.
         engine._guard = _OrphanGuard.arm()
         before = _child_processes()
@@ -94,14 +98,13 @@ class VLLMEngine:
         from vllm.inputs import tokens_input
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        token_ids = self._tokenizer.apply_chat_template(
-            list(request.messages), add_generation_prompt=True, tokenize=True, return_dict=False
-        )
+        # Rendering the template and tokenizing a long prompt take milliseconds: off the loop that feeds every engine.
+        token_ids = await asyncio.to_thread(self._prompt_ids, request.messages)
         request_id = f"{request.key}#{next(self._ids)}"
         final = None
         try:
             async for output in self._llm.generate(
-                tokens_input(token_ids), sampling_params(request.sampling), request_id
+                tokens_input(token_ids), sampling_params(request.sampling, self._think_tokens, request.seed), request_id
             ):
                 final = output
         except EngineDeadError as e:
@@ -111,14 +114,29 @@ class VLLMEngine:
         if final is None or not final.outputs:
             raise VLLMEngineError(f"vLLM returned no output for {request_id}")
         choice = final.outputs[0]
+        thinking, answer = split_thinking(choice.text)
         return Completion(
-            text=choice.text,
+            text=answer,
             finish_reason=choice.finish_reason or "stop",
             prompt_tokens=len(final.prompt_token_ids or token_ids),
             output_tokens=len(choice.token_ids),
             cached_tokens=final.num_cached_tokens or 0,
             model=self.name,
+            reasoning=thinking,
+            reasoning_tokens=self._thinking_tokens(list(choice.token_ids), thinking, answer),
         )
+
+    def _prompt_ids(self, messages: tuple[dict, ...]) -> list[int]:
+        return self._tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
+                                                   return_dict=False, **self._template_args)
+
+    def _thinking_tokens(self, token_ids: list[int], thinking: str, answer: str) -> int:
+        """The output's tokens up to its `</think>` token, where that is a token of its own."""
+        if not thinking:
+            return 0
+        if self._think_end is not None and self._think_end in token_ids:
+            return token_ids.index(self._think_end) + 1
+        return thinking_share(len(token_ids), thinking, answer)
 
     async def reset_prefix_cache(self) -> bool:
         """Drop the prefix cache (the bench runs each schedule cold); False if requests still hold cached blocks."""
@@ -142,7 +160,26 @@ class VLLMEngine:
         self._llm = None
 
 
-def sampling_params(sampling: Sampling) -> Any:
+def template_switch(template: Any, reasoning: str) -> dict[str, Any]:
+    """What a chat template is given to think or not (`ModelConfig.reasoning`): Qwen3's `enable_thinking`, or
+    gpt-oss's `reasoning_effort` (which cannot turn thinking off: "low" is the least); nothing where the template has
+    no such switch, or with "auto"."""
+    text = str(template or "")
+    if reasoning == "auto":
+        return {}
+    if "enable_thinking" in text:
+        return {"enable_thinking": reasoning == "on"}
+    if "reasoning_effort" in text:
+        return {"reasoning_effort": "high" if reasoning == "on" else "low"}
+    return {}
+
+
+def _think_end_id(tokenizer: Any) -> int | None:
+    """The id of `</think>` where the vocabulary has it as one token (Qwen3 and DeepSeek-R1 do)."""
+    return tokenizer.get_vocab().get(THINK_CLOSE)
+
+
+def sampling_params(sampling: Sampling, think_tokens: int = 0, seed: int | None = None) -> Any:
     from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams
 
     structured = None
@@ -150,9 +187,9 @@ def sampling_params(sampling: Sampling) -> Any:
         structured = StructuredOutputsParams(regex=sampling.regex)
     elif sampling.choice is not None:
         structured = StructuredOutputsParams(choice=list(sampling.choice))
-    # No per-request seed: with chunked prefill on CPU it killed the engine core.
     return SamplingParams(
-        max_tokens=sampling.max_tokens,  # vLLM's default is 16
+        max_tokens=sampling.max_tokens + think_tokens,  # vLLM's default is 16
+        seed=seed,
         temperature=sampling.temperature,
         top_p=sampling.top_p,
         repetition_penalty=sampling.repetition_penalty,

@@ -51,6 +51,10 @@ class Request:
     # What the step's decode format and parser were built from (the offered types, the number of check lines):
     # the step reads its answer with the same values. Engines never look at it.
     args: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # The call's sampling seed, from the run's seed and the call key (`Flow.ask`): engines that take one are sent it,
+    # so the same call is sampled the same way in a rerun. Not part of the digest: the run's seed is in its
+    # fingerprint.
+    seed: int | None = field(default=None, compare=False)
 
     @property
     def unit(self) -> str:
@@ -79,9 +83,41 @@ class Refusal:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    text: str
+    text: str  # the answer, never a reasoning model's thinking
     finish_reason: str  # "stop" | "length" | ...
     prompt_tokens: int = 0
-    output_tokens: int = 0
+    output_tokens: int = 0  # thinking included
     cached_tokens: int = 0
     model: str = field(default="", compare=False)
+    reasoning: str = ""  # the thinking that came before the answer (journaled, shown by trace; no step reads it)
+    reasoning_tokens: int = 0  # of output_tokens, those of the thinking
+
+    @property
+    def cut_while_thinking(self) -> bool:
+        """The token budget ran out before the answer began."""
+        return self.finish_reason == "length" and bool(self.reasoning) and not self.text.strip()
+
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def split_thinking(text: str) -> tuple[str, str]:
+    """(thinking, answer) of a model's output that may open with a `<think>` block (a reasoning model behind a server
+    with no reasoning parser, or in process): the answer is what follows the first `</think>`, as vLLM's reasoning
+    parsers read it, so an answer that mentions the tag stays whole. An output that opens a block and never closes it
+    (cut while thinking) has no answer."""
+    end = text.find(THINK_CLOSE)
+    if end >= 0:
+        thinking = text[:end].strip()
+        return thinking.removeprefix(THINK_OPEN).strip(), text[end + len(THINK_CLOSE):].strip()
+    stripped = text.lstrip()
+    if stripped.startswith(THINK_OPEN):
+        return stripped[len(THINK_OPEN):].strip(), ""
+    return "", text
+
+
+def thinking_share(output_tokens: int, thinking: str, answer: str) -> int:
+    """Of `output_tokens`, those of the thinking, where no engine counted them: its share of the characters."""
+    if not thinking:
+        return 0
+    return output_tokens if not answer else round(output_tokens * len(thinking) / (len(thinking) + len(answer)))

@@ -81,6 +81,7 @@ class Shared:
             t["prompt_tokens"] += e["p"]
             t["output_tokens"] += e["o"]
             t["cached_tokens"] += e["c"]
+            t["thinking_tokens"] += e.get("to", 0)
             self.spend[outcome]["prompt_tokens"] += e["p"]
             self.spend[outcome]["output_tokens"] += e["o"]
 
@@ -143,6 +144,7 @@ def figures(out: Path) -> dict[str, Any]:
     prompt = sum(t["prompt_tokens"] for role in tokens.values() for t in role.values())
     cached = sum(t["cached_tokens"] for role in tokens.values() for t in role.values())
     output = sum(t["output_tokens"] for role in tokens.values() for t in role.values())
+    thinking = sum(t["thinking_tokens"] for role in tokens.values() for t in role.values())
     spend = shared.spend
     total = sum(g["prompt_tokens"] + g["output_tokens"] for g in spend.values())
     useful = spend["records"]["prompt_tokens"] + spend["records"]["output_tokens"] if "records" in spend else 0
@@ -164,7 +166,7 @@ def figures(out: Path) -> dict[str, Any]:
         "dropped_levels": shared.by_kind(sink.DROPPED_LEVELS, "unit"),
         "throughput": {
             "tokens": {role: {stage: dict(t) for stage, t in stages.items()} for role, stages in tokens.items()},
-            "prompt_tokens": prompt, "output_tokens": output, "cached_tokens": cached,
+            "prompt_tokens": prompt, "output_tokens": output, "cached_tokens": cached, "thinking_tokens": thinking,
             "prefix_cache_hit": cached / prompt if prompt else None,
             "goodput": useful / total if total else None,
             "spend": {k: dict(v) for k, v in sorted(spend.items())},
@@ -214,7 +216,8 @@ def text_summary(f: dict[str, Any], folder: Path) -> str:
     if t["output_tokens"]:
         hit = f", prefix-cache hit {t['prefix_cache_hit']:.0%}" if t["prefix_cache_hit"] is not None else ""
         good = f", goodput {t['goodput']:.0%}" if t["goodput"] is not None else ""
-        lines.append(f"  {t['prompt_tokens']} prompt + {t['output_tokens']} output tokens{hit}{good}")
+        thinking = f" ({t['thinking_tokens']} of them thinking)" if t["thinking_tokens"] else ""
+        lines.append(f"  {t['prompt_tokens']} prompt + {t['output_tokens']} output tokens{thinking}{hit}{good}")
         lines += [f"  {role}: {r['output_tok_s']:,.0f} output tok/s, {r['of_peak']:.0%} of its peak "
                   f"{r['peak_tok_s']:,.0f}" for role, r in t["roles"].items() if r["of_peak"] is not None]
     made = f["made"]
@@ -311,9 +314,10 @@ def page(f: dict[str, Any], images: dict[str, str]) -> str:
                              for stage, kinds in f[key].items() for k in kinds]))
     t = f["throughput"]
     parts += ["<h2>Throughput</h2>",
-              _table(["role", "stage", "calls", "prompt tokens", "output tokens", "cached tokens"],
+              _table(["role", "stage", "calls", "prompt tokens", "output tokens", "of them thinking", "cached tokens"],
                      [[role, stage, v.get("calls"), v.get("prompt_tokens"), v.get("output_tokens"),
-                       v.get("cached_tokens")] for role, stages in t["tokens"].items() for stage, v in stages.items()]),
+                       v.get("thinking_tokens"), v.get("cached_tokens")]
+                      for role, stages in t["tokens"].items() for stage, v in stages.items()]),
               _table(["figure", "value"], [["prefix-cache hit", t["prefix_cache_hit"]], ["goodput", t["goodput"]],
                                            ["wall s (all processes)", t["wall_s"]],
                                            ["output tokens/s", t["output_tok_s"]],

@@ -137,7 +137,8 @@ def _about(call: Call) -> str:
         numbers = "refused"
     else:
         cached = f", {e['c'] / e['p']:.0%} from the prefix cache" if e.get("p") and e.get("c") else ""
-        numbers = f"{e['p']} prompt + {e['o']} output tokens{cached}, {e.get('ms', 0) / 1000:.1f} s"
+        thinking = f" ({e['to']} thinking)" if e.get("to") else ""
+        numbers = f"{e['p']} prompt + {e['o']} output tokens{thinking}{cached}, {e.get('ms', 0) / 1000:.1f} s"
         numbers += ", cut at max_tokens" if e.get("f") == "length" else ""
     return f"{stage} {n} ({r.role}): {numbers}"
 
@@ -165,6 +166,8 @@ def text(story: Story) -> str:
         lines.append(f"\n[{i}] {_about(call)}")
         for m in call.request.messages:
             lines.append(f"  {m['role']}: " + m["content"].replace("\n", "\n    "))
+        if call.event.get("th"):
+            lines.append("  thinking: " + call.event["th"].replace("\n", "\n    "))
         answer = call.event.get("t", call.event.get("r", ""))
         lines.append("  answer: " + answer.replace("\n", "\n    "))
         lines.append(f"  -> {call.made}")
@@ -178,8 +181,11 @@ def page(story: Story) -> str:
         prompt = "".join(f"<p class='m'><b>{html.escape(m['role'])}</b></p><pre>{html.escape(m['content'])}</pre>"
                          for m in call.request.messages)
         answer = html.escape(call.event.get("t", call.event.get("r", "")))
+        thinking = (f"<details><summary>thinking</summary><pre>{html.escape(call.event['th'])}</pre></details>"
+                    if call.event.get("th") else "")
         rows.append(f"<h3>[{i}] {html.escape(_about(call))}</h3><details><summary>prompt as sent</summary>{prompt}"
-                    f"</details><p><b>answer</b></p><pre>{answer}</pre><p class='made'>{html.escape(call.made)}</p>")
+                    f"</details>{thinking}<p><b>answer</b></p><pre>{answer}</pre>"
+                    f"<p class='made'>{html.escape(call.made)}</p>")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>trace {html.escape(story.unit)}</title>"
             "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}pre{white-space:pre-wrap;"
             "background:#f6f6f6;padding:.5em}.made{color:#555}</style></head><body>"

@@ -29,6 +29,8 @@ class RoleCounters:
     prompt_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0  # of output_tokens, a reasoning model's thinking
+    cut_while_thinking: int = 0  # answers whose token budget ran out before the answer began
 
 
 @dataclass(slots=True)
@@ -105,6 +107,8 @@ class Metrics:
         role.prompt_tokens += completion.prompt_tokens
         role.output_tokens += completion.output_tokens
         role.cached_tokens += completion.cached_tokens
+        role.reasoning_tokens += completion.reasoning_tokens
+        role.cut_while_thinking += completion.cut_while_thinking
         self.calls_by_stage[request.stage] += 1
         spent = self._open.get(sample_id)
         if spent is None:
@@ -193,7 +197,8 @@ class Metrics:
             "in_flight_by_stage": {s: n for s, n in self.in_flight_by_stage.items() if n},
             "rejected_at": dict(self.rejected_at),
             "roles": {role: {"calls": c.calls, "prompt_tokens": c.prompt_tokens, "output_tokens": c.output_tokens,
-                             "cached_tokens": c.cached_tokens} for role, c in sorted(self.roles.items())},
+                             "cached_tokens": c.cached_tokens, "reasoning_tokens": c.reasoning_tokens,
+                             "cut_while_thinking": c.cut_while_thinking} for role, c in sorted(self.roles.items())},
             "engines": self.engine_time(),
             "faults": {name: dict(c) for name, c in self.faults.items() if c},
             "unusable_answers": dict(self.step_faults),

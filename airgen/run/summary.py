@@ -22,10 +22,13 @@ def funnel(metrics: Metrics) -> str:
     elapsed = metrics.elapsed
     for role, c in sorted(metrics.roles.items()):
         hit = c.cached_tokens / c.prompt_tokens if c.prompt_tokens else 0.0
+        thinking = f" ({c.reasoning_tokens} thinking)" if c.reasoning_tokens else ""
         lines.append(
-            f"  {role:<8} {c.calls} calls, {c.prompt_tokens} prompt + {c.output_tokens} output tokens, "
+            f"  {role:<8} {c.calls} calls, {c.prompt_tokens} prompt + {c.output_tokens} output tokens{thinking}, "
             f"{c.output_tokens / elapsed:,.1f} output tok/s, prefix-cache hit {hit:.0%}"
         )
+        if c.cut_while_thinking:
+            lines.append(f"    {c.cut_while_thinking} answers cut while thinking (empty): raise {role}.think_tokens")
     if metrics.replayed_calls or metrics.asked_again:
         again = sum(metrics.asked_again.values())
         why = "; ".join(f"{reason}: {n}" for reason, n in metrics.asked_again.most_common())

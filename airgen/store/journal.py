@@ -51,7 +51,7 @@ def _events(path: Path):
 def completion(e: dict) -> Completion | Refusal:
     if "r" in e:
         return Refusal(e["r"])
-    return Completion(e["t"], e["f"], e["p"], e["o"], e["c"], e.get("m", ""))
+    return Completion(e["t"], e["f"], e["p"], e["o"], e["c"], e.get("m", ""), e.get("th", ""), e.get("to", 0))
 
 
 def load(path: Path) -> Replay:
@@ -82,8 +82,11 @@ class Journal:
     def call(self, unit: str, key: str, c: Completion, ms: int = 0, asked: str | None = None) -> None:
         """`key`'s completion, for unit `unit` (the caller holds it: the key is not split again), how long the call
         took in milliseconds (`airgen trace` shows it) and the digest of what was asked (`calls.digest`)."""
-        self._log.write({"s": unit, "k": key, "t": c.text, "f": c.finish_reason, "p": c.prompt_tokens,
-                         "o": c.output_tokens, "c": c.cached_tokens, "m": c.model, "ms": ms, "d": asked})
+        event = {"s": unit, "k": key, "t": c.text, "f": c.finish_reason, "p": c.prompt_tokens, "o": c.output_tokens,
+                 "c": c.cached_tokens, "m": c.model, "ms": ms, "d": asked}
+        if c.reasoning:  # a reasoning model's thinking, and its tokens (of "o")
+            event.update(th=c.reasoning, to=c.reasoning_tokens)
+        self._log.write(event)
 
     def refused(self, unit: str, key: str, reason: str, ms: int = 0, asked: str | None = None) -> None:
         self._log.write({"s": unit, "k": key, "r": reason, "ms": ms, "d": asked})
