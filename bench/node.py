@@ -1,5 +1,5 @@
 """The AIR flow on a modelled 8-GPU node: today's layout of two in-process models against `airgen plan`'s, side by
-side in one run: records/s, output tokens/s per role, and each GPU's idle share.
+side in one run: records/s, calls/s, output tokens/s per role, and each GPU's idle share.
 
 Every engine (a replica) answers with the method's well-formed text (`MethodScript`) after the time a batching GPU
 engine would take: with b requests running, it makes `peak * b / (b + half)` output tokens/s, shared by them. A
@@ -125,6 +125,7 @@ async def one(name: str, layout: dict[str, list[tuple[int, ...]]], models, args,
     elapsed = clock.now()
     snap = scheduler.metrics.snapshot()
     return {"layout": name, "records_per_s": sum(scheduler.metrics.records_by_split.values()) / elapsed,
+            "calls_per_s": sum(r["calls"] for r in snap["roles"].values()) / elapsed,
             "tok_s": {r: snap["roles"].get(r, {}).get("output_tokens", 0) / elapsed for r in ("guidance", "student")},
             "idle": [1 - b / elapsed for b in clock.busy]}
 
@@ -159,10 +160,10 @@ def main() -> None:
           f"{models['guidance'].name}, student {models['student'].name}")
     for name, layout in layouts.items():
         print(f"  {name:<8} " + "; ".join(f"{role} on {layout[role]}" for role in layout))
-    print(f"{'layout':<9} {'records/s':>9} {'guidance tok/s':>15} {'student tok/s':>14}  idle share per GPU "
+    print(f"{'layout':<9} {'records/s':>9} {'calls/s':>8} {'guidance tok/s':>15} {'student tok/s':>14}  idle share per GPU "
           f"{' '.join(str(g) for g in range(args.gpus))}")
     for r in rows:
-        print(f"{r['layout']:<9} {r['records_per_s']:>9.2f} {r['tok_s']['guidance']:>15,.0f} "
+        print(f"{r['layout']:<9} {r['records_per_s']:>9.2f} {r['calls_per_s']:>8.1f} {r['tok_s']['guidance']:>15,.0f} "
               f"{r['tok_s']['student']:>14,.0f}  {' '.join(f'{i:.0%}' for i in r['idle'])}")
     print(f"planned / today's: {rows[1]['records_per_s'] / rows[0]['records_per_s']:.2f}x records/s "
           f"(the planner expected {planned.samples_per_s * 3600:,.0f} samples/hour)")

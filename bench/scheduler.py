@@ -106,7 +106,8 @@ def documents(n: int):
         yield Document(f"doc{i:07d}", f"document {i}: a short article about one topic. " * 40, f"mem:{i}")
 
 
-async def one_run(flow, engine: InstantEngine, samples: int, max_in_flight: int, window: int) -> tuple[float, int]:
+async def one_run(flow, engine: InstantEngine, samples: int, max_in_flight: int, window: int,
+                  docs: list[Document] | None = None) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         replay = journal.load(out / "journal.jsonl")
@@ -117,7 +118,7 @@ async def one_run(flow, engine: InstantEngine, samples: int, max_in_flight: int,
                               max_in_flight)
         start = time.perf_counter()
         before = engine.calls
-        await scheduler.run(documents(samples))
+        await scheduler.run(iter(docs) if docs is not None else documents(samples))
         wall = time.perf_counter() - start
         the_journal.close()
         the_sink.close()

