@@ -7,7 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 # of its own: its server pins its own web stack.
 LLAMACPP_VENV ?= .venv-llamacpp
 
-.PHONY: demo test install llamacpp
+.PHONY: demo test test-fast install llamacpp
 
 install: $(VENV)/.installed
 
@@ -41,3 +41,7 @@ demo: install
 
 test: install llamacpp
 	$(PY) -m pytest -q
+
+# No real engine, no llama.cpp build, nothing slow; spread over the cores.
+test-fast: install
+	$(PY) -m pytest -q -n auto -m "not vllm and not llamacpp and not slow"

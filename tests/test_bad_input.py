@@ -63,7 +63,8 @@ CASES = ["empty file", "binary file", "invalid UTF-8", "a line that is not JSON"
          "--rounds -1", "--rounds abc", "--set run.limit=abc"]
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c == "20,000 tiny documents" else c
+                                  for c in CASES])
 def test_bad_input_ends_clearly(tmp_path, case):
     args, entries = make(tmp_path, case)
     out = tmp_path / "out"

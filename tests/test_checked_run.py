@@ -138,6 +138,7 @@ def test_the_rlvr_export_is_prompts_checks_and_references(checked_run, rlvr):
     assert "## RLVR rows" in card and "airgen.checks.reward" in card
 
 
+@pytest.mark.slow
 def test_grpo_trains_on_the_rlvr_export_rewarded_by_airgens_checks(rlvr):
     pytest.importorskip("trl")
     to, _ = rlvr

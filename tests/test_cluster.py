@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a real local Ray cluster per test
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = 40

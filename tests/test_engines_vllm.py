@@ -268,11 +268,13 @@ async def test_one_model_named_twice_gets_one_engine_and_the_whole_gpu(recorded_
     assert engines["guidance"].closed == 1
 
 
-async def test_no_path_and_no_url_means_the_embedded_model(recorded_starts, monkeypatch, tmp_path):
+async def test_no_model_at_all_means_the_embedded_model_and_one_role_without_asks_the_others(recorded_starts,
+                                                                                              monkeypatch, tmp_path):
     monkeypatch.setattr(models, "embedded_model_path", lambda: tmp_path / "embedded")
+    engines = await start_engines(ModelConfig(), ModelConfig())
+    assert engines["guidance"].config.path == engines["student"].config.path == str(tmp_path / "embedded")
     engines = await start_engines(ModelConfig(), ModelConfig(url="http://127.0.0.1:9/v1", model="x"))
-    assert engines["guidance"].config.path == str(tmp_path / "embedded")
-    assert engines["student"].config.url == "http://127.0.0.1:9/v1"
+    assert engines["guidance"].config.url == engines["student"].config.url == "http://127.0.0.1:9/v1"
 
 
 def test_engine_arguments_for_cpu_and_gpu(tmp_path):

@@ -69,6 +69,7 @@ def test_twenty_percent_mixed_faults_complete_with_the_same_records_and_every_fa
     assert len(server.received) == calls + faults["retries"] + probes
 
 
+@pytest.mark.slow
 def test_a_busy_server_holding_half_its_requests_past_timeout_s_loses_nothing(tmp_path, docs):
     """Half the answers come after 3 s, timeout_s is 1 s: they are waited for (the server answers others, or a
     one-token request, meanwhile), never written as a document's fate."""

@@ -123,6 +123,7 @@ def test_run_survives_twenty_kills_anywhere(tmp_path):
           f"sent again; {len(received)} calls in all for {sum(keys.values())} journaled")
 
 
+@pytest.mark.slow
 def test_select_survives_kills_during_embedding_and_sampling(tmp_path):
     pytest.importorskip("sentence_transformers")
     docs = tmp_path / "docs.jsonl"

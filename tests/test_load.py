@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import psutil
+import pytest
 
 from tests.faultserver import RETRYABLE, FaultServer
 
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = 10_000
 
 
+@pytest.mark.slow
 def test_ten_thousand_documents_at_twenty_percent_faults(tmp_path):
     docs = tmp_path / "docs.jsonl"
     docs.write_bytes(b"".join(orjson.dumps({"id": f"d{i:05d}", "text": f"document {i} about a topic " * 12}) + b"\n"

@@ -40,6 +40,7 @@ def journaled(out: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_a_server_down_for_a_minute_is_waited_out_and_the_run_finishes_by_itself(tmp_path, docs, clean):
     out = tmp_path / "out"
     server = FaultServer(latency_s=0.05).__enter__()

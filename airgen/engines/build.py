@@ -6,6 +6,7 @@ import dataclasses
 
 from airgen.method.calls import Role
 from airgen.config import ConfigError, ModelConfig, RunConfig
+from airgen.console import say
 from airgen.engines import EMBEDDED, Engine, model_identity
 from airgen.engines.placement import place
 from airgen.engines.replicas import Replicas
@@ -14,12 +15,19 @@ from airgen.engines.replicas import Replicas
 async def start_engines(guidance: ModelConfig, student: ModelConfig | None = None,
                         outage_s: float = RunConfig.outage_s) -> dict[Role, Engine]:
     """Start what the roles need: URLs -> OpenAIEngines, a path -> VLLMEngines (one per replica's devices),
-    neither -> the embedded model; a role with several becomes one `Replicas`. No student: a recipe that asks only
+    neither role given a model -> the embedded model, one role given one -> that model for both; a role with several
+    becomes one `Replicas`. No student: a recipe that asks only
     the guidance model (CRAB). A server that stops answering is waited for `outage_s` (`run.outage_s`).
 
     Engines start one after the other (two vLLM engines must not measure free GPU memory at the same time).
     """
     given = {"guidance": guidance} | ({"student": student} if student is not None else {})
+    named = [role for role, c in given.items() if c.url or c.path]
+    if len(named) == 1 and len(given) == 2:
+        # One role given a model: the other asks it too, never the bundled 135M model nobody asked for.
+        other = "student" if named == ["guidance"] else "guidance"
+        say(f"airgen: no {other} model given: the {named[0]}'s model answers as the {other} too")
+        given[other] = given[named[0]]
     bundled = {role for role, c in given.items() if not (c.url or c.path)}
     configs = {role: _resolve(c) for role, c in given.items()}
     placed = place(_shared(configs), _gpu_count(configs))

@@ -386,7 +386,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ConfigError("bench.png needs matplotlib: pip install 'airgen[bench]'") from None
+        raise ConfigError('bench.png needs matplotlib: pip install "airgen[plots]"') from None
     settings = sorted({p["setting"] for p in result["sweep"]})
     fig, axes = plt.subplots(1, 1 + len(settings), figsize=(5 * (1 + len(settings)), 4), squeeze=False)
     ax = axes[0][0]
