@@ -39,8 +39,10 @@ demo: install
 	$(VENV)/bin/airgen run --out runs/demo
 	$(VENV)/bin/airgen report runs/demo
 
-test: install llamacpp
-	$(PY) -m pytest -q
+# Everything: the fast set spread over the cores, then the real engines, the llama.cpp server and the slow tests one
+# at a time (two vLLM engines at once would share 2 cores, and the slow ones time servers).
+test: test-fast llamacpp
+	$(PY) -m pytest -q -m "vllm or llamacpp or slow"
 
 # No real engine, no llama.cpp build, nothing slow; spread over the cores.
 test-fast: install
