@@ -186,6 +186,7 @@ OWNER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # it times other processes' ends: run alone, not beside a loaded core
 def test_guard_ends_the_processes_of_an_owner_killed_with_sigkill():
     owner = subprocess.Popen([sys.executable, "-c", OWNER], stdout=subprocess.PIPE, text=True)
     try:

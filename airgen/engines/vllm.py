@@ -302,8 +302,7 @@ def _child_processes() -> dict[int, float]:
 # started in the last instant, after the last look).
 _GUARD_SCRIPT = r"""
 import os, select, sys, time, psutil
-owner, armed = int(sys.argv[1]), float(sys.argv[2])
-session = os.getsid(owner)
+owner, armed, session = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 seen = {}
 def look():
     try:
@@ -335,6 +334,7 @@ for proc in psutil.process_iter():
         if proc.pid != os.getpid() and proc.create_time() >= armed and os.getsid(proc.pid) == session \
                 and (proc.ppid() == 1 or os.getsid(proc.ppid()) != session):
             procs[proc.pid] = proc
+            procs.update((p.pid, p) for p in proc.children(recursive=True))
     except (psutil.Error, OSError):
         pass
 for proc in procs.values():
@@ -363,7 +363,8 @@ class _OrphanGuard:
     def __init__(self) -> None:
         self.users = 0
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", _GUARD_SCRIPT, str(os.getpid()), repr(time.time() - 1)],
+            # The owner's session is given, not looked up: the owner may be gone before the guard has started.
+            [sys.executable, "-c", _GUARD_SCRIPT, str(os.getpid()), repr(time.time() - 1), str(os.getsid(0))],
             stdin=subprocess.PIPE,
             start_new_session=True,
         )
