@@ -23,6 +23,15 @@ def documents(path: Path, n: int) -> Path:
     return path
 
 
+def pairs_jsonl(path: Path, n: int) -> Path:
+    """`n` instruction-response pairs for CRAB, responses of 1 to 4 sentences and a list."""
+    path.write_bytes(b"".join(
+        orjson.dumps({"id": f"p{i}", "instruction": f"Question {i}?",
+                      "output": f"Answer {i}. " + "It explains the steps, the reasons and the common mistakes. "
+                      * (1 + i % 4) + "\n- First step.\n- Second step."}) + b"\n" for i in range(n)))
+    return path
+
+
 def airgen(*args: str) -> list[str]:
     """An `airgen` command whose runs answer with scripted engines."""
     return [sys.executable, str(SCRIPTED), *args]

@@ -10,12 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import orjson
 import pytest
 
 from airgen import checks
 from airgen.air.script import CHECKABLE
 from tests.faultserver import FaultServer
+from tests.runs import documents, lines, pairs_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the scripted final answer does with each constraint of CHECKABLE (see its comment).
@@ -28,14 +28,6 @@ def airgen(*args: str, script: str | None = None, timeout: float = 600) -> subpr
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def lines(path: Path) -> list[dict]:
-    return [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []
-
-
-def documents(path: Path, n: int) -> Path:
-    path.write_bytes(b"".join(orjson.dumps({"id": f"d{i:02d}", "text": f"document {i} about a topic " * 12}) + b"\n"
-                              for i in range(n)))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -168,15 +160,9 @@ def test_a_run_whose_judge_writes_nothing_checkable_says_so(tmp_path):
 
 
 def test_crab_rules_carry_their_own_checks(tmp_path):
-    pairs = tmp_path / "pairs.jsonl"
-    with open(pairs, "wb") as f:
-        for i in range(40):
-            response = (f"Answer {i}. " + "It explains the steps, the reasons and the common mistakes. " * (1 + i % 4)
-                        + "\n- First step.\n- Second step.")
-            f.write(orjson.dumps({"id": f"p{i}", "instruction": f"Question {i}?", "output": response}) + b"\n")
     out = tmp_path / "out"
-    done = airgen("run", "--recipe", "crab", str(pairs), "--out", str(out), "--guidance-url", "http://127.0.0.1:9",
-                  "--no-progress", script="scripted")
+    done = airgen("run", "--recipe", "crab", str(pairs_jsonl(tmp_path / "pairs.jsonl", 40)), "--out", str(out),
+                  "--guidance-url", "http://127.0.0.1:9", "--no-progress", script="scripted")
     assert done.returncode == 0, done.stderr[-3000:]
     records = lines(out / "records.jsonl")
     forward = [r for r in records if r["meta"]["kind"] == "forward"]

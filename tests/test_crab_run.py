@@ -16,6 +16,7 @@ import pytest
 from airgen import cli
 from airgen.method.rows import CorpusError, Rejection
 from airgen.crab.pairs import Pair, bundled_pairs, read_pairs
+from tests.runs import pairs_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,12 +87,8 @@ def test_the_bundled_pairs_read_clean():
 
 @pytest.fixture()
 def pairs_file(tmp_path) -> Path:
-    path = tmp_path / "pairs.jsonl"
-    with open(path, "wb") as f:
-        for i in range(150):
-            response = (f"Answer {i}. " + "It explains the steps, the reasons and the common mistakes. " * (1 + i % 4)
-                        + "\n- First step.\n- Second step.")
-            f.write(orjson.dumps({"id": f"p{i}", "instruction": f"Question {i}?", "output": response}) + b"\n")
+    path = pairs_jsonl(tmp_path / "pairs.jsonl", 150)
+    with open(path, "ab") as f:
         f.write(b'{"instruction": "no output"}\n')
     return path
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from airgen.method.calls import THINK_CLOSE, Completion, Request, Sampling, split_thinking, thinking_share
 from airgen.config import ModelConfig
@@ -123,17 +123,18 @@ class VLLMEngine:
             cached_tokens=final.num_cached_tokens or 0,
             model=self.name,
             reasoning=thinking,
-            reasoning_tokens=self._thinking_tokens(list(choice.token_ids), thinking, answer),
+            reasoning_tokens=self._thinking_tokens(choice.token_ids, thinking, answer),
         )
 
     def _prompt_ids(self, messages: tuple[dict, ...]) -> list[int]:
         return self._tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
                                                    return_dict=False, **self._template_args)
 
-    def _thinking_tokens(self, token_ids: list[int], thinking: str, answer: str) -> int:
+    def _thinking_tokens(self, token_ids: Sequence[int], thinking: str, answer: str) -> int:
         """The output's tokens up to its `</think>` token, where that is a token of its own."""
         if not thinking:
             return 0
+        token_ids = list(token_ids)
         if self._think_end is not None and self._think_end in token_ids:
             return token_ids.index(self._think_end) + 1
         return thinking_share(len(token_ids), thinking, answer)

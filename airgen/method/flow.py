@@ -15,7 +15,6 @@ order; resume relies on that.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import random
 from collections import Counter
@@ -152,10 +151,10 @@ class Flow:
             args: Mapping[str, Any] | None = None) -> Request:
         """Build (never register) the call of step `stage` for round or level `n`."""
         key = call_key(sample.doc_id, stage, n)
-        request = self.steps[stage].request(self.prompts, key, inputs, self._sampling, self.config,
-                                            structured=self.config.structured, args=args, progress=sample.calls)
         seed = hashlib.blake2b(f"{self.seed}/{key}".encode(), digest_size=4).digest()
-        return dataclasses.replace(request, seed=int.from_bytes(seed, "big") >> 1)  # 31 bits: every engine takes it
+        return self.steps[stage].request(self.prompts, key, inputs, self._sampling, self.config,
+                                         structured=self.config.structured, args=args, progress=sample.calls,
+                                         seed=int.from_bytes(seed, "big") >> 1)  # 31 bits: every engine takes it
 
     @staticmethod
     def waiting_on(sample: Unit, stages: tuple[str, ...], asked: list[Request] = ()) -> bool:

@@ -68,7 +68,8 @@ class Step:
     max_tokens: Callable[[Any], int] | None = None
 
     def request(self, prompts: PromptSet, key: str, inputs: Mapping[str, str | int], sampling: Mapping[str, Any],
-                config: Any, *, structured: bool, args: Mapping[str, Any] | None = None, progress: int = 0) -> Request:
+                config: Any, *, structured: bool, args: Mapping[str, Any] | None = None, progress: int = 0,
+                seed: int | None = None) -> Request:
         """The call for `inputs` (the template's fields), with the recipe's `sampling` settings; `args` go to the
         decode format and, with the request, to the parser and the accept rule when the answer comes back."""
         args = dict(args or {})
@@ -82,7 +83,7 @@ class Step:
             if self.max_tokens is not None:
                 sampling["max_tokens"] = self.max_tokens(config)
         return Request(key=key, role=self.role, stage=self.name, messages=messages, sampling=Sampling(**sampling),
-                       progress=progress, args=args)
+                       progress=progress, args=args, seed=seed)
 
     def read(self, request: Request, completion: Completion, config: Any, *, keep_cut: bool = False) -> Any:
         """The step's value from `completion`, or Reject with the reason."""

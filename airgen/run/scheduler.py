@@ -148,11 +148,14 @@ class Scheduler:
         if known is None:
             return None
         answer, asked = known
-        if asked is not None and asked != digest(request, self._models[request.role]):
+        if asked is not None and asked != self._digest(request):
             self.metrics.asked_again["the request changed since it was answered"] += 1
             return None
         self.metrics.replayed_calls += 1
         return answer
+
+    def _digest(self, request: Request) -> str:
+        return digest(request, self._models[request.role])
 
     # -- calls ----------------------------------------------------------------------------------------------------
 
@@ -230,7 +233,6 @@ class Scheduler:
         # Our own work between the engine's answer and the sample's next request: the scheduler's cost per call.
         try:
             ms = round(1000 * took)
-            asked = digest(request, self._models[request.role])
             step: Next = []
             if failure and request.key not in self._given_up:
                 self._given_up.add(request.key)
@@ -238,11 +240,11 @@ class Scheduler:
             elif failure:
                 self._set_aside(sample, failure)
             elif completion is not None:
-                self.journal.call(sample.doc_id, request.key, completion, ms, asked)
+                self.journal.call(sample.doc_id, request.key, completion, ms, self._digest(request))
                 if sample.doc_id not in self.aside:
                     step = self.flow.advance(sample, request.key, completion)
             else:
-                self.journal.refused(sample.doc_id, request.key, refusal, ms, asked)
+                self.journal.refused(sample.doc_id, request.key, refusal, ms, self._digest(request))
                 if sample.doc_id not in self.aside:
                     step = self.flow.refused(sample, request.key, refusal)
             if self._finished.is_set():
