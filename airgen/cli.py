@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import errno
 import importlib.util
 import shlex
@@ -16,12 +15,13 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from airgen import api, console
 from airgen.read import card
 
 from airgen.store import lock
 
 from airgen.method import recipes
-from airgen.config import PRESET_ABOUT, Config, ConfigError, Dialect, load, presets
+from airgen.config import Config, ConfigError, Dialect, load, presets
 from airgen.console import engine_log, say
 from airgen.method.rows import CorpusError
 
@@ -93,6 +93,12 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
                    help="run on Ray: 'auto' (the running cluster), a ray:// address, or none for a local Ray")
     p.add_argument("--workers", type=int, metavar="N", help="Ray workers (default: one per GPU in the cluster)")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
+    p.add_argument("--until", dest="run.until", metavar="TIME",
+                   help="a deadline: HH:MM (today's or tomorrow's, local time) or an ISO time; no sample is begun "
+                        "that would end after it, and what is still out at it is cancelled (the same command "
+                        "continues)")
+    p.add_argument("--max-hours", dest="run.max_hours", type=float, metavar="H",
+                   help="a deadline this many hours from the start (with --until: the earlier)")
 
 
 def _bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -208,20 +214,7 @@ def run_config(args: argparse.Namespace, progress: bool = True) -> Config:
                 _set(overrides, f"{role}.{name}", getattr(args, name))
     if not progress or args.no_progress:
         _set(overrides, "run.progress", False)
-    embedded = not any(overrides.get(r, {}).get(k) for r in ("guidance", "student") for k in ("path", "url"))
-    if args.preset is None and args.config is None and embedded:
-        # The bundled 135M model cannot pass the method's thresholds; the demo uses the documented preset.
-        config = load(args.config, overrides, "tiny")
-        recipe = recipes.of(config)
-        limit = "all" if config.run.limit is None else config.run.limit
-        about = f"{recipe.about_preset(config.settings)}, short outputs, {limit} {recipe.unit}s"
-        say(f"airgen: bundled tiny model -> preset 'tiny' ({about}); see README 'The bundled demo'")
-        return config
-    config = load(args.config, overrides, args.preset)
-    if config.preset is not None:
-        say(f"airgen: preset '{config.preset}' ({PRESET_ABOUT.get(config.preset, 'named settings')}): "
-            f"{recipes.of(config).about_preset(config.settings)}")
-    return config
+    return api.config_of(args.config, overrides, args.preset)
 
 
 def _ints(text: str, name: str) -> list[int]:
@@ -273,68 +266,43 @@ def _stopped(error: BaseException, log: Path | None, out: Path) -> int:
     return 1
 
 
-def _installed(install: str, what: str, *modules: str) -> None:
-    """Refuse in one line what needs an extra that is not installed (`pip install airgen` drives servers only)."""
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ConfigError(f"{what} needs {' and '.join(missing)}: {install}")
-
-
 def _say_if_no_plots() -> None:
     if importlib.util.find_spec("matplotlib") is None:
         say('airgen: no plots: matplotlib is missing (pip install "airgen[plots]"); the figures are all there')
 
 
-def _in_process_engines(config: Config) -> None:
-    """A model run in process (a path, or no model given: the bundled one) needs vLLM."""
-    models = [c for c in config.models() if c is not None]
-    if any(c.path for c in models) or not any(c.url for c in models):
-        _installed('pip install "airgen[vllm]" (GPU) or "airgen[cpu]" (CPU)', "a model run in process", "vllm")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from airgen.run import runner
+    from airgen.runtime import runner
 
     config = run_config(args)
-    _in_process_engines(config)
+    api.in_process_engines(config)
     if args.workers is not None and (args.ray is None or args.workers < 1):
         raise ConfigError("--workers needs --ray and must be >= 1")
     layout = _auto_layout(config) if args.layout == "auto" else None  # refused before any folder is made
-    prompts = recipes.of(config).prompts()
     out = args.out or runner.default_out()
-    with lock.hold(out, args.command_line, say), runner.ends_process_on_second_signal():
-        return _run(args, config, layout, prompts, out)
+    with api.session(config, list(args.inputs), out, args.command_line, layout, engine_log=not args.verbose) as (
+            config, inputs, log):
+        return _run(args, config, inputs, out, log, layout)
 
 
-def _run(args: argparse.Namespace, config: Config, layout, prompts, out: Path) -> int:
+def _run(args: argparse.Namespace, config: Config, inputs: list[Path], out: Path, log: Path | None, layout) -> int:
     import uvloop
 
-    from airgen.run import runner
+    from airgen.runtime import runner
 
-    inputs = runner.prepare(out, list(args.inputs), config, prompts)
-    say(f"airgen: run {out} on {', '.join(map(str, inputs))}")
-    if layout is not None:
-        from airgen.engines import plan
+    prompts = recipes.of(config).prompts()
+    try:
+        if args.ray is not None:
+            from airgen.runtime import cluster
 
-        samples = sum(1 for _ in recipes.of(config).read(inputs, config.run.limit))
-        say("airgen: " + plan.describe(layout, samples).replace("\n", "\nairgen: "))
-        guidance, student = plan.apply(layout, config.guidance, config.student)
-        config = dataclasses.replace(config, guidance=guidance, student=student)
-    with engine_log(out, args.verbose) as log:
-        if log is not None:
-            say(f"airgen: engine output goes to {log} (-v shows it here)")
-        try:
-            if args.ray is not None:
-                from airgen.run import cluster
-
-                code = cluster.execute(config, out, inputs, prompts, None if args.ray == "local" else args.ray,
-                                       args.workers, runner.start_engines)
-            else:
-                code = uvloop.run(runner.execute(config, out, inputs, prompts, layout))
-        except (ConfigError, CorpusError):
-            raise
-        except Exception as e:  # noqa: BLE001 - an engine or the disk failed: say so in one line, keep the journal
-            return _stopped(e, log, out)
+            code = cluster.execute(config, out, inputs, prompts, None if args.ray == "local" else args.ray,
+                                   args.workers, runner.start_engines)
+        else:
+            code = uvloop.run(runner.execute(config, out, inputs, prompts, layout))
+    except (ConfigError, CorpusError):
+        raise
+    except Exception as e:  # noqa: BLE001 - an engine or the disk failed: say so in one line, keep the journal
+        return _stopped(e, log, out)
     if code == 0:
         say(f"airgen: `airgen report {out}` shows what the run made; `airgen export {out} --to DIR` writes "
             "training files")
@@ -382,12 +350,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import uvloop
 
-    from airgen.run import bench
+    from airgen.runtime import bench
 
-    from airgen.run import runner
+    from airgen.runtime import runner
 
     config = run_config(args, progress=False)
-    _in_process_engines(config)
+    api.in_process_engines(config)
     sweep = {"max_in_flight": _ints(args.sweep_in_flight, "--sweep-in-flight"),
              "window": _ints(args.sweep_window, "--sweep-window")} if args.sweep else {}
     out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
@@ -471,7 +439,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    _installed('pip install "airgen[select]"', "airgen select", "torch", "sentence_transformers")
+    api.needs('pip install "airgen[select]"', "airgen select", "torch", "sentence_transformers")
     from airgen.select import selection
 
     config = load(args.config, _overrides(args, {"seed": "seed"}))
@@ -555,8 +523,14 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = shlex.join(["airgen", *(sys.argv[1:] if argv is None else argv)])
     handlers = {"run": cmd_run, "bench": cmd_bench, "select": cmd_select, "report": cmd_report,
                 "export": cmd_export, "trace": cmd_trace, "plan": cmd_plan}
+    with console.terminal():
+        return _handle(handlers[args.command], args)
+
+
+def _handle(handler, args: argparse.Namespace) -> int:
+    """The command, and what ends it early said in one line."""
     try:
-        return handlers[args.command](args)
+        return handler(args)
     except (ConfigError, CorpusError) as e:
         print(f"airgen: {e}", file=sys.stderr)
         return 2

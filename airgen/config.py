@@ -7,7 +7,9 @@ other: `--set flow.rounds=3`, `[crab]` in a file.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
+import re
 import tomllib
 import types
 import typing
@@ -154,6 +156,10 @@ class RunConfig:
     outage_s: float = 900.0
     # `--ray`: a worker that dies is started again this many times (its cause said each time), then the run stops.
     ray_restarts: int = 3
+    # A deadline (`--until`): HH:MM (its next occurrence, local time) or an ISO time; and/or at most this many hours
+    # from the start. No sample is admitted that would end after it; at it, what is still out is cancelled.
+    until: str | None = None
+    max_hours: float | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +242,9 @@ class Config:
         check(self.run.metrics_every_s > 0, "run.metrics_every_s must be > 0")
         check(self.run.outage_s > 0, "run.outage_s must be > 0")
         check(self.run.ray_restarts >= 0, "run.ray_restarts must be >= 0")
+        check(self.run.max_hours is None or self.run.max_hours > 0, "run.max_hours must be > 0")
+        if self.run.until is not None:
+            parse_until(self.run.until)
         check(self.run.prometheus_port is None or 1 <= self.run.prometheus_port <= 65535,
               "run.prometheus_port must be 1..65535")
         self.select.validate()
@@ -275,6 +284,27 @@ def _with_preset(config: Config, name: str) -> Config:
         if name in r.presets:
             values[r.section] = r.presets[name]
     return _apply(config, values)
+
+
+def parse_until(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """`HH:MM` (or `HH:MM:SS`): its next occurrence in local time, today's or tomorrow's; else an ISO time (local
+    when it names no zone). A time already past is an error."""
+    now = now or dt.datetime.now().astimezone()
+    clock = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", text.strip())
+    if clock:
+        h, m, s = int(clock[1]), int(clock[2]), int(clock[3] or 0)
+        if h > 23 or m > 59 or s > 59:
+            raise ConfigError(f"run.until: {text!r} is no time of day (HH:MM, 00:00..23:59)")
+        at = now.replace(hour=h, minute=m, second=s, microsecond=0)
+        return at if at > now else at + dt.timedelta(days=1)
+    try:
+        at = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ConfigError(f"run.until: {text!r} is neither HH:MM nor an ISO time (2026-12-07T06:30)") from None
+    at = at.astimezone() if at.tzinfo is None else at  # a naive time is local
+    if at <= now:
+        raise ConfigError(f"run.until: {at.isoformat(timespec='seconds')} is already past")
+    return at
 
 
 def check(ok: bool, message: str) -> None:

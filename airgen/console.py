@@ -1,5 +1,8 @@
 """What the user's terminal shows: airgen's own lines. Engine chatter goes to a log file in the run folder.
 
+On the command line (and for `airgen.run(..., progress=True)`) airgen's lines go to the terminal; used as a library,
+they go to the `logging` logger "airgen" (INFO), and nothing is printed.
+
 vLLM, transformers and torch write to the process's stdout and stderr, and vLLM's engine processes inherit them, so
 the quiet mode works on the file descriptors: while a run or a bench goes on, fds 1 and 2 point at OUT/engine.log,
 and airgen writes to a copy of the terminal's stderr that it kept. Everything is put back when it ends.
@@ -7,6 +10,7 @@ and airgen writes to a copy of the terminal's stderr that it kept. Everything is
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -16,6 +20,9 @@ ENGINE_LOG = "engine.log"
 
 # Where airgen's own lines go while the engine log has taken fd 2: a copy of the terminal's stderr.
 _stream: IO[str] | None = None
+# Whether airgen's lines go to the terminal (else to the logger).
+_terminal = False
+log = logging.getLogger("airgen")
 
 
 def stream() -> IO[str]:
@@ -23,7 +30,21 @@ def stream() -> IO[str]:
 
 
 def say(message: str) -> None:
-    print(message, file=stream(), flush=True)
+    if _terminal:
+        print(message, file=stream(), flush=True)
+    else:
+        log.info(message)
+
+
+@contextlib.contextmanager
+def terminal(on: bool = True) -> Iterator[None]:
+    """airgen's lines to the terminal (`on`) or to the logger, for the duration."""
+    global _terminal
+    before, _terminal = _terminal, on
+    try:
+        yield
+    finally:
+        _terminal = before
 
 
 @contextlib.contextmanager

@@ -34,15 +34,15 @@ from airgen.store import journal
 
 from airgen.engines import plan
 
-from airgen.run import runner
+from airgen.runtime import runner
 
 from airgen.store import sink
 from airgen.air.recipe import RECIPE as AIR  # noqa: E402
 from airgen.air.script import MethodScript  # noqa: E402
 from airgen.method.calls import Completion, Request  # noqa: E402
 from airgen.engines.replicas import Replicas  # noqa: E402
-from airgen.run.metrics import Metrics  # noqa: E402
-from airgen.run.scheduler import Scheduler  # noqa: E402
+from airgen.runtime.metrics import Metrics  # noqa: E402
+from airgen.runtime.scheduler import Scheduler  # noqa: E402
 
 # Output tokens of one call, by stage: a sample through 5 rounds makes about 4,800 (the paper's Table 4), 1,920 of
 # them the student's (an answer a round, and round 1's).

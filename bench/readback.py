@@ -27,7 +27,7 @@ from airgen import config as C
 
 from airgen.store import journal
 
-from airgen.run import runner
+from airgen.runtime import runner
 
 from airgen.store import sink
 from airgen.air.recipe import RECIPE
@@ -95,7 +95,7 @@ import sys, uvloop
 from pathlib import Path
 from airgen import config as C
 from airgen.method import recipes
-from airgen.run import runner
+from airgen.runtime import runner
 from airgen.engines.scripted import ScriptedEngine, answers
 out, data = Path(sys.argv[1]), Path(sys.argv[2])
 config = C.load(overrides={"flow": {"rounds": 5}, "run": {"progress": False}})

@@ -25,9 +25,9 @@ import orjson
 
 from airgen import config as C
 
-from airgen.run import cluster
+from airgen.runtime import cluster
 
-from airgen.run import runner
+from airgen.runtime import runner
 from airgen.air.recipe import RECIPE as AIR
 from airgen.method.calls import Completion, Request
 from airgen.air.script import MethodScript

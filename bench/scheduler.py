@@ -35,10 +35,10 @@ from airgen.method.corpus import Document
 from airgen.air.script import MethodScript
 from airgen.air.flow import AirFlow, Sample
 from airgen.air.recipe import RECIPE as AIR
-from airgen.run.metrics import Metrics
+from airgen.runtime.metrics import Metrics
 from airgen.method.prompts import PromptSet
 from airgen.method.flow import Done
-from airgen.run.scheduler import Scheduler
+from airgen.runtime.scheduler import Scheduler
 
 STAGES = ("back_translate", "answer", "check", "merge")
 

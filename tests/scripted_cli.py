@@ -23,7 +23,7 @@ import random
 import subprocess
 import sys
 
-from airgen.run import runner
+from airgen.runtime import runner
 from airgen.engines.scripted import ScriptedEngine, answers
 
 

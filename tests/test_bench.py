@@ -12,7 +12,7 @@ import pytest
 
 from airgen import cli
 
-from airgen.run import bench
+from airgen.runtime import bench
 from airgen import config as C
 from airgen.method.calls import Completion, Request
 from airgen.air.recipe import RECIPE as AIR
@@ -263,8 +263,8 @@ def test_command_writes_json_and_png(prompts, data, tmp_path, monkeypatch):
     async def close_engines(engines):
         return None
 
-    monkeypatch.setattr("airgen.run.runner.start_engines", start_engines)
-    monkeypatch.setattr("airgen.run.runner.close_engines", close_engines)
+    monkeypatch.setattr("airgen.runtime.runner.start_engines", start_engines)
+    monkeypatch.setattr("airgen.runtime.runner.close_engines", close_engines)
     out = tmp_path / "b"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

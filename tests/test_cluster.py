@@ -65,6 +65,9 @@ def test_any_number_of_workers_makes_the_records_of_one_process(tmp_path, docs):
         assert outputs(out) == single
         shards = [lines(out / "shards" / str(k) / "records.jsonl") for k in range(workers)]
         assert sum(len(s) for s in shards) == 2 * DOCS
+        status = orjson.loads((out / "status.json").read_bytes())  # the shards' summed
+        assert status["state"] == "finished" and status["records"] == 2 * DOCS
+        assert status["samples"]["finished"] == DOCS + 1 and len(status["summary"]["shards"]) == workers
         # A document's calls all live in one shard's journal.
         owners = {}
         for k in range(workers):

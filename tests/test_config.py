@@ -119,8 +119,8 @@ def test_the_command_line_reaches_every_setting(tmp_path):
     assert len(leaves) > 80 and any(n.startswith("crab.") for n, _, _ in leaves)
     for name, hint, value in leaves:
         section, _, leaf = name.partition(".")
-        if name in ("recipe", "preset"):
-            wanted = {"recipe": "crab", "preset": "tiny"}[name]
+        if name in ("recipe", "preset", "run.until"):
+            wanted = {"recipe": "crab", "preset": "tiny", "run.until": "06:30"}[name]
         elif leaf == "keep_cut":  # a list of the recipe's free-text stages
             recipe = next(r for r in recipes.every() if r.section == section)
             free = [s.name for s in recipe.all_steps() if s.free_text]

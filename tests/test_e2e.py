@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from airgen.run.runner import plural
+from airgen.runtime.runner import plural
 
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm

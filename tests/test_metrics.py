@@ -10,7 +10,7 @@ import pytest
 
 from airgen import config as C
 from airgen.store import journal
-from airgen.run import runner
+from airgen.runtime import runner
 from airgen.store import sink
 from airgen.air.flow import AirFlow
 from airgen.method.calls import Completion, Request
@@ -18,10 +18,11 @@ from airgen.air.settings import FlowConfig
 from airgen.method.corpus import Document
 from airgen.air.script import MethodScript
 from airgen.engines.scripted import ScriptedEngine
-from airgen.run.metrics import Metrics
-from airgen.run.panel import Rates, eta_s
-from airgen.run.summary import funnel
-from airgen.run.scheduler import Scheduler
+from airgen.runtime.metrics import Metrics
+from airgen.runtime.deadline import Deadline, Estimate
+from airgen.runtime.panel import Rates
+from airgen.runtime.summary import funnel, numbers
+from airgen.runtime.scheduler import Scheduler
 
 
 def docs(n: int):
@@ -69,7 +70,7 @@ async def test_goodput_splits_tokens_by_outcome_and_drop_stage(prompts, tmp_path
     total = sum(spent.values())
     assert s.metrics.goodput()["share"] == pytest.approx(
         (good["records"]["prompt_tokens"] + good["records"]["output_tokens"]) / total)
-    assert "rejected at score" in funnel(s.metrics) and "goodput:" in funnel(s.metrics)
+    assert "rejected at score" in funnel(numbers(s.metrics)) and "goodput:" in funnel(numbers(s.metrics))
 
 
 async def test_idle_time_counts_our_own_work(prompts, tmp_path):
@@ -125,12 +126,40 @@ def test_rates_use_a_sliding_window():
     rates.add(snap(5, 1000, 5000, 0, 5))
     r = rates.add(snap(10, 1500, 10000, 2500, 10))
     assert r["window_s"] == 10 and r["roles"]["guidance"]["output_tok_s"] == 150.0
-    assert r["roles"]["guidance"]["cache_hit"] == 0.25 and r["samples_per_s"] == 1.0
+    assert r["roles"]["guidance"]["cache_hit"] == 0.25
     # 20 s later the first two points have left the window: the rate is the recent one only.
     r = rates.add(snap(20, 1600, 11000, 2500, 30))
     assert r["window_s"] == 10 and r["roles"]["guidance"]["output_tok_s"] == 10.0
-    assert eta_s(snap(20, 0, 0, 0, 30), r) == pytest.approx(70 / 2.0)
-    assert eta_s(snap(20, 0, 0, 0, 30, total=None), r) is None
+
+
+def test_the_estimate_measures_samples_as_they_end(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("airgen.runtime.deadline.time.monotonic", lambda: clock[0])
+    est = Estimate()
+    assert est.sample_s is None and est.per_s(1000.0) is None and est.eta_s(70, 1000.0) is None
+    clock[0] = 1010.0
+    for i in range(10):  # ten samples end in the 10th second, having taken 1..10 s
+        est.finished(float(i + 1), 1010.0)
+    assert est.sample_s == 10.0  # the 90th percentile of 1..10
+    assert est.per_s(1010.0) == pytest.approx(10 / 10)  # since the run began: 10 s
+    assert est.eta_s(70, 1010.0) == pytest.approx(70.0)
+    # A minute later those ends have left the window: no rate until the next one ends.
+    assert est.per_s(1071.0) is None
+
+
+def test_a_deadline_admits_what_would_end_before_it(monkeypatch):
+    clock = [500.0]
+    monkeypatch.setattr("airgen.runtime.deadline.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("airgen.runtime.deadline.time.time", lambda: 1_000_000.0)
+    d = Deadline(1_000_100.0)  # 100 s from now
+    est = Estimate()
+    # Before any sample ended, the oldest one in flight has taken at least its age.
+    assert d.admits(est, 30.0, 500.0) and d.admits(est, None, 550.0)
+    est.finished(40.0, 550.0)
+    assert d.admits(est, 5.0, 559.0)  # 559 + 40 < 600
+    assert not d.admits(est, 5.0, 561.0) and d.closed_at == 561.0
+    assert not d.admits(Estimate(), None, 562.0)  # closed for the rest of the run
+    assert d.left_s(590.0) == pytest.approx(10.0)
 
 
 async def test_metrics_jsonl_written_during_a_run(prompts, tmp_path):
@@ -161,7 +190,7 @@ async def test_metrics_jsonl_written_during_a_run(prompts, tmp_path):
 def test_funnel_drop_counts_line_up_whatever_the_stage_names():
     metrics = Metrics()
     metrics.rejected_at.update({"back_translate": 3, "propose": 1})
-    lines = [line for line in funnel(metrics).splitlines() if "rejected at" in line]
+    lines = [line for line in funnel(numbers(metrics)).splitlines() if "rejected at" in line]
     assert len(lines) == 2 and len({line.rindex(" ") for line in lines}) == 1
 
 
@@ -169,7 +198,7 @@ def test_prometheus_endpoint_serves_the_counters():
     import socket
     import urllib.request
 
-    from airgen.run.prometheus import Endpoint
+    from airgen.runtime.prometheus import Endpoint
 
     metrics = Metrics()
     metrics.call_started(Request("d/score/0", "guidance", "score", (), None), time.perf_counter())  # type: ignore

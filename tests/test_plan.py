@@ -10,7 +10,7 @@ from airgen import cli
 from airgen.engines import plan
 from airgen.air.recipe import RECIPE as AIR
 from airgen.config import ConfigError, ModelConfig
-from airgen.run.panel import Rates, progress_line
+from airgen.runtime.panel import Rates, progress_line
 
 H100, H200 = 80.0, 141.0
 MIX = AIR.token_mix
@@ -109,6 +109,7 @@ def test_the_command_line(capsys):
 def test_the_share_of_an_engines_peak_in_the_live_line():
     rates = Rates()
     base = {"elapsed_s": 0, "samples": {"records": 0, "rejected": 0, "resumed": 0, "total": None, "in_flight": 0},
+            "estimate": {"eta_s": None, "deadline": None},
             "in_flight_by_stage": {}, "rejected_at": {}, "engines": {}, "faults": {}, "stalled": {"calls": 0},
             "peaks": {"guidance": 2000.0}}
     rates.add({**base, "roles": {"guidance": {"prompt_tokens": 0, "output_tokens": 0, "cached_tokens": 0}}})

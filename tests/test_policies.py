@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from airgen.run import bench
+from airgen.runtime import bench
 
 from airgen.method import corpus
 
@@ -19,7 +19,7 @@ from airgen.store import files
 
 from airgen.store import journal
 
-from airgen.run import runner
+from airgen.runtime import runner
 
 from airgen.method import rows
 
@@ -32,7 +32,7 @@ from airgen.config import ModelConfig, load
 from airgen.crab import pairs
 from airgen.engines import model_identity
 from airgen.engines.scripted import ScriptedEngine
-from airgen.run.metrics import Metrics
+from airgen.runtime.metrics import Metrics
 from airgen.store.folder import JOURNAL, METRICS
 from airgen_kernels import resolve_device
 
@@ -171,7 +171,7 @@ def test_devices_resolve_in_one_place(monkeypatch, gpu):
 
 
 def test_a_run_on_servers_never_imports_torch():
-    code = ("import sys; import airgen.cli, airgen.run.runner, airgen.run.bench, airgen.engines.build, airgen.engines.openai; "
+    code = ("import sys; import airgen.cli, airgen.runtime.runner, airgen.runtime.bench, airgen.engines.build, airgen.engines.openai; "
             "bad = [m for m in ('torch', 'vllm', 'transformers', 'numpy') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})

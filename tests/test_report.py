@@ -11,7 +11,7 @@ import pytest
 
 from airgen import cli
 
-from airgen.run import runner
+from airgen.runtime import runner
 from airgen import config as C
 from airgen.air.script import MethodScript
 from airgen.engines.scripted import ScriptedEngine

@@ -19,8 +19,8 @@ from airgen.engines import RequestRejected
 from airgen.air.script import MethodScript
 from airgen.engines.scripted import ScriptedEngine
 from airgen.air.flow import AirFlow
-from airgen.run.metrics import Metrics
-from airgen.run.scheduler import EngineFailed, Scheduler
+from airgen.runtime.metrics import Metrics
+from airgen.runtime.scheduler import EngineFailed, Scheduler
 
 
 def docs(n: int, start: int = 0):

@@ -161,7 +161,7 @@ async def start_engines(guidance, student=None, outage_s=None):
 
 
 if __name__ == "__main__":
-    from airgen.run import runner
+    from airgen.runtime import runner
     from airgen.cli import main
 
     runner.start_engines = start_engines

@@ -29,7 +29,7 @@ from airgen.engines import EMBEDDED
 from airgen.store.files import atomic_binary, atomic_text, atomic_write
 from airgen.method.flow import Done, Rejected
 from airgen.method.recipe import Ended
-from airgen.store.folder import METRICS, stream
+from airgen.store.folder import METRICS, STATUS, stream
 from airgen.read.view import OUTPUTS, Folder, defaults_first, lines, open_folder, units
 from airgen.store.sink import split_order
 from airgen.method.views import kind_of
@@ -187,8 +187,29 @@ def figures(out: Path) -> dict[str, Any]:
     }
 
 
+def _stopped_early(folder: Folder) -> str | None:
+    """What status.json says of a run its deadline stopped (or one that was stopped otherwise)."""
+    try:
+        status = orjson.loads((folder.out / STATUS).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    s, unit = status["samples"], folder.recipe.unit
+    left = "" if s["left"] is None else f", {s['left']} left"
+    if status["state"] == "stopped" and status["why"] == "deadline":
+        return (f"The run stopped at its deadline ({status['deadline']}): {s['finished']} {unit}s finished{left}; "
+                "the same `airgen run` command continues it.")
+    if status["state"] == "stopped" and status["why"] in ("interrupted", "cancelled", "error"):
+        return (f"The run was stopped ({status['why']}"
+                + (f": {status['last_error']}" if status["last_error"] else "")
+                + f"): {s['finished']} {unit}s finished{left}; the same `airgen run` command continues it.")
+    return None
+
+
 def _limits(folder: Folder, models: dict[str, str], in_flight: int) -> list[str]:
     notes = []
+    stopped = _stopped_early(folder)
+    if stopped is not None:
+        notes.append(stopped)
     if EMBEDDED in models.values():
         notes.append("Made with the bundled 135M demo model (SmolLM2-135M-Instruct) and the 'tiny' preset: it shows "
                      "the method at work, it is not training data.")

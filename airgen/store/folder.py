@@ -12,6 +12,8 @@ import orjson
 RUN_FILE = "run.json"
 JOURNAL = "journal.jsonl"
 METRICS = "metrics.jsonl"
+STATUS = "status.json"  # where the run stands, for schedulers (`runtime.status`)
+INPUTS = "inputs.jsonl"  # rows given to `airgen.run` as dicts, read as a file
 
 
 def stream(path: Path) -> Iterator[dict[str, Any]]:

@@ -43,26 +43,35 @@ def _unit(line: dict[str, Any]) -> str:
     return line["meta"]["doc_id"] if "meta" in line else line["unit"]
 
 
-def _keep_finished(path: Path, finished: Container[str]) -> None:
+def _keep_finished(path: Path, finished: Container[str]) -> int:
     """Remove lines of units that the journal does not mark done: they are written again when the unit finishes.
-    Streamed: the file is read once to see whether any line must go, and copied once only then."""
+    Streamed: the file is read once to see whether any line must go, and copied once only then. Returns the lines
+    kept."""
     repair_tail(path)
     if not path.exists():
-        return
+        return 0
+    lines = keep = 0
     with open(path, "rb") as f:
-        if all(_unit(orjson.loads(raw)) in finished for raw in f):
-            return
+        for raw in f:
+            lines += 1
+            keep += _unit(orjson.loads(raw)) in finished
+    if keep == lines:
+        return keep
     with open(path, "rb") as f, atomic_binary(path) as kept:
         for raw in f:
             if _unit(orjson.loads(raw)) in finished:
                 kept.write(raw)
+    return keep
 
 
 class Sink:
     def __init__(self, out: Path, finished: Container[str], extra_meta: dict[str, Any]):
         self._logs = {}
+        self.records_written = 0  # records.jsonl's lines, earlier runs' included
         for name in (RECORDS, PAIRS, REJECTED, DROPPED_LEVELS):
-            _keep_finished(out / name, finished)
+            kept = _keep_finished(out / name, finished)
+            if name == RECORDS:
+                self.records_written = kept
             if name != PAIRS:  # made on its first pair: a run without pairs has no pairs file
                 self._logs[name] = AppendLog(out / name)
         self._out = out
@@ -72,6 +81,7 @@ class Sink:
         for record in records:
             record["meta"].update(self._extra_meta)
         self._logs[RECORDS].write(*records)
+        self.records_written += len(records)
 
     def pairs(self, pairs: list[dict[str, Any]]) -> None:
         if not pairs:

@@ -32,14 +32,14 @@ from airgen.store import journal
 
 from airgen.method import recipes
 
-from airgen.run import runner
+from airgen.runtime import runner
 from airgen.method.calls import Completion, Request, Role
 from airgen.config import Config, ConfigError
 from airgen.method.rows import Rejection
 from airgen.engines import Engine
 from airgen.store.files import atomic_binary, atomic_write
-from airgen.run.metrics import Metrics
-from airgen.run.prometheus import Endpoint
+from airgen.runtime.metrics import Metrics
+from airgen.runtime.prometheus import Endpoint
 from airgen.method.prompts import PromptSet
 from airgen.method.flow import replay
 

@@ -1,5 +1,5 @@
-"""The live display of a run: rates over a sliding window of snapshots, the ETA, and a rich panel on a terminal or a
-plain line every 30 s in a log."""
+"""The live display of a run: token rates over a sliding window of snapshots, the ETA and the deadline (the run's
+`estimate`, `deadline.Estimate`), and a rich panel on a terminal or a plain line every 30 s in a log."""
 from __future__ import annotations
 
 import collections
@@ -9,7 +9,7 @@ from airgen import console
 
 
 class Rates:
-    """Tokens/s per role and samples/s over a sliding window of snapshots."""
+    """Tokens/s per role over a sliding window of snapshots."""
 
     def __init__(self, window_s: float = 30.0):
         self.window_s = window_s
@@ -22,7 +22,7 @@ class Rates:
             self._points.popleft()
         t0, first = self._points[0]
         dt = t - t0
-        rates: dict[str, Any] = {"window_s": round(dt, 3), "roles": {}, "samples_per_s": None}
+        rates: dict[str, Any] = {"window_s": round(dt, 3), "roles": {}}
         if dt <= 0:
             return rates
         for role, c in snap["roles"].items():
@@ -37,17 +37,17 @@ class Rates:
                 "of_peak": output / peak if peak else None,
                 "cache_hit": round(cached / prompt, 4) if prompt else None,
             }
-        finished = lambda s: s["samples"]["records"] + s["samples"]["rejected"]  # noqa: E731
-        rates["samples_per_s"] = round((finished(snap) - finished(first)) / dt, 3)
         return rates
 
 
-def eta_s(snap: dict[str, Any], rates: dict[str, Any]) -> float | None:
-    samples = snap["samples"]
-    if not samples["total"] or not rates.get("samples_per_s"):
-        return None
-    left = samples["total"] - samples["records"] - samples["rejected"] - samples["resumed"]
-    return max(left, 0) / rates["samples_per_s"]
+def _eta(snap: dict[str, Any]) -> str:
+    """The ETA, and the deadline with what it lets in."""
+    est = snap["estimate"]
+    parts = [f"eta {est['eta_s']:,.0f}s"] if est["eta_s"] is not None else []
+    if est["deadline"] is not None:
+        parts.append(f"deadline in {max(est['deadline_in_s'], 0):,.0f}s"
+                     + ("" if est["admitting"] else ", admission closed: finishing what is in flight"))
+    return "  ".join(parts)
 
 
 def progress_line(snap: dict[str, Any], rates: dict[str, Any]) -> str:
@@ -58,9 +58,9 @@ def progress_line(snap: dict[str, Any], rates: dict[str, Any]) -> str:
                    + (f" ({r['of_peak']:.0%} of peak)" if r.get("of_peak") is not None else "")
                    + (f" hit {r['cache_hit']:.0%}" if r["cache_hit"] is not None else "")
                    for role, r in rates["roles"].items()) or "-"
-    eta = eta_s(snap, rates)
+    eta = _eta(snap)
     return (f"[{snap['elapsed_s']:,.0f}s] done {s['records']} rejected {s['rejected']}{total} | in flight {flight} | "
-            f"prompt/output {tps}" + (f" | eta {eta:,.0f}s" if eta is not None else "") + _trouble(snap))
+            f"prompt/output {tps}" + (f" | {eta}" if eta else "") + _trouble(snap))
 
 
 def _trouble(snap: dict[str, Any]) -> str:
@@ -103,10 +103,10 @@ def _panel(snap: dict[str, Any], rates: dict[str, Any]):
     from rich.table import Table
 
     s = snap["samples"]
-    eta = eta_s(snap, rates)
+    eta = _eta(snap)
     title = (f"{snap['elapsed_s']:,.0f}s  records {s['records']}  rejected {s['rejected']}"
              + (f" of {s['total']}" if s["total"] else "") + (f"  resumed {s['resumed']}" if s["resumed"] else "")
-             + (f"  eta {eta:,.0f}s" if eta is not None else "") + _trouble(snap))
+             + (f"  {eta}" if eta else "") + _trouble(snap))
     table = Table(title=title, title_justify="left", box=None, pad_edge=False)
     for column in ("", "in flight", "rejected", "prompt tok/s", "output tok/s", "cache hit", "busy"):
         table.add_column(column, justify="left" if not column else "right")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from airgen.run.metrics import STALLED_S
+from airgen.runtime.metrics import STALLED_S
 
 Snapshot = Callable[[], dict[str, Any]]
 

@@ -31,14 +31,16 @@ from airgen.engines import Engine, identity
 from airgen.engines.build import close_engines, start_engines
 from airgen.engines.replicas import Replicas
 from airgen.store.files import AppendLog, atomic_write
-from airgen.run.metrics import Metrics
-from airgen.run.panel import Progress, Rates
-from airgen.run.prometheus import Endpoint
-from airgen.run.summary import funnel
+from airgen.runtime.metrics import Metrics
+from airgen.runtime.panel import Progress, Rates
+from airgen.runtime.prometheus import Endpoint
+from airgen.runtime import status
+from airgen.runtime.deadline import Deadline, deadline_of
+from airgen.runtime.summary import funnel, numbers
 from airgen.method.prompts import PromptSet
 from airgen.store.lock import LOCK
-from airgen.store.folder import JOURNAL, METRICS, RUN_FILE
-from airgen.run.scheduler import Scheduler
+from airgen.store.folder import INPUTS, JOURNAL, METRICS, RUN_FILE
+from airgen.runtime.scheduler import Scheduler
 
 DISPLAY_EVERY_S = 1.0
 STOP_GRACE_S = 30.0
@@ -83,6 +85,16 @@ def _refuse(out: Path, changes: list[str]) -> ConfigError:
                        "Use the original settings, or a new --out folder.")
 
 
+def refuse_foreign(out: Path) -> None:
+    """A folder that holds files but no run is not made into one. A run.json half-written when a kill came is a
+    .partial file: such a folder is still a new one; so is one that holds only the lock its writer took before
+    reading it (and the rows `airgen.run` was given, as a file)."""
+    if (out / RUN_FILE).exists() or not out.exists():
+        return
+    if any(not p.name.endswith(".partial") and p.name not in (LOCK, INPUTS) for p in out.iterdir()):
+        raise ConfigError(f"{out} exists, is not empty and holds no {RUN_FILE}: not an airgen run folder")
+
+
 def prepare(out: Path, inputs: list[Path], config: Config, prompts: PromptSet, shard: bool = False) -> list[Path]:
     """Create the run folder, or check that an existing one continues the same run (its models are checked once
     the engines answer: `settle_models`). Returns the inputs to read. A shard's folder (`shard`: one Ray worker's
@@ -104,10 +116,7 @@ def prepare(out: Path, inputs: list[Path], config: Config, prompts: PromptSet, s
             say(f"airgen: {out} was begun by airgen {stored.get('airgen', 'before 0.2')}; this is {version()}: a "
                 "journaled answer is used again only for the very request it answered")
         return stored_inputs
-    # A run.json half-written when a kill came is a .partial file: such a folder is still a new one; so is one that
-    # holds only the lock its writer took before reading it.
-    if out.exists() and any(not p.name.endswith(".partial") and p.name != LOCK for p in out.iterdir()):
-        raise ConfigError(f"{out} exists, is not empty and holds no {RUN_FILE}: not an airgen run folder")
+    refuse_foreign(out)
     recipe = recipes.of(config)
     resolved = [p.resolve() for p in inputs] if inputs else [recipe.default_input()]
     # Before the folder is made and any engine starts (a model load takes minutes): an input with nothing in it
@@ -184,20 +193,22 @@ def say_outputs(out: Path, unit: str) -> None:
         f"{plural(rejected, unit)} rejected ({out / sink.REJECTED})")
 
 
-async def execute(config: Config, out: Path, inputs: list[Path], prompts: PromptSet, layout: Any = None) -> int:
-    """The run on this process's engines; with `layout` (a `plan.Plan`), the summary says how close it came."""
+async def execute(config: Config, out: Path, inputs: list[Path], prompts: PromptSet, layout: Any = None,
+                  signals: bool = True) -> int:
+    """The run on this process's engines; with `layout` (a `plan.Plan`), the summary says how close it came; with
+    `signals`, Ctrl-C and SIGTERM stop it. Returns the command's exit code."""
     recipe = recipes.of(config)
     engines = await start_engines(*config.models(), outage_s=config.run.outage_s)
     say_engines(engines)
     endpoint = Endpoint(config.run.prometheus_port) if config.run.prometheus_port is not None else None
     try:
         settle_models(out, models(engines))
-        scheduler = await generate(config, out, inputs, prompts, engines, endpoint=endpoint)
+        scheduler = await generate(config, out, inputs, prompts, engines, endpoint=endpoint, signals=signals)
     finally:
         if endpoint is not None:
             endpoint.close()
         await close_engines(engines)
-    say(funnel(scheduler.metrics))
+    say(funnel(numbers(scheduler.metrics)))
     if layout is not None:
         from airgen.engines.plan import compare
 
@@ -206,6 +217,8 @@ async def execute(config: Config, out: Path, inputs: list[Path], prompts: Prompt
     if scheduler.interrupted:
         say(f"interrupted: calls in flight were cancelled; run the same command again to resume {out}")
         return 130
+    if scheduler.deadline is not None and (scheduler.closed or scheduler.stopped_by == "deadline"):
+        say(deadline_line(scheduler, recipe.unit))
     if scheduler.aside:
         unit, why = next(iter(scheduler.aside.items()))
         say(f"airgen: {plural(len(scheduler.aside), recipe.unit)} set aside, unfinished: a call failed every try "
@@ -216,22 +229,23 @@ async def execute(config: Config, out: Path, inputs: list[Path], prompts: Prompt
 
 async def generate(config: Config, out: Path, inputs: list[Path], prompts: PromptSet,
                    engines: dict[Role, Engine], shard: tuple[int, int] | None = None,
-                   endpoint: Endpoint | None = None) -> Scheduler:
+                   endpoint: Endpoint | None = None, signals: bool = True) -> Scheduler:
     """Run (or resume) the method over `inputs` into `out` on engines already started; with `shard` (k, n), only
     the units whose id hashes to k of n (`shard_of`), as one of n Ray workers.
 
-    While it runs, OUT/metrics.jsonl gets a snapshot every few seconds (and a last one at the end), the progress
-    display is refreshed if enabled, and `endpoint` (the process's Prometheus endpoint, if any) serves its
-    counters."""
+    While it runs, OUT/metrics.jsonl gets a snapshot every few seconds (and a last one at the end), OUT/status.json
+    is rewritten with it, the progress display is refreshed if enabled, and `endpoint` (the process's Prometheus
+    endpoint, if any) serves its counters. With `signals`, Ctrl-C and SIGTERM stop the run (a Ray worker leaves its
+    signals to Ray; a library caller keeps its own)."""
     recipe = recipes.of(config)
     replay = journal.load(out / JOURNAL)
     units = recipe.read(inputs, config.run.limit)
     if shard is not None:
         units = (u for u in units if shard_of(unit_name(u), shard[1]) == shard[0])
-    metrics = Metrics(total=config.run.limit if shard is None else None,
-                      peaks={role: peak for role in engines if (peak := getattr(config, role).peak_tokens_per_s)})
+    metrics = Metrics(peaks={role: peak for role in engines if (peak := getattr(config, role).peak_tokens_per_s)})
     loop = asyncio.get_running_loop()
-    handled = shard is None  # a Ray worker leaves its signals to Ray
+    handled = signals and shard is None
+    deadline = deadline_of(config.run)
     # Every file opened here is closed however the run ends, each even when closing another one fails (a full disk).
     with contextlib.ExitStack() as files:
         the_sink = sink.Sink(out, replay.finished, {
@@ -246,7 +260,12 @@ async def generate(config: Config, out: Path, inputs: list[Path], prompts: Promp
             {role: getattr(config, role).window * (len(e.engines) if isinstance(e, Replicas) else 1)
              for role, e in engines.items()},
             the_journal, the_sink, metrics, replay, config.run.max_in_flight,
+            Deadline(deadline) if deadline is not None else None,
         )
+        if shard is None:  # the ETA's denominator: the input counted beside the run, off the loop
+            counting = loop.run_in_executor(None, _count, recipe, inputs, config.run.limit)
+            counting.add_done_callback(
+                lambda f: setattr(metrics, "total", None if f.cancelled() or f.exception() else f.result()))
         for sig in (signal.SIGINT, signal.SIGTERM) if handled else ():
             loop.add_signal_handler(sig, _stop_on_signal, scheduler)
             files.callback(loop.remove_signal_handler, sig)
@@ -257,15 +276,57 @@ async def generate(config: Config, out: Path, inputs: list[Path], prompts: Promp
         display = Progress() if config.run.progress else None
         if display is not None:
             files.callback(display.close)
-        rates = Rates()
-        observer = asyncio.create_task(_observe(scheduler, log, display, rates, config.run.metrics_every_s))
+        tick = _Tick(scheduler, out, log, display)
+        observer = asyncio.create_task(_observe(tick, config.run.metrics_every_s))
+        failure: BaseException | None = None
         try:
+            tick(write=True)  # status.json says running from the start
             await scheduler.run(units)
+        except BaseException as e:
+            failure = e
+            raise
         finally:
             observer.cancel()
             await asyncio.gather(observer, return_exceptions=True)
-            _observe_once(scheduler, log, display, rates, write=True)
+            if shard is None and not counting.done():  # the summary says what is left: the count is needed
+                await asyncio.wait([counting])
+            try:
+                tick(write=True, end=_end_state(scheduler, failure))
+            except OSError:
+                if failure is None:  # a full disk at the end is the run's failure; after another, that one stands
+                    raise
     return scheduler
+
+
+def _count(recipe, inputs: list[Path], limit: int | None) -> int:
+    return sum(1 for _ in recipe.read(inputs, limit))
+
+
+def _end_state(scheduler: Scheduler, failure: BaseException | None) -> tuple[str, str | None, str | None]:
+    """(state, why, last error) of a run that ended."""
+    if isinstance(failure, asyncio.CancelledError):
+        return "stopped", "cancelled", None
+    if failure is not None:
+        return "stopped", "error", " ".join(str(failure).split()) or type(failure).__name__
+    if scheduler.stopped_by is not None:
+        return "stopped", scheduler.stopped_by, None
+    if scheduler.aside:
+        return "stopped", "set aside", next(iter(scheduler.aside.values()))
+    if scheduler.closed:
+        return "stopped", "deadline", None
+    return "finished", None, None
+
+
+def deadline_line(scheduler: Scheduler, unit: str) -> str:
+    """What a run stopped by its deadline made, what it left, and that the same command continues."""
+    s = scheduler.metrics.snapshot()["samples"]
+    left = status.left({**s, "total": scheduler.metrics.total})
+    cancelled = scheduler.active if scheduler.stopped_by == "deadline" else 0
+    return (f"airgen: deadline {scheduler.deadline.iso()}: {plural(s['records'] + s['rejected'], unit)} finished "
+            f"this run ({s['records'] + s['rejected'] + s['resumed']} in all), "
+            + (f"{left} left" if left is not None else "the rest left")
+            + (f" ({cancelled} cancelled in flight, their answers so far kept)" if cancelled else "")
+            + "; the same command continues where this one stopped")
 
 
 # While a command that owns its process runs (`ends_process_on_second_signal`): the timers of stops in progress.
@@ -306,29 +367,54 @@ def _stop_now(why: str) -> None:
     os._exit(130)
 
 
-def _observe_once(scheduler: Scheduler, log: AppendLog, display: Progress | None, rates: Rates,
-                  write: bool) -> None:
-    scheduler.journal.commit()  # about once a second: the group commit (`journal`)
-    scheduler.metrics.settle(scheduler.active > 0)
-    snap = scheduler.metrics.snapshot()
-    snap["rates"] = rates.add(snap)
-    if write:
-        log.write(snap)
-    if display is not None:
-        display.update(snap, snap["rates"])
+class _Tick:
+    """One look at the run: the journal's group commit, a snapshot with its rates and estimate, the display, and,
+    when due, a metrics.jsonl line and status.json."""
+
+    def __init__(self, scheduler: Scheduler, out: Path, log: AppendLog, display: Progress | None):
+        self.scheduler, self.out, self.log, self.display = scheduler, out, log, display
+        self.rates = Rates()
+
+    def __call__(self, write: bool, end: tuple[str, str | None, str | None] | None = None) -> None:
+        scheduler = self.scheduler
+        scheduler.journal.commit()  # about once a second: the group commit (`journal`)
+        scheduler.metrics.settle(scheduler.active > 0)
+        snap = scheduler.metrics.snapshot()
+        snap["rates"] = self.rates.add(snap)
+        snap["estimate"] = _estimate(scheduler, snap)
+        if write:
+            self.log.write(snap)
+            state, why, error = end or ("running", None, None)
+            status.write(self.out, status.document(snap, scheduler.sink.records_written,
+                                                   numbers(scheduler.metrics), state, why, error))
+        if self.display is not None:
+            self.display.update(snap, snap["rates"])
 
 
-async def _observe(scheduler: Scheduler, log: AppendLog, display: Progress | None, rates: Rates,
-                   every_s: float) -> None:
-    """The display every second (or faster), a metrics.jsonl line every `every_s`; a failure to write it (a full
-    disk) stops the run as any other would."""
-    tick, written = min(DISPLAY_EVERY_S, every_s), time.monotonic()
+def _estimate(scheduler: Scheduler, snap: dict[str, Any]) -> dict[str, Any]:
+    """The one estimate the ETA and the deadline read (`deadline.Estimate`)."""
+    now = time.monotonic()
+    estimate, deadline = scheduler.estimate, scheduler.deadline
+    per_s = estimate.per_s(now)
+    left = status.left(snap["samples"])
+    return {"samples_per_s": round(per_s, 4) if per_s else None,
+            "sample_s": round(estimate.sample_s, 3) if estimate.sample_s is not None else None,
+            "eta_s": round(eta, 1) if left is not None and (eta := estimate.eta_s(left, now)) is not None else None,
+            "deadline": deadline.iso() if deadline is not None else None,
+            "deadline_in_s": round(deadline.left_s(now), 1) if deadline is not None else None,
+            "admitting": not scheduler.closed and scheduler.stopped_by is None}
+
+
+async def _observe(tick: _Tick, every_s: float) -> None:
+    """The display every second (or faster), a metrics.jsonl line and status.json every `every_s`; a failure to
+    write them (a full disk) stops the run as any other would."""
+    step, written = min(DISPLAY_EVERY_S, every_s), time.monotonic()
     try:
         while True:
-            await asyncio.sleep(tick)
-            due = time.monotonic() - written >= every_s - tick / 2
+            await asyncio.sleep(step)
+            due = time.monotonic() - written >= every_s - step / 2
             if due:
                 written = time.monotonic()
-            _observe_once(scheduler, log, display, rates, write=due)
+            tick(write=due)
     except Exception as e:  # noqa: BLE001 - the scheduler stops and raises it
-        scheduler.fail(e)
+        tick.scheduler.fail(e)

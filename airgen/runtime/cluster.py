@@ -23,7 +23,7 @@ import orjson
 
 from airgen.method import recipes
 
-from airgen.run import runner
+from airgen.runtime import runner, status
 
 from airgen.store import sink
 from airgen.config import Config, ConfigError
@@ -31,7 +31,7 @@ from airgen.console import say
 from airgen.engines.placement import gpus_needed
 from airgen.store.files import AppendLog, atomic_binary, atomic_write
 from airgen.store.lock import hold
-from airgen.run.prometheus import Endpoint
+from airgen.runtime.prometheus import Endpoint
 from airgen.store.folder import JOURNAL, METRICS, RUN_FILE, last_line
 
 SHARDS = "shards"
@@ -95,6 +95,7 @@ def execute(config: Config, out: Path, inputs: list[Path], prompts, address: str
             return worker.run.remote(), worker
 
         say(f"airgen: {workers} Ray workers, shards in {out / SHARDS}/")
+        started = time.time()
         running = {ref: (k, worker) for k in range(workers) for ref, worker in [launch(k)]}
         restarts: collections.Counter = collections.Counter()
         results: dict[int, dict[str, Any]] = {}
@@ -123,6 +124,7 @@ def execute(config: Config, out: Path, inputs: list[Path], prompts, address: str
                         raise (e.cause or e) from None
                 snap = combined(out, workers)
                 log.write(snap)
+                _status(out, workers, started, ended=False)
                 if config.run.progress:
                     say(progress(snap, len(results), workers))
         finally:
@@ -133,7 +135,12 @@ def execute(config: Config, out: Path, inputs: list[Path], prompts, address: str
         ray.shutdown()
     runner.settle_models(out, orjson.loads((shard_dir(out, 0) / RUN_FILE).read_bytes())["settings"]["models"])
     merge(out, workers)
+    _status(out, workers, started, ended=True)
     runner.say_outputs(out, recipes.of(config).unit)
+    final = status.read(out)
+    if final is not None and final["why"] == "deadline":
+        say(f"airgen: deadline {final['deadline']}: {final['samples']['finished']} {recipes.of(config).unit}s "
+            f"finished, {final['samples']['left']} left; the same command continues where this one stopped")
     aside = {unit: why for r in results.values() for unit, why in r["aside"].items()}
     if aside:
         unit, why = next(iter(aside.items()))
@@ -195,6 +202,13 @@ def _gpus_per_worker(config: Config) -> float:
     if not ray.cluster_resources().get("GPU"):
         return 0
     return gpus_needed([m for m in config.models() if m is not None])
+
+
+def _status(out: Path, workers: int, started: float, ended: bool) -> None:
+    """OUT/status.json from the shards' own, once each has written one."""
+    shards = [status.read(shard_dir(out, k)) for k in range(workers)]
+    if all(shards):
+        status.write(out, status.of_shards(shards, started, ended))
 
 
 def combined(out: Path, workers: int) -> dict[str, Any]:

@@ -5,7 +5,8 @@
 - Each engine has a window of outstanding requests (continuous batching stays fed, memory stays bounded); requests
   beyond it wait in a priority queue where the sample closest to done goes first, which keeps in-flight state small
   and puts one document's calls close together in time (prefix-cache hits).
-- Units are admitted from a stream (the recipe's `read`) while fewer than `max_in_flight` samples are active.
+- Units are admitted from a stream (the recipe's `read`) while fewer than `max_in_flight` samples are active and,
+  with a deadline, while a new sample would end before it (`deadline`); at the deadline the run stops as on Ctrl-C.
 - Every completion and refusal is journaled before the flow sees it; a finished sample's lines are written before
   its done marker. Resume replays the journal through the same flow, so nothing finished is asked again.
 - A call the engine could not get answered (`CallFailed`: every try failed while the server answers others) is no
@@ -27,7 +28,8 @@ from airgen.method.rows import Rejection, unit_name
 from airgen.engines import CallFailed, Engine, RequestRejected, identity
 from airgen.method.flow import Done, Flow, Next, Unit, replay
 from airgen.store.journal import Journal, Replay
-from airgen.run.metrics import Metrics
+from airgen.runtime.deadline import Deadline, Estimate
+from airgen.runtime.metrics import Metrics
 from airgen.store.sink import Sink
 
 
@@ -48,7 +50,8 @@ class Lane:
 
 class Scheduler:
     def __init__(self, flow: Flow, engines: dict[Role, Engine], windows: dict[Role, int], journal: Journal,
-                 sink: Sink, metrics: Metrics, replay: Replay, max_in_flight: int):
+                 sink: Sink, metrics: Metrics, replay: Replay, max_in_flight: int,
+                 deadline: Deadline | None = None):
         self.flow = flow
         self.journal = journal
         self.sink = sink
@@ -78,7 +81,10 @@ class Scheduler:
         self._exhausted = False
         self._finished = asyncio.Event()
         self._error: BaseException | None = None
-        self.interrupted = False
+        self.stopped_by: str | None = None  # "interrupted" (Ctrl-C, SIGTERM) or "deadline"
+        self.deadline = deadline
+        self.estimate = Estimate()
+        self._admitted: dict[str, float] = {}  # sample in flight -> when it was admitted (oldest first)
         self.aside: dict[str, str] = {}  # unit -> why it was set aside for the next run
         self._given_up: set[str] = set()  # call keys given up once in this run: asked once more, last
 
@@ -86,27 +92,43 @@ class Scheduler:
     def active(self) -> int:
         return self._active
 
+    @property
+    def interrupted(self) -> bool:
+        return self.stopped_by == "interrupted"
+
+    @property
+    def closed(self) -> bool:
+        """Admission closed by the deadline: the samples not begun are left for the next run."""
+        return self.deadline is not None and self.deadline.closed_at is not None
+
     async def run(self, units: Iterable[Any]) -> None:
         self._loop = asyncio.get_running_loop()
         self._units = iter(units)
+        timer = None if self.deadline is None else self._loop.call_at(
+            self._loop.time() + self.deadline.left_s(time.monotonic()), self.stop, "deadline")
         try:
             self._admit()  # replays journaled answers: a failure there stops the run like any other
             await self._finished.wait()
         finally:
+            if timer is not None:
+                timer.cancel()
             await self._cancel_all()
         self.metrics.settle(self._active > 0)
         if self._error is not None:
             raise self._error
 
-    def stop(self) -> None:
-        """Ctrl-C: stop at once; calls in flight are cancelled (and asked again on resume), nothing else is lost."""
-        self.interrupted = True
+    def stop(self, why: str = "interrupted") -> None:
+        """Ctrl-C (or the deadline): stop at once; calls in flight are cancelled (and asked again on resume),
+        nothing else is lost."""
+        if not self._finished.is_set():
+            self.stopped_by = self.stopped_by or why
         self._finished.set()
 
     # -- admission ----------------------------------------------------------------------------------------------
 
     def _admit(self) -> None:
-        while not self._exhausted and self._active < self.max_in_flight and not self._finished.is_set():
+        while (not self._exhausted and self._active < self.max_in_flight and not self._finished.is_set()
+               and self._in_time()):
             unit = next(self._units, None)
             if unit is None:
                 self._exhausted = True
@@ -114,8 +136,16 @@ class Scheduler:
                 self._reject_input(unit)
             else:
                 self._start(unit)
-        if self._exhausted and self._active == 0:
+        if (self._exhausted or self.closed) and self._active == 0:
             self._finished.set()
+
+    def _in_time(self) -> bool:
+        """Whether a sample admitted now would end before the deadline (always, without one)."""
+        if self.deadline is None:
+            return True
+        now = time.monotonic()
+        oldest = now - next(iter(self._admitted.values())) if self._admitted else None
+        return self.deadline.admits(self.estimate, oldest, now)
 
     def _reject_input(self, rejection: Rejection) -> None:
         unit = unit_name(rejection)
@@ -138,7 +168,10 @@ class Scheduler:
         step = replay(self.flow, sample, self.flow.start(sample), lambda request: self._replayed(request, journaled))
         if journaled:  # answers the flow did not reach again: they follow one whose request changed
             self.metrics.asked_again["they follow an answer asked again"] += len(journaled)
-        for lane in self._handle(sample, step) or ():
+        lanes = self._handle(sample, step)
+        if lanes is not None:  # not finished from the journal alone: its time is measured from here
+            self._admitted[doc.id] = time.monotonic()
+        for lane in lanes or ():
             self._pump(lane)
 
     def _replayed(self, request: Request, journaled: dict) -> Completion | Refusal | None:
@@ -181,6 +214,10 @@ class Scheduler:
         self.journal.done(sample.doc_id)
         self._active -= 1
         self.metrics.active = self._active
+        admitted = self._admitted.pop(sample.doc_id, None)
+        if admitted is not None:
+            now = time.monotonic()
+            self.estimate.finished(now - admitted, now)
         return None
 
     def _set_aside(self, sample: Unit, reason: str) -> None:
@@ -189,6 +226,7 @@ class Scheduler:
         if sample.doc_id in self.aside:
             return
         self.aside[sample.doc_id] = reason
+        self._admitted.pop(sample.doc_id, None)
         self._active -= 1
         self.metrics.active = self._active
         self.metrics.set_aside[sample.doc_id] = reason
