@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.metadata
 import re
 import subprocess
@@ -77,6 +78,21 @@ async def test_concurrent_generate(engines):
         assert completion.prompt_tokens > 10 and 0 < completion.output_tokens <= 24
         assert completion.finish_reason in ("stop", "length")
         assert completion.model == "smollm2-135m-instruct"
+
+
+@pytest.mark.vllm
+@pytest.mark.asyncio(loop_scope="module")
+async def test_seeded_calls_whose_prefill_is_split_over_steps(engines):
+    """20 prompts of about 400 tokens at once overflow one step's token budget (4,096 on the CPU build), so some
+    prefills are split; each call carries its seed, as the flow sends them. On the CPU build a seeded split prefill
+    killed the engine ("CPU Generator does not use offset")."""
+    engine = engines["student"]
+    text = "Summarise this note in one sentence. " + " ".join(f"item{i} is filed under shelf {i % 7}." for i in
+                                                              range(80))
+    requests = [dataclasses.replace(make_request(f"{k}: {text}", f"s{k}/answer/0", max_tokens=8), seed=1000 + k)
+                for k in range(20)]
+    completions = await asyncio.gather(*(engine.generate(r) for r in requests))
+    assert sum(c.prompt_tokens for c in completions) > 4096 and all(c.output_tokens for c in completions)
 
 
 @pytest.mark.vllm

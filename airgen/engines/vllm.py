@@ -54,6 +54,11 @@ class VLLMEngine:
         # vLLM rejects a request id that is still in flight; a retried key must get a fresh one.
         self._ids = itertools.count()
         self._closed = False
+        # Each call's own seed, except on the CPU build: there vLLM rewinds a seeded request's generator when its
+        # prefill is split over steps (chunked prefill: a batch of prompts over max_num_batched_tokens), and a CPU
+        # torch.Generator has no offset to rewind ("CPU Generator does not use offset": the engine dies). There the
+        # engine's own seed alone holds.
+        self._seeded = True
 
     @classmethod
     async def start(cls, config: ModelConfig, *, name: str | None = None) -> "VLLMEngine":
@@ -73,6 +78,7 @@ class VLLMEngine:
         if not tokenizer.chat_template:
             raise VLLMEngineError(f"{path} has no chat template; the prompts are chat messages")
         engine = cls(tokenizer, name or config.model or path.name, path, config.reasoning, config.think_budget)
+        engine._seeded = not on_cpu
         # Armed before the start-up: a model load takes minutes, and a kill may come at any moment of it.
         engine._guard = _OrphanGuard.arm()
         before = _child_processes()
@@ -104,7 +110,9 @@ class VLLMEngine:
         final = None
         try:
             async for output in self._llm.generate(
-                tokens_input(token_ids), sampling_params(request.sampling, self._think_tokens, request.seed), request_id
+                tokens_input(token_ids),
+                sampling_params(request.sampling, self._think_tokens, request.seed if self._seeded else None),
+                request_id,
             ):
                 final = output
         except EngineDeadError as e:
