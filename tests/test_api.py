@@ -226,3 +226,15 @@ def test_ctrl_c_in_a_library_run_keeps_the_journal(tmp_path, handled):
     assert done.returncode == 0, done.stderr[-2000:]
     clean = subprocess.run(command(docs, tmp_path / "clean"), cwd=ROOT, env=env(), capture_output=True, timeout=300)
     assert clean.returncode == 0 and records(out) == records(tmp_path / "clean")
+
+
+def test_status_says_why_a_run_stopped(tmp_path):
+    """An engine that dies: status.json ends `stopped`, `error`, with the error's line; `airgen.load` says so."""
+    docs = documents(tmp_path / "docs.jsonl", 20)
+    out = tmp_path / "run"
+    done = subprocess.run(command(docs, out), cwd=ROOT, env=env(SCRIPTED_ENGINE="failing"), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1
+    status = airgen.load(out).status
+    assert status["state"] == "stopped" and status["why"] == "error"
+    assert "the engine core died" in status["last_error"] and status["samples"]["left"] > 0
