@@ -238,8 +238,9 @@ def run(inputs: Inputs | None = None, out: str | os.PathLike | None = None, *, r
     the config tree's names ({"flow": {"rounds": 3}, "run": {"until": "06:30"}}) or a TOML file's path. preset:
     "tiny" or "authors". progress: airgen's lines and the live panel on stderr (else nothing is printed; the lines go
     to the logger "airgen"). engine_log: the process's stdout and stderr (file descriptors 1 and 2) go to
-    OUT/engine.log while the run goes, as on the command line: vLLM's engine processes write there. handle_signals: Ctrl-C and SIGTERM stop the run as on the command line (else they are
-    the caller's: Ctrl-C raises KeyboardInterrupt once the run has stopped, its journal intact).
+    OUT/engine.log while the run goes, as on the command line: vLLM's engine processes write there.
+    handle_signals: Ctrl-C and SIGTERM stop the run as on the command line (else they are the caller's: Ctrl-C
+    raises KeyboardInterrupt once the run has stopped, its journal intact).
 
     Raises `ConfigError` (or `CorpusError`) for settings or inputs that cannot run, before any model starts; an
     engine's or the disk's failure is raised as it is, the journal kept (run again to resume). Inside a running
@@ -294,9 +295,10 @@ def arun(inputs: Inputs | None = None, out: str | os.PathLike | None = None, *, 
          settings: Mapping[str, Any] | str | os.PathLike | None = None, preset: str | None = None,
          progress: bool = False, engine_log: bool = False, handle_signals: bool = False) -> "Run":
     """`run` on the running event loop (a notebook's, a server's): no second loop, no signal handler unless
-    `handle_signals`, and the process's file descriptors left alone unless `engine_log` (the process is shared). The settings and inputs are checked and the folder made here, at the call; the run itself
-    is a task on the loop. The `Run` comes back at once: `await` it for the end (`run = await airgen.arun(...)`),
-    or follow its records meanwhile (`async for record in run.records()`)."""
+    `handle_signals`, and the process's file descriptors left alone unless `engine_log` (the process is shared).
+    The settings and inputs are checked and the folder made here, at the call; the run itself is a task on the loop.
+    The `Run` comes back at once: `await` it for the end (`run = await airgen.arun(...)`), or follow its records
+    meanwhile (`async for record in run.records()`)."""
     loop = asyncio.get_running_loop()  # RuntimeError without one: `run` is for that
     with console.terminal(progress):
         job = _Job(inputs, out, recipe, guidance, student, settings, preset, progress, engine_log, handle_signals)
@@ -324,7 +326,7 @@ def load(out: str | os.PathLike) -> "Run":
     return Run(out)
 
 
-# -- a run, read back ---------------------------------------------------------------------------------------------------
+# -- a run, read back -------------------------------------------------------------------------------------------------
 
 class Lines:
     """A run's JSONL output (records, rejected units): iterate for the lines written so far, or `async for` to
