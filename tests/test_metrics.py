@@ -143,8 +143,8 @@ def test_the_estimate_measures_samples_as_they_end(monkeypatch):
     assert est.sample_s == 10.0  # the 90th percentile of 1..10
     assert est.per_s(1010.0) == pytest.approx(10 / 10)  # since the run began: 10 s
     assert est.eta_s(70, 1010.0) == pytest.approx(70.0)
-    # A minute later those ends have left the window: no rate until the next one ends.
-    assert est.per_s(1071.0) is None
+    # A minute later those ends have left the window: the whole run's rate stands until the next one ends.
+    assert est.per_s(1071.0) == pytest.approx(10 / 71)
 
 
 def test_a_deadline_admits_what_would_end_before_it(monkeypatch):

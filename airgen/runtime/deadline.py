@@ -37,20 +37,25 @@ class Estimate:
         self._took: collections.deque[float] = collections.deque(maxlen=SAMPLES)
         self._ends: collections.deque[float] = collections.deque()
         self._since = time.monotonic()
+        self._count = 0
         self.sample_s: float | None = None  # the 90th percentile of the latest samples' times, once one has ended
 
     def finished(self, took_s: float, now: float) -> None:
         self._took.append(took_s)
         self._ends.append(now)
+        self._count += 1
         ordered = sorted(self._took)
         self.sample_s = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
 
     def per_s(self, now: float) -> float | None:
-        """Samples finished per second over the latest minute (or since the run began, when shorter)."""
+        """Samples finished per second over the latest minute (or since the run began, when shorter); over the
+        whole run when none ended in the latest minute (samples that take minutes end in bursts)."""
         while self._ends and now - self._ends[0] > WINDOW_S:
             self._ends.popleft()
         span = min(WINDOW_S, now - self._since)
-        return len(self._ends) / span if self._ends and span > 0 else None
+        if self._ends and span > 0:
+            return len(self._ends) / span
+        return self._count / (now - self._since) if self._count and now > self._since else None
 
     def eta_s(self, left: int, now: float) -> float | None:
         rate = self.per_s(now)
