@@ -205,12 +205,13 @@ def test_ctrl_c_in_a_library_run_keeps_the_journal(tmp_path, handled):
     out = tmp_path / "run"
     script = LIBRARY_RUN.format(url=URL)
     proc = subprocess.Popen([sys.executable, "-c", script, str(docs), str(out), "1" if handled else "0"], cwd=ROOT,
-                            env=env(SCRIPTED_LATENCY_S="0.3"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env(SCRIPTED_LATENCY_S="1.0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     for _ in range(300):
         time.sleep(0.05)
         if (out / "journal.jsonl").exists() and (out / "journal.jsonl").stat().st_size:
             break
+    assert proc.poll() is None  # calls of up to 1 s: the run is still going (about 10 s in all)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     if handled:
