@@ -186,8 +186,10 @@ def test_public_names():
                           check=True).stdout.split() == ["False", "False"]
 
 
+# Ctrl-C as a terminal's Python has it: a shell that starts a job in the background starts it with SIGINT ignored.
 LIBRARY_RUN = """
-import sys, tests.scripted_cli, airgen
+import signal, sys, tests.scripted_cli, airgen
+signal.signal(signal.SIGINT, signal.default_int_handler)
 airgen.run(sys.argv[1], sys.argv[2], guidance="{url}", student="{url}", settings={{"flow": {{"rounds": 2}}}},
            handle_signals=sys.argv[3] == "1")
 print("returned")
